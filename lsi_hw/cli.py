@@ -1,0 +1,341 @@
+"""``lsi-hw``: the bench from the command line (simulate, patterns).
+
+Every error we raise on purpose becomes one line on stderr and exit code 2, before
+anything is written; outputs are written to a temporary folder and moved into place
+only when complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from lsi_hw import __version__
+from lsi_hw.errors import ConfigError, LSIError
+from lsi_hw.sim.detector import NOISE_PRESETS
+
+__all__ = ["main"]
+
+
+def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our exceptions into ``Error: ...`` on stderr with exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LSIError as exc:
+            message = " ".join(str(exc).split())
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+class _Output:
+    """A folder that appears under its final name only when everything is written."""
+
+    def __init__(self, out: Path, force: bool) -> None:
+        self.final = out
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+            raise ConfigError(f"--out {out} exists and is not empty; pick another or add --force")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def commit(self) -> None:
+        if self.final.exists():
+            shutil.rmtree(self.final) if self.final.is_dir() else self.final.unlink()
+        os.replace(self.tmp, self.final)
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _build_patterns(
+    kind: str, m: int, size: int | None, seed: int, split: bool
+) -> Any:
+    from lsi_hw.patterns import PatternSet
+
+    if m < 1:
+        raise ConfigError(f"--m {m} must be >= 1")
+    if kind in ("hadamard", "random", "fourier"):
+        side = 256 if size is None else size
+        if kind == "hadamard":
+            if side < 2 or side & (side - 1):
+                raise ConfigError(f"--size {side}: Hadamard patterns need a power of two >= 2")
+            if m > side * side:
+                raise ConfigError(
+                    f"--m {m} exceeds the {side * side} Hadamard patterns of a {side}x{side} grid"
+                )
+            return PatternSet.hadamard(side, m=m, order="sequency", split=split)
+        if kind == "random":
+            patterns = PatternSet.random(m, (side, side), seed=seed)
+        else:
+            patterns = PatternSet.fourier(side, m, phases=4, seed=seed)
+        return patterns.complementary() if split else patterns
+    path = Path(kind)
+    if not path.exists():
+        raise ConfigError(
+            f"--patterns {kind}: neither hadamard, random, fourier nor an existing .npy/.npz file"
+        )
+    patterns = PatternSet.load(path)
+    if size is not None and patterns.shape != (size, size):
+        raise ConfigError(
+            f"--patterns {path} holds masks of shape {patterns.shape}; --size {size} asks for "
+            f"({size}, {size}) (omit --size to use the file's)"
+        )
+    if m < patterns.m:
+        patterns = patterns[:m]
+    return patterns.complementary() if split else patterns
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lsi-hw")
+def main() -> None:
+    """The optical bench of a latent-space single-pixel camera: simulate it, make patterns."""
+
+
+@main.command()
+@click.option("--noise", type=click.Choice(list(NOISE_PRESETS)), default="shot", show_default=True,
+              help="Noise sources: none, shot only, read only, or all (shot, dark, read, flicker).")
+@click.option("--patterns", "pattern_kind", default="hadamard", show_default=True,
+              help="hadamard (sequency order), random, fourier, or a .npy/.npz mask file.")
+@click.option("--m", "m", type=int, default=256, show_default=True,
+              help="Number of patterns (measurements) per scene.")
+@click.option("--size", type=int, default=None,
+              help="Mask grid side in pixels [default: 256, or the mask file's].")
+@click.option("--split/--no-split", default=False, show_default=True,
+              help="Acquire each mask and its complement and recombine (differential).")
+@click.option("--images", default="builtin", show_default=True,
+              help="'builtin' test scenes or a folder of square images.")
+@click.option("--gain-db", type=int, default=40, show_default=True,
+              help="PDA100A2 gain step in dB (0, 10, ..., 70).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("lsi_sim_out"),
+              show_default=True, help="Output folder (must be new or empty, or use --force).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Save preview.png.")
+@_one_line_errors
+def simulate(
+    noise: str, pattern_kind: str, m: int, size: int | None, split: bool, images: str,
+    gain_db: int, seed: int, out: Path, force: bool, plot: bool,
+) -> None:
+    """Simulate the bench on test scenes and save the readings with their settings.
+
+    Writes OUT/measurement.npz (volts, timestamps, settings), OUT/expected.npz (the
+    noiseless analog readings), OUT/patterns.npz, OUT/summary.json and OUT/preview.png
+    (masks, scenes, traces and a least-squares preview reconstruction).
+    """
+    from dataclasses import replace
+
+    from lsi_hw.benches import make_bench
+    from lsi_hw.reconstruct import preview_reconstruction
+    from lsi_hw.sim import AmplifierConfig, SimConfig
+    from lsi_hw.testscenes import builtin_scenes, load_image_dir
+
+    # --- validate everything before touching the output folder ---------------------
+    config = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=gain_db))
+    patterns = _build_patterns(pattern_kind, m, size, seed, split)
+    if patterns.m > config.dmd.max_patterns:
+        raise ConfigError(
+            f"{patterns.m} patterns exceed what the modulator holds ({config.dmd.max_patterns})"
+        )
+    side = patterns.shape[0]
+    if images == "builtin":
+        scenes, names = builtin_scenes(side)
+    else:
+        scenes, names = load_image_dir(images, side)
+    if patterns.shape[0] != patterns.shape[1]:
+        scenes = np.stack([s[: patterns.shape[0], : patterns.shape[1]] for s in scenes])
+    bench = make_bench("sim", noise=noise, seed=seed, config=config)
+    output = _Output(out, force)
+    try:
+        started = time.perf_counter()
+        measured = bench.measure(scenes, patterns)
+        elapsed = time.perf_counter() - started
+        expected = bench.expected(scenes, patterns)
+        volts = measured.values
+        err = volts - expected.values
+        dark = float(config.amplifier.v_per_a * config.photodiode.dark_current_a
+                     + config.amplifier.offset_v)
+        signal_rms = float(np.sqrt(np.mean((expected.values - dark) ** 2)))
+        noise_rms = float(np.sqrt(np.mean(err**2)))
+        snr_db = 20 * np.log10(signal_rms / noise_rms) if noise_rms > 0 else float("inf")
+        acq = measured.settings["acquisition"]
+        summary = {
+            "scenes": names,
+            "patterns": {"name": patterns.name, "m": patterns.m, "shape": list(patterns.shape)},
+            "noise": noise,
+            "gain_db": gain_db,
+            "seed": seed,
+            "snr_db": snr_db,
+            "saturated_readings": acq["saturated_count"],
+            "volts_min": float(volts.min()),
+            "volts_max": float(volts.max()),
+            "lsb_v": config.digitizer.lsb_v,
+            "time_s": elapsed,
+            "real_time_s": acq["real_time_s"],
+            "real_time_factor": acq["real_time_s"] / elapsed,
+        }
+        measured.save(str(output.path("measurement.npz")))
+        expected.save(str(output.path("expected.npz")))
+        patterns.save(output.path("patterns.npz"))
+        output.path("summary.json").write_text(json.dumps(summary, indent=2))
+        if plot:
+            from lsi_hw.plotting import save_simulation_figure
+
+            previews, method = preview_reconstruction(patterns, volts)
+            save_simulation_figure(
+                output.path("preview.png"), patterns, scenes, names, volts, previews, method,
+                f"{patterns.name}, m={patterns.m}, noise={noise}, gain {gain_db} dB",
+            )
+        output.commit()
+    except BaseException:
+        output.abandon()
+        raise
+    click.echo(
+        f"simulated {len(scenes)} scenes x {patterns.m} patterns ({patterns.name}), "
+        f"noise={noise}, gain {gain_db} dB"
+    )
+    click.echo(f"  SNR                {snr_db:8.1f} dB")
+    click.echo(f"  saturated readings {acq['saturated_count']:8d}")
+    click.echo(f"  detector range     {volts.min() * 1e3:.3f} .. {volts.max() * 1e3:.3f} mV"
+               f"  ({(volts.max() - volts.min()) / config.digitizer.lsb_v:.0f} LSB)")
+    click.echo(f"  time taken         {elapsed:8.3f} s  for {acq['real_time_s']:.3f} s of DMD time"
+               f"  (real-time factor {acq['real_time_s'] / elapsed:.1f}x)")
+    if summary["volts_max"] - summary["volts_min"] < 100 * config.digitizer.lsb_v:
+        click.echo("  hint: the readings span few ADC steps; raise --gain-db for more signal")
+    click.echo(f"  wrote {out}/ (measurement.npz, expected.npz, patterns.npz, summary.json"
+               f"{', preview.png' if plot else ''})")
+
+
+@main.group()
+def patterns() -> None:
+    """Generate, inspect and export pattern (mask) sets."""
+
+
+@patterns.command("generate")
+@click.argument("kind", type=click.Choice(["hadamard", "random", "fourier"]))
+@click.option("--m", "m", type=int, default=256, show_default=True, help="Number of masks.")
+@click.option("--size", type=int, default=64, show_default=True, help="Mask side, pixels.")
+@click.option("--order", type=click.Choice(["sequency", "natural", "cake-cutting", "random"]),
+              default="sequency", show_default=True, help="Hadamard ordering.")
+@click.option("--split/--no-split", default=False, show_default=True,
+              help="Add complementary masks for differential measurement.")
+@click.option("--p", "p", type=float, default=0.5, show_default=True,
+              help="Fill probability of random masks.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output .npz file.")
+@_one_line_errors
+def patterns_generate(
+    kind: str, m: int, size: int, order: str, split: bool, p: float, seed: int, output: Path
+) -> None:
+    """Generate a pattern set and save it (.npz with provenance)."""
+    from lsi_hw.patterns import PatternSet
+
+    if kind == "hadamard":
+        ps = PatternSet.hadamard(size, m=m, order=order, split=split,
+                                 seed=seed if order == "random" else None)
+    elif kind == "random":
+        ps = PatternSet.random(m, (size, size), p=p, seed=seed)
+        ps = ps.complementary() if split else ps
+    else:
+        ps = PatternSet.fourier(size, m, phases=4, seed=seed)
+        ps = ps.complementary() if split else ps
+    if output.suffix != ".npz":
+        raise ConfigError(f"-o {output}: the output must be a .npz file")
+    written = ps.save(output)
+    click.echo(f"wrote {written}: {ps.m} masks of {ps.shape[0]}x{ps.shape[1]} ({ps.name})")
+
+
+@patterns.command("inspect")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--png", type=click.Path(path_type=Path), default=None,
+              help="Also save a grid of the first 64 masks.")
+@_one_line_errors
+def patterns_inspect(file: Path, png: Path | None) -> None:
+    """Print what a pattern file holds (shape, fill, Hadamard rows, DMD fit, memory)."""
+    from lsi_hw.patterns import PatternSet, superpixel_for
+
+    ps = PatternSet.load(file)
+    fill = ps.masks.reshape(ps.m, -1).mean(axis=1)
+    click.echo(f"{file}: {ps.name}")
+    click.echo(f"  masks       {ps.m} x {ps.shape[0]} x {ps.shape[1]}")
+    click.echo(f"  fill        mean {fill.mean():.3f}, min {fill.min():.3f}, max {fill.max():.3f}")
+    click.echo(f"  hadamard    {'yes' if ps.hadamard_rows is not None else 'no'}"
+               f"{', split +/- pairs' if ps.is_split else ''}")
+    click.echo(f"  packed      {ps.pack().nbytes} bytes (float32 would be {ps.m * ps.n_pixels * 4})")
+    click.echo(f"  DMD fit     superpixel {superpixel_for(ps.shape, diamond=True)} (diamond), "
+               f"{superpixel_for(ps.shape, diamond=False)} (square); "
+               f"{-(-ps.m // 24)} DLP 24-bit frames")
+    click.echo(f"  provenance  {json.dumps(ps.meta, default=str)[:200]}")
+    if png is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        k = min(64, ps.m)
+        cols = min(8, k)
+        rows = -(-k // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            if i < k:
+                ax.imshow(ps.masks[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.axis("off")
+        fig.savefig(png, dpi=80)
+        plt.close(fig)
+        click.echo(f"  wrote {png}")
+
+
+@patterns.command("export")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["dlp-frames", "packed"]), required=True,
+              help="dlp-frames: 24-bit RGB PNGs for the DLP4500 (G0..G7, R0..R7, B0..B7); "
+                   "packed: bit-packed .npy.")
+@click.option("--diamond/--square", default=True, show_default=True,
+              help="Superpixel geometry on the DMD's diamond array.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@_one_line_errors
+def patterns_export(file: Path, fmt: str, diamond: bool, out: Path, force: bool) -> None:
+    """Export a pattern file for a DMD: DLP 24-bit frames (PNG) or packed bits (.npy)."""
+    from lsi_hw.patterns import PatternSet
+
+    ps = PatternSet.load(file)
+    output = _Output(out, force)
+    try:
+        if fmt == "packed":
+            np.save(output.path("packed.npy"), ps.pack())
+            written = 1
+        else:
+            import matplotlib.image as mpimg
+
+            frames = ps.to_dlp_frames(diamond=diamond)
+            for i, frame in enumerate(frames):
+                mpimg.imsave(output.path(f"frame_{i:04d}.png"), frame)
+            written = len(frames)
+        output.commit()
+    except BaseException:
+        output.abandon()
+        raise
+    click.echo(f"wrote {written} file(s) to {out}/")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

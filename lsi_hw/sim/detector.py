@@ -1,0 +1,371 @@
+"""Photodiode, PDA100A2 amplifier, noise and digitizer (stages 4 to 7 of the forward model).
+
+Pure functions on (B, m) arrays of per-pattern values, in time order along the last axis
+(scene after scene), plus the config dataclasses.  The order follows the physics:
+
+``P (W) -> [flicker] -> i = R P + i_dark (A) -> [shot noise, Poisson in electrons over
+the averaging window] -> V = G i -> settling (first-order amplifier) -> + offset +
+[read noise] -> amplifier saturation -> digitizer clip + quantization``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from lsi_hw.errors import ConfigError
+from lsi_hw.specs import GainStep, pda100a2_gain
+
+__all__ = [
+    "ELEMENTARY_CHARGE_C",
+    "NOISE_PRESETS",
+    "AmplifierConfig",
+    "DigitizerConfig",
+    "NegativeIntensityWarning",
+    "NoiseConfig",
+    "PhotodiodeConfig",
+    "TimingConfig",
+    "digitize",
+    "flicker_factors",
+    "settle",
+    "settling_coefficients",
+    "settling_terms",
+    "shot_noise_current",
+]
+
+ELEMENTARY_CHARGE_C = 1.602176634e-19
+
+
+class NegativeIntensityWarning(RuntimeWarning):
+    """Negative currents were clipped to zero before the Poisson sampler."""
+
+
+@dataclass(frozen=True)
+class PhotodiodeConfig:
+    """The PDA100A2's silicon photodiode.
+
+    Attributes
+    ----------
+    responsivity_a_per_w: A/W at the effective wavelength (0.344 at 550 nm).
+    dark_current_a: dark current, amperes.
+    active_area_m2: sensitive area, m^2 (75.4 mm^2); the focused spot must fit inside.
+    """
+
+    responsivity_a_per_w: float = 0.344
+    dark_current_a: float = 1.0e-9
+    active_area_m2: float = 75.4e-6
+
+    def __post_init__(self) -> None:
+        if not (0 < self.responsivity_a_per_w <= 1.0):
+            raise ConfigError(
+                f"responsivity_a_per_w={self.responsivity_a_per_w} outside (0, 1] A/W"
+            )
+        if not (0 <= self.dark_current_a < 1e-3):
+            raise ConfigError(f"dark_current_a={self.dark_current_a} outside [0, 1e-3) A")
+        if not (self.active_area_m2 > 0):
+            raise ConfigError(f"active_area_m2={self.active_area_m2} must be > 0")
+
+    def to_dict(self) -> dict:
+        """Settings snapshot."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AmplifierConfig:
+    """The PDA100A2 transimpedance amplifier: gain knob and output load.
+
+    Attributes
+    ----------
+    gain_db: knob position, one of 0, 10, ..., 70 dB (user-declared on real hardware).
+    load: "hi-z" (0-10 V) or "50ohm" (gain and swing halved, 0-5 V).
+    offset_v: output offset with no light, volts (spec: about +-6 mV max).
+    """
+
+    gain_db: int = 40
+    load: str = "hi-z"
+    offset_v: float = 1.0e-3
+
+    def __post_init__(self) -> None:
+        step = pda100a2_gain(self.gain_db)
+        step.v_per_a(self.load)
+        if not (abs(self.offset_v) <= 0.1):
+            raise ConfigError(f"amplifier offset_v={self.offset_v} outside [-0.1, 0.1] V")
+
+    @property
+    def step(self) -> GainStep:
+        """Data-sheet row of this gain."""
+        return pda100a2_gain(self.gain_db)
+
+    @property
+    def v_per_a(self) -> float:
+        """Transimpedance gain into the chosen load, V/A."""
+        return self.step.v_per_a(self.load)
+
+    @property
+    def bandwidth_hz(self) -> float:
+        """-3 dB bandwidth, Hz."""
+        return self.step.bandwidth_hz
+
+    @property
+    def saturation_v(self) -> float:
+        """Largest output voltage, volts."""
+        return self.step.saturation_v(self.load)
+
+    @property
+    def time_constant_s(self) -> float:
+        """First-order time constant 1 / (2 pi f_3dB), seconds."""
+        return 1.0 / (2.0 * math.pi * self.bandwidth_hz)
+
+    def to_dict(self) -> dict:
+        """Settings snapshot (with the derived gain and bandwidth)."""
+        return {
+            **asdict(self),
+            "v_per_a": self.v_per_a,
+            "bandwidth_hz": self.bandwidth_hz,
+            "saturation_v": self.saturation_v,
+            "table_confirmed": self.step.confirmed,
+        }
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """Pattern timing and the reading window inside each pattern.
+
+    Attributes
+    ----------
+    exposure_us: display time per pattern, microseconds (DLP4500 1-bit minimum 235).
+    period_us: pattern period, microseconds (>= exposure).
+    settling_delay_us: wait after the pattern starts before averaging, microseconds.
+    window_us: averaging window per reading, microseconds; also the shot-noise
+        integration time.  settling_delay_us + window_us <= exposure_us.
+    scene_change_s: time to change the scene on the monitor between images, seconds
+        (frames until the LCD has settled); used for timestamps only.
+    """
+
+    exposure_us: float = 235.0
+    period_us: float = 235.0
+    settling_delay_us: float = 60.0
+    window_us: float = 150.0
+    scene_change_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not (self.exposure_us > 0 and self.period_us >= self.exposure_us):
+            raise ConfigError(
+                f"timing exposure_us={self.exposure_us}, period_us={self.period_us}: "
+                "need 0 < exposure_us <= period_us"
+            )
+        if self.settling_delay_us < 0 or self.window_us <= 0:
+            raise ConfigError(
+                f"settling_delay_us={self.settling_delay_us} must be >= 0 and "
+                f"window_us={self.window_us} > 0"
+            )
+        if self.settling_delay_us + self.window_us > self.exposure_us + 1e-9:
+            raise ConfigError(
+                f"settling_delay_us + window_us = {self.settling_delay_us + self.window_us} "
+                f"exceeds exposure_us={self.exposure_us}"
+            )
+        if self.scene_change_s < 0:
+            raise ConfigError(f"scene_change_s={self.scene_change_s} must be >= 0")
+
+    def to_dict(self) -> dict:
+        """Settings snapshot."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Which noise sources are on.
+
+    Attributes
+    ----------
+    shot: Poisson noise of the photocurrent (electrons counted over the window).
+    dark: Poisson noise of the dark current.
+    read: Gaussian amplifier/read noise (the gain step's output noise, averaged over
+        the window: rms / sqrt(max(1, 2 f_3dB window))).
+    flicker_rel_rms: relative rms of 1/f source flicker over the acquisition (0 = off).
+    read_noise_v_rms: override of the per-reading read noise, volts rms (None = from the
+        gain table).
+    """
+
+    shot: bool = False
+    dark: bool = False
+    read: bool = False
+    flicker_rel_rms: float = 0.0
+    read_noise_v_rms: float | None = None
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.flicker_rel_rms < 0.5):
+            raise ConfigError(f"flicker_rel_rms={self.flicker_rel_rms} outside [0, 0.5)")
+        if self.read_noise_v_rms is not None and not (self.read_noise_v_rms >= 0):
+            raise ConfigError(f"read_noise_v_rms={self.read_noise_v_rms} must be >= 0")
+
+    @property
+    def any(self) -> bool:
+        """Whether any noise source is on."""
+        return self.shot or self.dark or self.read or self.flicker_rel_rms > 0
+
+    @classmethod
+    def from_preset(cls, name: str) -> NoiseConfig:
+        """One of ``none``, ``shot`` (shot only), ``read`` (read only), ``full``
+        (shot + dark + read + 0.1 % flicker)."""
+        try:
+            return NOISE_PRESETS[name]
+        except KeyError:
+            raise ConfigError(
+                f"noise={name!r} is not a preset; allowed: {', '.join(NOISE_PRESETS)}"
+            ) from None
+
+    def to_dict(self) -> dict:
+        """Settings snapshot."""
+        return asdict(self)
+
+
+NOISE_PRESETS: dict[str, NoiseConfig] = {
+    "none": NoiseConfig(preset="none"),
+    "shot": NoiseConfig(shot=True, preset="shot"),
+    "read": NoiseConfig(read=True, preset="read"),
+    "full": NoiseConfig(shot=True, dark=True, read=True, flicker_rel_rms=1e-3, preset="full"),
+}
+
+
+@dataclass(frozen=True)
+class DigitizerConfig:
+    """The ADC that samples the amplifier output.
+
+    Attributes
+    ----------
+    range_v: full scale is [-range_v, +range_v] volts.
+    bits: resolution; the step (LSB) is 2 range_v / 2**bits.
+    offset_v: digitizer input offset, volts.
+    sample_rate_hz: sampling rate used inside the averaging window.
+    """
+
+    range_v: float = 10.0
+    bits: int = 16
+    offset_v: float = 0.0
+    sample_rate_hz: float = 1.0e6
+
+    def __post_init__(self) -> None:
+        if not (0 < self.range_v <= 100):
+            raise ConfigError(f"digitizer range_v={self.range_v} outside (0, 100] V")
+        if not (1 <= int(self.bits) <= 32) or int(self.bits) != self.bits:
+            raise ConfigError(f"digitizer bits={self.bits} must be an integer in [1, 32]")
+        if not (abs(self.offset_v) <= self.range_v):
+            raise ConfigError(f"digitizer offset_v={self.offset_v} outside +-range_v")
+        if not (self.sample_rate_hz > 0):
+            raise ConfigError(f"sample_rate_hz={self.sample_rate_hz} must be > 0")
+
+    @property
+    def lsb_v(self) -> float:
+        """Quantization step, volts."""
+        return 2.0 * self.range_v / 2 ** int(self.bits)
+
+    def to_dict(self) -> dict:
+        """Settings snapshot."""
+        return {**asdict(self), "lsb_v": self.lsb_v}
+
+
+def settling_coefficients(amp: AmplifierConfig, timing: TimingConfig) -> tuple[float, float]:
+    """(a, beta) of the first-order settling model.
+
+    ``a = exp(-T/tau)`` is what is left of a step after one pattern period ``T``;
+    ``beta = tau/w (exp(-t0/tau) - exp(-(t0+w)/tau))`` is the fraction of the difference
+    between the amplifier state at the pattern's start and the new value that remains,
+    averaged over the window [t0, t0 + w].  Both 0 for infinite bandwidth.
+    """
+    tau = amp.time_constant_s
+    t_period = timing.period_us * 1e-6
+    t0 = timing.settling_delay_us * 1e-6
+    w = timing.window_us * 1e-6
+    if tau <= 0 or not np.isfinite(tau):
+        return 0.0, 0.0
+    a = math.exp(-t_period / tau)
+    beta = tau / w * (math.exp(-t0 / tau) - math.exp(-(t0 + w) / tau))
+    return a, beta
+
+
+def settling_terms(a: float, m: int, eps: float = 1e-15) -> int:
+    """Number of past readings that still matter: the smallest K with a**K < eps (<= m)."""
+    if a <= 0.0:
+        return 1
+    if a >= 1.0:
+        return m
+    return min(m, max(1, math.ceil(math.log(eps) / math.log(a))))
+
+
+def settle(volts: np.ndarray, a: float, beta: float, eps: float = 1e-15) -> np.ndarray:
+    """Apply the amplifier's settling between consecutive readings (last axis).
+
+    The amplifier output relaxes towards each new value with time constant tau; it
+    starts the sequence settled at the first value.  Reading k becomes
+    ``V_k + beta (o_k - V_k)`` with ``o_k = a o_{k-1} + (1 - a) V_{k-1}``, ``o_0 = V_0``.
+    The recursion is unrolled to K terms, where a**K < eps (exact for a = 0 and for
+    beta = 0: a no-op).
+    """
+    v = np.asarray(volts, dtype=np.float64)
+    if beta == 0.0:
+        return v.copy()
+    m = v.shape[-1]
+    k_terms = settling_terms(a, m, eps)
+    pad = np.concatenate([np.repeat(v[..., :1], k_terms, axis=-1), v], axis=-1)
+    state = (a**k_terms) * pad[..., 0:m]
+    for j in range(1, k_terms + 1):
+        state = state + (1.0 - a) * a ** (j - 1) * pad[..., k_terms - j : k_terms - j + m]
+    return v + beta * (state - v)
+
+
+def flicker_factors(n: int, rel_rms: float, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative 1/f source flicker ``1 + f_k`` for n consecutive readings."""
+    if rel_rms == 0 or n < 2:
+        return np.ones(n)
+    white = rng.standard_normal(n)
+    spec = np.fft.rfft(white)
+    freqs = np.fft.rfftfreq(n)
+    shaping = np.zeros_like(freqs)
+    shaping[1:] = 1.0 / np.sqrt(freqs[1:])
+    pink = np.fft.irfft(spec * shaping, n)
+    std = pink.std()
+    return 1.0 + rel_rms * (pink / std if std > 0 else pink)
+
+
+def shot_noise_current(
+    current_a: np.ndarray, window_s: float, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """Poisson shot noise: electrons counted over ``window_s``, back to amperes.
+
+    Negative currents (unphysical, e.g. from an over-subtracted model) never reach the
+    sampler: they are clipped to 0 and counted, with a :class:`NegativeIntensityWarning`.
+    Returns (noisy current, number of clipped values).
+    """
+    i = np.asarray(current_a, dtype=np.float64)
+    negative = i < 0
+    n_neg = int(negative.sum())
+    if n_neg:
+        warnings.warn(
+            f"{n_neg} negative photocurrent value(s) clipped to 0 A before shot noise",
+            NegativeIntensityWarning,
+            stacklevel=2,
+        )
+        i = np.where(negative, 0.0, i)
+    scale = window_s / ELEMENTARY_CHARGE_C
+    electrons = rng.poisson(i * scale)
+    return electrons / scale, n_neg
+
+
+def digitize(volts: np.ndarray, cfg: DigitizerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Offset, clip to [-range, range - LSB] and quantize to ``bits``.
+
+    Returns (volts as read back, boolean mask of clipped readings).  Within the range
+    the error is at most LSB/2.
+    """
+    v = np.asarray(volts, dtype=np.float64) + cfg.offset_v
+    lsb = cfg.lsb_v
+    half = 2 ** (int(cfg.bits) - 1)
+    codes = np.rint(v / lsb)
+    clipped = (codes < -half) | (codes > half - 1)
+    codes = np.clip(codes, -half, half - 1)
+    return codes * lsb, clipped

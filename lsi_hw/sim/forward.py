@@ -1,0 +1,185 @@
+"""The whole physical chain in numpy: scenes + masks -> detector volts.
+
+:class:`SimConfig` bundles one config object per stage; :func:`expected_volts` is the
+noiseless analog model (linear in the irradiance up to constant offsets: what a
+reconstruction uses as its forward operator), :func:`measure_volts` adds noise,
+saturation and digitization.  The torch twin (:mod:`lsi_hw.sim.torch_model`) implements
+the same chain from the same configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from lsi_hw.errors import ConfigError, PatternError
+from lsi_hw.patterns import PatternSet, superpixel_for
+from lsi_hw.sim.detector import (
+    AmplifierConfig,
+    DigitizerConfig,
+    NoiseConfig,
+    PhotodiodeConfig,
+    TimingConfig,
+    digitize,
+    flicker_factors,
+    settle,
+    settling_coefficients,
+    shot_noise_current,
+)
+from lsi_hw.sim.optics import DMDConfig, RelayOpticsConfig, relay_to_mask_grid
+from lsi_hw.sim.scene import MonitorConfig, monitor_luminance
+
+__all__ = [
+    "AcquisitionResult",
+    "SimConfig",
+    "expected_volts",
+    "irradiance",
+    "measure_volts",
+    "optical_power",
+    "read_noise_v",
+    "resolve_superpixel",
+]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every stage of the simulated bench (each a frozen dataclass with SI units)."""
+
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    optics: RelayOpticsConfig = field(default_factory=RelayOpticsConfig)
+    dmd: DMDConfig = field(default_factory=DMDConfig)
+    photodiode: PhotodiodeConfig = field(default_factory=PhotodiodeConfig)
+    amplifier: AmplifierConfig = field(default_factory=AmplifierConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    digitizer: DigitizerConfig = field(default_factory=DigitizerConfig)
+
+    def with_noise(self, preset: str) -> SimConfig:
+        """Copy with a noise preset (``none``, ``shot``, ``read``, ``full``)."""
+        return replace(self, noise=NoiseConfig.from_preset(preset))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Settings snapshot of every stage."""
+        return {
+            name: getattr(self, name).to_dict()
+            for name in (
+                "monitor", "optics", "dmd", "photodiode", "amplifier", "timing", "noise",
+                "digitizer",
+            )
+        }
+
+
+def resolve_superpixel(mask_shape: tuple[int, int], dmd: DMDConfig) -> int:
+    """Superpixel side for ``mask_shape`` on the DMD (configured, or the largest that fits).
+
+    Raises PatternError when the masks do not fit the 912 x 1140 array.
+    """
+    try:
+        largest = superpixel_for(mask_shape, diamond=dmd.diamond)
+    except ConfigError as exc:  # the masks, not a setting, are what does not fit
+        raise PatternError(str(exc)) from None
+    if dmd.superpixel is None:
+        return largest
+    if dmd.superpixel > largest:
+        raise ConfigError(
+            f"DMD superpixel={dmd.superpixel} does not fit masks of shape {mask_shape}; "
+            f"allowed: 1..{largest}"
+        )
+    return int(dmd.superpixel)
+
+
+def irradiance(scenes: np.ndarray, mask_shape: tuple[int, int], cfg: SimConfig) -> np.ndarray:
+    """Irradiance on the DMD sampled on the mask grid, W/m^2, (B, H, W) float64."""
+    return relay_to_mask_grid(monitor_luminance(scenes, cfg.monitor), mask_shape, cfg.optics)
+
+
+def _project(patterns: PatternSet, irr: np.ndarray, method: str) -> np.ndarray:
+    """(B, m) sums of irradiance under each mask."""
+    if method == "numpy":
+        flat = irr.reshape(irr.shape[0], -1)
+        return flat @ patterns.masks.reshape(patterns.m, -1).T.astype(np.float64)
+    from lsi_hw.sim.kernels import project  # numba: imported only when used
+
+    return np.asarray(project(patterns, irr, method=method), dtype=np.float64)
+
+
+def optical_power(
+    irr: np.ndarray, patterns: PatternSet, cfg: SimConfig, method: str = "auto"
+) -> np.ndarray:
+    """Optical power on the photodiode for each (scene, pattern), watts, (B, m).
+
+    ``P_k = rho_on A [leak * sum(E) + (1 - leak) * (m_k . E)]`` with ``rho_on`` the
+    on-state reflectance (fill x efficiency x collection), ``A`` the area of one mask
+    pixel on the array and ``leak`` the off-state leakage.
+    """
+    area = cfg.dmd.mask_pixel_area_m2(resolve_superpixel(patterns.shape, cfg.dmd))
+    leak = cfg.dmd.off_state_leakage
+    projected = _project(patterns, irr, method)
+    total = irr.reshape(irr.shape[0], -1).sum(axis=1, keepdims=True)
+    return cfg.dmd.on_reflectance * area * (leak * total + (1.0 - leak) * projected)
+
+
+def read_noise_v(cfg: SimConfig) -> float:
+    """Per-reading read noise, volts rms: the gain step's output noise averaged over the
+    window, ``noise / sqrt(max(1, 2 f_3dB window))``, unless overridden."""
+    if cfg.noise.read_noise_v_rms is not None:
+        return float(cfg.noise.read_noise_v_rms)
+    amp = cfg.amplifier
+    n_eff = max(1.0, 2.0 * amp.bandwidth_hz * cfg.timing.window_us * 1e-6)
+    return amp.step.noise_for(amp.load) / np.sqrt(n_eff)
+
+
+def expected_volts(
+    scenes: np.ndarray, patterns: PatternSet, cfg: SimConfig, method: str = "auto"
+) -> np.ndarray:
+    """Noiseless analog detector output, volts (B, m): gain, dark current, settling and
+    amplifier offset, before saturation and digitization."""
+    power = optical_power(irradiance(scenes, patterns.shape, cfg), patterns, cfg, method)
+    current = cfg.photodiode.responsivity_a_per_w * power + cfg.photodiode.dark_current_a
+    a, beta = settling_coefficients(cfg.amplifier, cfg.timing)
+    volts = settle(cfg.amplifier.v_per_a * current, a, beta)
+    return volts + cfg.amplifier.offset_v
+
+
+@dataclass(frozen=True)
+class AcquisitionResult:
+    """Volts as digitized plus what happened on the way."""
+
+    volts: np.ndarray
+    saturated: np.ndarray
+    negative_clipped: int
+
+
+def measure_volts(
+    scenes: np.ndarray,
+    patterns: PatternSet,
+    cfg: SimConfig,
+    rng: np.random.Generator,
+    method: str = "auto",
+) -> AcquisitionResult:
+    """Noisy, saturating, digitized detector readings (B, m) in volts."""
+    power = optical_power(irradiance(scenes, patterns.shape, cfg), patterns, cfg, method)
+    noise = cfg.noise
+    if noise.flicker_rel_rms > 0:
+        power = power * flicker_factors(power.size, noise.flicker_rel_rms, rng).reshape(
+            power.shape
+        )
+    window_s = cfg.timing.window_us * 1e-6
+    photo = cfg.photodiode.responsivity_a_per_w * power
+    n_negative = 0
+    if noise.shot:
+        photo, n_negative = shot_noise_current(photo, window_s, rng)
+    dark = np.full_like(photo, cfg.photodiode.dark_current_a)
+    if noise.dark:
+        dark, _ = shot_noise_current(dark, window_s, rng)
+    a, beta = settling_coefficients(cfg.amplifier, cfg.timing)
+    volts = settle(cfg.amplifier.v_per_a * (photo + dark), a, beta) + cfg.amplifier.offset_v
+    if noise.read:
+        volts = volts + rng.normal(0.0, read_noise_v(cfg), size=volts.shape)
+    sat = cfg.amplifier.saturation_v
+    amp_saturated = np.abs(volts) >= sat
+    volts = np.clip(volts, -sat, sat)
+    digitized, adc_clipped = digitize(volts, cfg.digitizer)
+    return AcquisitionResult(digitized, amp_saturated | adc_clipped, n_negative)

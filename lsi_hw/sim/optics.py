@@ -1,0 +1,265 @@
+"""Relay optics (monitor -> DMD) and the DMD itself (stages 2 and 3 of the forward model).
+
+Geometry convention: the scene image (Hs, Ws) nominally fills the mask grid (H, W)
+exactly (pixel centres aligned, ``in = (out + 0.5) * Hs / H - 0.5``).  A misalignment is
+an affine map *on the DMD*, about the centre of the mask grid: a scene point ``q`` lands
+at ``p = scale * R(rotation) q + shift``.  Shifts are in mask pixels (one mask pixel is
+one DMD superpixel).  Resampling is bilinear with zero light outside the scene.
+
+Radiometry: an extended Lambertian source of luminance ``L`` imaged at working F-number
+``N`` through a lens of transmission ``T`` gives the image illuminance
+``E_v = pi * T * L / (4 N^2)`` (lux); dividing by the luminous efficacy ``K`` (lm/W) of
+the monitor's spectrum gives the irradiance in W/m^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from lsi_hw.errors import ConfigError, require_in_range
+
+__all__ = [
+    "DMDConfig",
+    "RelayOpticsConfig",
+    "gaussian_kernel1d",
+    "irradiance_w_m2_per_cd_m2",
+    "is_identity_geometry",
+    "relay_to_mask_grid",
+    "sampling_coordinates",
+    "vignetting_map",
+]
+
+
+@dataclass(frozen=True)
+class RelayOpticsConfig:
+    """Relay lens from the monitor to the DMD.
+
+    Attributes
+    ----------
+    rotation_deg:
+        Rotation of the scene image on the DMD, degrees (counter-clockwise).
+    scale:
+        Magnification error (1 = the scene fills the mask grid exactly).
+    shift_px:
+        (rows, columns) shift of the scene image on the DMD, in mask pixels.
+    blur_sigma_px:
+        Standard deviation of the Gaussian point spread on the DMD, mask pixels (0 = sharp).
+    vignetting_half_field_deg:
+        Field angle at the corner of the mask grid; irradiance falls as cos^4 of the
+        field angle (0 = no vignetting).
+    f_number_working:
+        Working F-number of the relay on the DMD side, ``N (1 + |magnification|)``.  The
+        monitor is much larger than the DMD, so the relay demagnifies ~20x and the working
+        F-number is close to the lens's own (default: an f/1.4 lens).
+    transmission:
+        Lens transmission, 0..1.
+    luminous_efficacy_lm_per_w:
+        Lumens per watt of the monitor's emitted spectrum (white LCD ~ 250-300 lm/W).
+    """
+
+    rotation_deg: float = 0.0
+    scale: float = 1.0
+    shift_px: tuple[float, float] = (0.0, 0.0)
+    blur_sigma_px: float = 0.5
+    vignetting_half_field_deg: float = 8.0
+    f_number_working: float = 1.5
+    transmission: float = 0.9
+    luminous_efficacy_lm_per_w: float = 280.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("rotation_deg", self.rotation_deg, -180.0, 180.0),
+            ("scale", self.scale, 0.1, 10.0),
+            ("blur_sigma_px", self.blur_sigma_px, 0.0, 50.0),
+            ("vignetting_half_field_deg", self.vignetting_half_field_deg, 0.0, 60.0),
+            ("f_number_working", self.f_number_working, 0.5, 100.0),
+            ("transmission", self.transmission, 0.0, 1.0),
+            ("luminous_efficacy_lm_per_w", self.luminous_efficacy_lm_per_w, 1.0, 683.0),
+        ]
+        for name, value, lo, hi in checks:
+            require_in_range(f"relay optics {name}", value, lo, hi)
+        if len(self.shift_px) != 2 or not np.all(np.isfinite(self.shift_px)):
+            raise ConfigError(f"relay optics shift_px={self.shift_px} must be 2 finite numbers")
+
+    def to_dict(self) -> dict:
+        """Settings snapshot."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DMDConfig:
+    """The DLP4500 micromirror array and the collection optics behind it.
+
+    Attributes
+    ----------
+    mirror_pitch_m:
+        Micromirror pitch, metres (DLP4500: 7.6 um, unconfirmed).  Each mirror covers
+        ``pitch^2`` of the array.
+    fill_factor:
+        Fraction of a mirror's area that reflects.
+    efficiency:
+        Fraction of the light on an on-state mirror that reaches the collection lens
+        (mirror reflectivity x window transmission x diffraction efficiency).
+    off_state_leakage:
+        Light reaching the photodiode from an off-state mirror relative to an on-state one
+        (1 / contrast ratio).
+    collection_efficiency:
+        Fraction of the on-state light the collection lens focuses onto the photodiode.
+    diamond:
+        Map mask pixels onto the diamond array with physically square superpixels
+        (s columns x 2s rows, 2 s^2 mirrors) instead of s x s mirrors.
+    superpixel:
+        Mirrors per mask pixel along a column; None = the largest that fits the array.
+    max_patterns:
+        How many masks the simulated modulator holds in one load.
+    """
+
+    mirror_pitch_m: float = 7.6e-6
+    fill_factor: float = 0.92
+    efficiency: float = 0.68
+    off_state_leakage: float = 1.0e-3
+    collection_efficiency: float = 0.8
+    diamond: bool = True
+    superpixel: int | None = None
+    max_patterns: int = 131072
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("mirror_pitch_m", self.mirror_pitch_m, 1e-7, 1e-3),
+            ("fill_factor", self.fill_factor, 0.0, 1.0),
+            ("efficiency", self.efficiency, 0.0, 1.0),
+            ("off_state_leakage", self.off_state_leakage, 0.0, 1.0),
+            ("collection_efficiency", self.collection_efficiency, 0.0, 1.0),
+        ]
+        for name, value, lo, hi in checks:
+            require_in_range(f"DMD {name}", value, lo, hi)
+        if self.superpixel is not None and int(self.superpixel) < 1:
+            raise ConfigError(f"DMD superpixel={self.superpixel} must be >= 1 or None")
+        if int(self.max_patterns) < 1:
+            raise ConfigError(f"DMD max_patterns={self.max_patterns} must be >= 1")
+
+    @property
+    def on_reflectance(self) -> float:
+        """Fraction of incident light an on-state mirror sends to the photodiode."""
+        return self.fill_factor * self.efficiency * self.collection_efficiency
+
+    def mirrors_per_mask_pixel(self, superpixel: int) -> int:
+        """Mirrors in one superpixel of side ``superpixel``."""
+        return superpixel * superpixel * (2 if self.diamond else 1)
+
+    def mask_pixel_area_m2(self, superpixel: int) -> float:
+        """Array area covered by one mask pixel, m^2."""
+        return self.mirrors_per_mask_pixel(superpixel) * self.mirror_pitch_m**2
+
+    def to_dict(self) -> dict:
+        """Settings snapshot."""
+        return asdict(self)
+
+
+def irradiance_w_m2_per_cd_m2(cfg: RelayOpticsConfig) -> float:
+    """Irradiance on the DMD (W/m^2) per cd/m^2 of scene luminance, on axis."""
+    lux_per_nit = math.pi * cfg.transmission / (4.0 * cfg.f_number_working**2)
+    return lux_per_nit / cfg.luminous_efficacy_lm_per_w
+
+
+def is_identity_geometry(cfg: RelayOpticsConfig) -> bool:
+    """True when the misalignment is exactly the identity (no resampling needed)."""
+    return cfg.rotation_deg == 0.0 and cfg.scale == 1.0 and tuple(cfg.shift_px) == (0.0, 0.0)
+
+
+def sampling_coordinates(
+    scene_shape: tuple[int, int], mask_shape: tuple[int, int], cfg: RelayOpticsConfig
+) -> np.ndarray:
+    """Scene-pixel coordinates sampled by each mask pixel, (2, H, W) float64 (row, col).
+
+    The same coordinates drive the numpy and the torch resampling, so both see
+    identical geometry.
+    """
+    hs, ws = scene_shape
+    h, w = mask_shape
+    rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
+                         indexing="ij")
+    # DMD point relative to the grid centre, remove shift, rotation and scale
+    pr = rr - (h - 1) / 2.0 - cfg.shift_px[0]
+    pc = cc - (w - 1) / 2.0 - cfg.shift_px[1]
+    theta = math.radians(cfg.rotation_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # forward rotation (counter-clockwise on screen, rows pointing down): q -> R q
+    qc = (cos * pc - sin * pr) / cfg.scale
+    qr = (sin * pc + cos * pr) / cfg.scale
+    # back to mask-grid pixel indices, then to scene pixel indices
+    gr = qr + (h - 1) / 2.0
+    gc = qc + (w - 1) / 2.0
+    sr = (gr + 0.5) * (hs / h) - 0.5
+    sc = (gc + 0.5) * (ws / w) - 0.5
+    return np.stack([sr, sc])
+
+
+def bilinear_sample(images: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Bilinear samples of (B, Hs, Ws) images at (2, H, W) coordinates; zero outside."""
+    b, hs, ws = images.shape
+    r, c = coords
+    r0 = np.floor(r).astype(np.int64)
+    c0 = np.floor(c).astype(np.int64)
+    fr = r - r0
+    fc = c - c0
+    out = np.zeros((b, *r.shape), dtype=np.float64)
+    for dr, wr in ((0, 1.0 - fr), (1, fr)):
+        for dc, wc in ((0, 1.0 - fc), (1, fc)):
+            rr = r0 + dr
+            cc = c0 + dc
+            valid = (rr >= 0) & (rr < hs) & (cc >= 0) & (cc < ws)
+            weight = np.where(valid, wr * wc, 0.0)
+            out += images[:, np.clip(rr, 0, hs - 1), np.clip(cc, 0, ws - 1)] * weight
+    return out
+
+
+def gaussian_kernel1d(sigma_px: float) -> np.ndarray:
+    """Normalised Gaussian taps for ``sigma_px`` (radius ceil(4 sigma)); [1.] for sigma 0."""
+    if sigma_px <= 0:
+        return np.ones(1)
+    radius = max(1, math.ceil(4.0 * sigma_px))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma_px) ** 2)
+    return k / k.sum()
+
+
+def vignetting_map(mask_shape: tuple[int, int], cfg: RelayOpticsConfig) -> np.ndarray:
+    """Relative irradiance cos^4(field angle) over the mask grid, 1 on axis, (H, W)."""
+    h, w = mask_shape
+    if cfg.vignetting_half_field_deg == 0:
+        return np.ones((h, w))
+    rr, cc = np.meshgrid(np.arange(h) - (h - 1) / 2.0, np.arange(w) - (w - 1) / 2.0,
+                         indexing="ij")
+    r_corner = math.hypot((h - 1) / 2.0, (w - 1) / 2.0) or 1.0
+    tan_corner = math.tan(math.radians(cfg.vignetting_half_field_deg))
+    tan_field = np.hypot(rr, cc) / r_corner * tan_corner
+    return 1.0 / (1.0 + tan_field**2) ** 2  # cos^4(atan(t)) = 1 / (1 + t^2)^2
+
+
+def relay_to_mask_grid(
+    luminance_cd_m2: np.ndarray, mask_shape: tuple[int, int], cfg: RelayOpticsConfig
+) -> np.ndarray:
+    """Irradiance on the DMD, W/m^2, sampled on the mask grid: (B, Hs, Ws) -> (B, H, W).
+
+    Steps: affine resampling (skipped when the geometry is the identity and the shapes
+    agree), Gaussian blur with zero light beyond the grid, cos^4 vignetting, radiometric
+    conversion.
+    """
+    lum = np.asarray(luminance_cd_m2, dtype=np.float64)
+    if is_identity_geometry(cfg) and lum.shape[1:] == tuple(mask_shape):
+        img = lum
+    else:
+        img = bilinear_sample(lum, sampling_coordinates(lum.shape[1:], mask_shape, cfg))
+    if cfg.blur_sigma_px > 0:
+        k = gaussian_kernel1d(cfg.blur_sigma_px)
+        img = ndimage.correlate1d(img, k, axis=1, mode="constant", cval=0.0)
+        img = ndimage.correlate1d(img, k, axis=2, mode="constant", cval=0.0)
+    scale = irradiance_w_m2_per_cd_m2(cfg)
+    if cfg.vignetting_half_field_deg > 0:
+        return img * (scale * vignetting_map(mask_shape, cfg))
+    return img * scale

@@ -1,0 +1,132 @@
+"""Records shared by every bench: the :class:`Measurement` and its settings snapshot.
+
+A :class:`Measurement` is what :meth:`lsi_hw.interfaces.Bench.measure` returns, whether
+the bench is the simulator, the fake hardware twin or the real DMD + photodiode.  It
+holds the detector readings in volts together with a snapshot of every device setting
+that produced them, so a recording can always be reinterpreted later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lsi_hw.errors import ConfigError
+
+__all__ = ["Measurement", "jsonable"]
+
+
+def jsonable(value: Any) -> Any:
+    """Return ``value`` converted to plain JSON types (numpy scalars/arrays, tuples, ...)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Detector readings of one acquisition: ``B`` scenes x ``m`` patterns.
+
+    Attributes
+    ----------
+    values:
+        (B, m) float64, detector output in volts as digitized, one value per pattern.
+    settings:
+        JSON-serialisable snapshot of every device parameter (bench kind, optics, DMD,
+        detector gain, digitizer, timing, noise preset and seed, calibration id, ...).
+    timestamps:
+        (B, m) float64 seconds since the start of the acquisition: the start of each
+        reading's averaging window.
+    pattern_name:
+        Name of the :class:`~lsi_hw.patterns.PatternSet` that was displayed.
+    scene_ids:
+        One label per scene (file name, index or hash), length B.
+    """
+
+    values: np.ndarray
+    settings: dict[str, Any]
+    timestamps: np.ndarray
+    pattern_name: str = ""
+    scene_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.values, dtype=np.float64)
+        if values.ndim != 2:
+            raise ConfigError(f"Measurement.values must be (B, m); got shape {values.shape}")
+        stamps = np.asarray(self.timestamps, dtype=np.float64)
+        if stamps.shape != values.shape:
+            raise ConfigError(
+                f"Measurement.timestamps shape {stamps.shape} differs from values {values.shape}"
+            )
+        ids = tuple(str(s) for s in self.scene_ids) or tuple(str(i) for i in range(len(values)))
+        if len(ids) != values.shape[0]:
+            raise ConfigError(f"{len(ids)} scene ids given for {values.shape[0]} scenes")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "timestamps", stamps)
+        object.__setattr__(self, "scene_ids", ids)
+        object.__setattr__(self, "settings", jsonable(dict(self.settings)))
+
+    @property
+    def n_scenes(self) -> int:
+        """Number of scenes B."""
+        return int(self.values.shape[0])
+
+    @property
+    def n_patterns(self) -> int:
+        """Number of patterns m."""
+        return int(self.values.shape[1])
+
+    def settings_json(self) -> str:
+        """The settings snapshot as a JSON string (sorted keys)."""
+        return json.dumps(self.settings, sort_keys=True)
+
+    def save(self, path: str) -> None:
+        """Write the measurement to an ``.npz`` file (values, timestamps, settings JSON).
+
+        The file is written to a temporary name and renamed, so a crash never leaves a
+        half-written file under ``path``.
+        """
+        import os
+        import tempfile
+
+        directory = os.path.dirname(os.path.abspath(path)) or "."
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
+        os.close(fd)
+        try:
+            np.savez(
+                tmp,
+                values=self.values,
+                timestamps=self.timestamps,
+                settings=np.array(self.settings_json()),
+                pattern_name=np.array(self.pattern_name),
+                scene_ids=np.array(self.scene_ids, dtype=str),
+            )
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str) -> Measurement:
+        """Read a measurement written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                values=data["values"],
+                timestamps=data["timestamps"],
+                settings=json.loads(str(data["settings"])),
+                pattern_name=str(data["pattern_name"]),
+                scene_ids=tuple(str(s) for s in data["scene_ids"]),
+            )

@@ -1,0 +1,3 @@
+"""lsi_ml: training and evaluation of latent-space single-pixel cameras (work in progress)."""
+
+__version__ = "0.1.0"
