@@ -279,7 +279,8 @@ def patterns_inspect(file: Path, png: Path | None) -> None:
     click.echo(f"  fill        mean {fill.mean():.3f}, min {fill.min():.3f}, max {fill.max():.3f}")
     click.echo(f"  hadamard    {'yes' if ps.hadamard_rows is not None else 'no'}"
                f"{', split +/- pairs' if ps.is_split else ''}")
-    click.echo(f"  packed      {ps.pack().nbytes} bytes (float32 would be {ps.m * ps.n_pixels * 4})")
+    click.echo(f"  packed      {ps.pack().nbytes} bytes "
+               f"(float32 would be {ps.m * ps.n_pixels * 4})")
     click.echo(f"  DMD fit     superpixel {superpixel_for(ps.shape, diamond=True)} (diamond), "
                f"{superpixel_for(ps.shape, diamond=False)} (square); "
                f"{-(-ps.m // 24)} DLP 24-bit frames")

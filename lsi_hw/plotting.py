@@ -40,7 +40,7 @@ def save_simulation_figure(
     for row in range(n_scenes):
         ax = fig.add_subplot(grid[1 + row, 0])
         img = scenes[row]
-        ax.imshow(img if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
+        ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
         ax.set_title(scene_names[row], fontsize=8)
         ax.axis("off")
         ax = fig.add_subplot(grid[1 + row, 1 : cols - 1])

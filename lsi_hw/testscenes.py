@@ -53,7 +53,7 @@ def resize_to(image: np.ndarray, size: int) -> np.ndarray:
 
     arr = np.asarray(image)
     scale = 255.0 if arr.dtype.kind in "ui" else 1.0
-    out_shape = (size, size) + arr.shape[2:]
+    out_shape = (size, size, *arr.shape[2:])
     out = resize(arr.astype(np.float64) / scale, out_shape, anti_aliasing=True, order=1)
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
 

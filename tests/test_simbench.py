@@ -95,7 +95,7 @@ def test_masks_that_do_not_fit_the_dmd():
     with pytest.raises(PatternError, match="do not fit"):
         bench.measure(np.zeros((1, 8, 2000)), PatternSet.random(1, (8, 2000), seed=0))
     cfg = replace(SimConfig(), dmd=DMDConfig(superpixel=9))
-    with pytest.raises(ConfigError, match="allowed: 1..2"):
+    with pytest.raises(ConfigError, match=r"allowed: 1\.\.2"):
         SimBench(config=cfg, method="numpy").measure(
             np.zeros((1, 256, 256)), PatternSet.random(1, (256, 256), seed=0))
 

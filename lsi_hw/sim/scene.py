@@ -74,10 +74,14 @@ def monitor_luminance(scenes: np.ndarray, cfg: MonitorConfig) -> np.ndarray:
     """
     arr = np.asarray(scenes)
     if arr.dtype == np.uint8:
-        lut = (np.arange(256, dtype=np.float64) / 255.0) ** cfg.gamma
-        frac_g = lut[arr]
-    else:
-        frac_g = drive_fraction(arr) ** cfg.gamma
+        curve = cfg.peak_luminance_cd_m2 * (np.arange(256, dtype=np.float64) / 255.0) ** cfg.gamma
+        if arr.ndim == 3:
+            return curve[arr] + cfg.black_luminance_cd_m2
+        lum = np.full(arr.shape[:-1], cfg.black_luminance_cd_m2)
+        for channel, weight in enumerate(cfg.rgb_weights):
+            lum += (weight * curve)[arr[..., channel]]
+        return lum
+    frac_g = drive_fraction(arr) ** cfg.gamma
     if frac_g.ndim == 4:
         frac_g = frac_g @ np.asarray(cfg.rgb_weights, dtype=np.float64)
     return cfg.peak_luminance_cd_m2 * frac_g + cfg.black_luminance_cd_m2
