@@ -252,3 +252,26 @@ def test_noise_presets_by_name():
         SimConfig().with_noise("none")
     with pytest.raises(ConfigError, match="allowed: none, shot, read, full"):
         SimConfig().with_noise("loud")
+
+
+@given(
+    seed=st.integers(0, 1000),
+    h=st.integers(3, 24),
+    w=st.integers(3, 24),
+    rgb=st.booleans(),
+    blur=st.sampled_from([0.0, 0.4, 1.3]),
+    vignette=st.sampled_from([0.0, 15.0]),
+)
+def test_fused_numba_image_side_equals_numpy(seed, h, w, rgb, blur, vignette):
+    """numba == numpy for the monitor + relay stages (float32 vs float64 reference)."""
+    from lsi_hw.sim.forward import irradiance
+    from lsi_hw.sim.fused import fused_irradiance_u8
+
+    cfg = SimConfig(optics=RelayOpticsConfig(blur_sigma_px=blur,
+                                             vignetting_half_field_deg=vignette))
+    shape = (2, h, w, 3) if rgb else (2, h, w)
+    scenes = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    ref = irradiance(scenes, (h, w), cfg, method="numpy")
+    fast = fused_irradiance_u8(scenes, cfg.monitor, cfg.optics)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, ref, rtol=2e-6, atol=1e-6 * ref.max())

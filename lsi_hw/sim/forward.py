@@ -28,7 +28,12 @@ from lsi_hw.sim.detector import (
     settling_coefficients,
     shot_noise_current,
 )
-from lsi_hw.sim.optics import DMDConfig, RelayOpticsConfig, relay_to_mask_grid
+from lsi_hw.sim.optics import (
+    DMDConfig,
+    RelayOpticsConfig,
+    is_identity_geometry,
+    relay_to_mask_grid,
+)
 from lsi_hw.sim.scene import MonitorConfig, monitor_luminance
 
 __all__ = [
@@ -90,9 +95,26 @@ def resolve_superpixel(mask_shape: tuple[int, int], dmd: DMDConfig) -> int:
     return int(dmd.superpixel)
 
 
-def irradiance(scenes: np.ndarray, mask_shape: tuple[int, int], cfg: SimConfig) -> np.ndarray:
-    """Irradiance on the DMD sampled on the mask grid, W/m^2, (B, H, W) float64."""
-    return relay_to_mask_grid(monitor_luminance(scenes, cfg.monitor), mask_shape, cfg.optics)
+def irradiance(
+    scenes: np.ndarray, mask_shape: tuple[int, int], cfg: SimConfig, method: str = "numpy"
+) -> np.ndarray:
+    """Irradiance on the DMD sampled on the mask grid, W/m^2, (B, H, W).
+
+    ``method="numpy"`` is the float64 reference.  Any other method takes the fused numba
+    kernel (float32, :mod:`lsi_hw.sim.fused`) when it applies: uint8 scenes of the mask's
+    shape on an aligned relay.
+    """
+    arr = np.asarray(scenes)
+    if (
+        method != "numpy"
+        and arr.dtype == np.uint8
+        and arr.shape[1:3] == tuple(mask_shape)
+        and is_identity_geometry(cfg.optics)
+    ):
+        from lsi_hw.sim.fused import fused_irradiance_u8  # numba: imported only when used
+
+        return fused_irradiance_u8(arr, cfg.monitor, cfg.optics)
+    return relay_to_mask_grid(monitor_luminance(arr, cfg.monitor), mask_shape, cfg.optics)
 
 
 def _project(patterns: PatternSet, irr: np.ndarray, method: str) -> np.ndarray:
@@ -117,7 +139,7 @@ def optical_power(
     area = cfg.dmd.mask_pixel_area_m2(resolve_superpixel(patterns.shape, cfg.dmd))
     leak = cfg.dmd.off_state_leakage
     projected = _project(patterns, irr, method)
-    total = irr.reshape(irr.shape[0], -1).sum(axis=1, keepdims=True)
+    total = irr.reshape(irr.shape[0], -1).sum(axis=1, keepdims=True, dtype=np.float64)
     return cfg.dmd.on_reflectance * area * (leak * total + (1.0 - leak) * projected)
 
 
@@ -136,7 +158,7 @@ def expected_volts(
 ) -> np.ndarray:
     """Noiseless analog detector output, volts (B, m): gain, dark current, settling and
     amplifier offset, before saturation and digitization."""
-    power = optical_power(irradiance(scenes, patterns.shape, cfg), patterns, cfg, method)
+    power = optical_power(irradiance(scenes, patterns.shape, cfg, method), patterns, cfg, method)
     current = cfg.photodiode.responsivity_a_per_w * power + cfg.photodiode.dark_current_a
     a, beta = settling_coefficients(cfg.amplifier, cfg.timing)
     volts = settle(cfg.amplifier.v_per_a * current, a, beta)
@@ -160,7 +182,7 @@ def measure_volts(
     method: str = "auto",
 ) -> AcquisitionResult:
     """Noisy, saturating, digitized detector readings (B, m) in volts."""
-    power = optical_power(irradiance(scenes, patterns.shape, cfg), patterns, cfg, method)
+    power = optical_power(irradiance(scenes, patterns.shape, cfg, method), patterns, cfg, method)
     noise = cfg.noise
     if noise.flicker_rel_rms > 0:
         power = power * flicker_factors(power.size, noise.flicker_rel_rms, rng).reshape(
