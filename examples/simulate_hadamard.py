@@ -32,7 +32,7 @@ def main() -> None:
     coefficients = patterns.differential(measurement.values)  # (+) - (-) = H x (scaled)
     images = fwht(coefficients) / coefficients.shape[-1]  # H H = n I: inverse transform
     images = images.reshape(len(scenes), args.size, args.size)
-    for name, image, scene in zip(names, images, scenes):
+    for name, image, scene in zip(names, images, scenes, strict=True):
         ref = scene.mean(axis=-1).ravel()
         corr = np.corrcoef(image.ravel(), ref ** 2.2)[0, 1]
         print(f"{name:16s} correlation with the scene's linear light: {corr:.4f}")

@@ -36,7 +36,8 @@ def save_simulation_figure(
         ax = fig.add_subplot(grid[0, k])
         ax.imshow(patterns.masks[k], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"mask {k}", fontsize=8)
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])  # keep the frame: an all-white mask is still visible
     for row in range(n_scenes):
         ax = fig.add_subplot(grid[1 + row, 0])
         img = scenes[row]
