@@ -35,7 +35,7 @@ def time_acquisition(m: int, kind: str, batch: int, repeats: int) -> tuple[float
     else:
         patterns = PatternSet.random(m, (256, 256), seed=0)
     bench = SimBench(noise="full", seed=0)
-    bench.measure(scenes[:2], patterns)  # warm-up: JIT and planner
+    bench.measure(scenes, patterns)  # warm-up: JIT and planner for this batch size
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

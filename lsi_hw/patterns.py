@@ -747,7 +747,7 @@ class PatternSet:
         non-complementary pairs for ``split=True``, non-JSON ``meta``.
     """
 
-    __slots__ = ("_masks", "_meta_json", "_name", "_rows", "_signs", "_split")
+    __slots__ = ("_masks", "_meta_json", "_name", "_packed", "_rows", "_signs", "_split")
 
     _masks: np.ndarray
     _meta_json: str
@@ -1076,9 +1076,16 @@ class PatternSet:
     # -- packing ---------------------------------------------------------------------------
 
     def pack(self) -> npt.NDArray[np.uint8]:
-        """Bit-packed masks, uint8 (m, ceil(H*W / 8)); see :func:`pack_masks`."""
-        m = self.m
-        return np.packbits(self._masks.reshape(m, -1), axis=1, bitorder="little")
+        """Bit-packed masks, uint8 (m, ceil(H*W / 8)), read-only; see :func:`pack_masks`.
+
+        Computed once and kept (the set is immutable), so kernels can call it freely.
+        """
+        packed = getattr(self, "_packed", None)
+        if packed is None:
+            packed = np.packbits(self._masks.reshape(self.m, -1), axis=1, bitorder="little")
+            packed.flags.writeable = False
+            object.__setattr__(self, "_packed", packed)
+        return packed
 
     @classmethod
     def unpack(

@@ -833,3 +833,13 @@ def test_load_npy_npz_and_errors(tmp_path):
     )
     with pytest.raises(PatternError, match=r"tamper\.npz.*mask 1"):
         PatternSet.load(tmp_path / "tamper.npz")
+
+
+def test_pack_is_computed_once_and_read_only():
+    ps = PatternSet.random(5, (9, 7), seed=0)
+    first = ps.pack()
+    assert ps.pack() is first
+    assert not first.flags.writeable
+    np.testing.assert_array_equal(first, np.packbits(ps.masks.reshape(5, -1), axis=1,
+                                                     bitorder="little"))
+    assert ps[1:3].pack().shape == (2, first.shape[1])

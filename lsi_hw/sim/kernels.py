@@ -63,8 +63,6 @@ import math
 import os
 import threading
 import time
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -519,35 +517,9 @@ class _Masks:
             if self.packed_array is not None:
                 self._packed = np.ascontiguousarray(self.packed_array)
             else:
-                self._packed = _packed_of(self.source)
+                # PatternSet.pack() computes once and keeps the result
+                self._packed = np.ascontiguousarray(self.source.pack(), dtype=np.uint8)
         return self._packed
-
-
-# Small cache of PatternSet.pack() results keyed by the identity of the (read-only) mask array.
-_PACK_CACHE: OrderedDict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = OrderedDict()
-_PACK_CACHE_SIZE = 4
-_PACK_LOCK = threading.Lock()
-
-
-def _packed_of(ps: Any) -> np.ndarray:
-    """``ps.pack()`` as C-contiguous uint8, cached while ``ps.masks`` is alive and read-only."""
-    arr = getattr(ps, "masks", None)
-    cacheable = isinstance(arr, np.ndarray) and not arr.flags.writeable
-    if cacheable:
-        with _PACK_LOCK:
-            hit = _PACK_CACHE.get(id(arr))
-            if hit is not None and hit[0]() is arr:
-                _PACK_CACHE.move_to_end(id(arr))
-                return hit[1]
-    packed = np.ascontiguousarray(ps.pack(), dtype=np.uint8)
-    if cacheable:
-        with _PACK_LOCK:
-            for key in [k for k, (ref, _) in _PACK_CACHE.items() if ref() is None]:
-                del _PACK_CACHE[key]
-            _PACK_CACHE[id(arr)] = (weakref.ref(arr), packed)
-            while len(_PACK_CACHE) > _PACK_CACHE_SIZE:
-                _PACK_CACHE.popitem(last=False)
-    return packed
 
 
 def _is_pattern_set(obj: Any) -> bool:
