@@ -275,3 +275,32 @@ def test_fused_numba_image_side_equals_numpy(seed, h, w, rgb, blur, vignette):
     fast = fused_irradiance_u8(scenes, cfg.monitor, cfg.optics)
     assert fast.dtype == np.float32
     np.testing.assert_allclose(fast, ref, rtol=2e-6, atol=1e-6 * ref.max())
+
+
+@given(
+    seed=st.integers(0, 1000),
+    m=st.integers(1, 40),
+    side=st.sampled_from([8, 16]),
+    rgb=st.booleans(),
+    hadamard=st.booleans(),
+    gain_db=st.sampled_from([40, 70]),
+)
+def test_whole_chain_numba_equals_numpy_equals_torch(seed, m, side, rgb, hadamard, gain_db):
+    """expected_volts through the numba planner, the dense numpy reference and the torch
+    twin agree (numba works in float32: relative 1e-5 of the largest reading)."""
+    import torch
+
+    from lsi_hw.sim.torch_model import TorchForwardModel
+
+    cfg = SimConfig(amplifier=AmplifierConfig(gain_db=gain_db))
+    rng = np.random.default_rng(seed)
+    scenes = rng.integers(0, 256, (3, side, side, 3) if rgb else (3, side, side), dtype=np.uint8)
+    patterns = (PatternSet.hadamard(side, m=min(m, side * side), split=True) if hadamard
+                else PatternSet.random(m, (side, side), seed=seed))
+    ref = expected_volts(scenes, patterns, cfg, method="numpy")
+    fast = expected_volts(scenes, patterns, cfg, method="auto")
+    model = TorchForwardModel(cfg, (side, side), dtype=torch.float64)
+    twin = model.expected(torch.from_numpy(scenes), torch.tensor(patterns.masks)).numpy()
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(twin, ref, rtol=1e-9, atol=1e-12 * scale)
