@@ -44,7 +44,7 @@ def time_acquisition(m: int, kind: str, batch: int, repeats: int) -> tuple[float
     real = batch * m * bench.config.timing.period_us * 1e-6
     from lsi_hw.sim.kernels import explain_plan
 
-    return statistics.median(times), real, explain_plan(patterns, scenes.shape[0])
+    return statistics.median(times), real, explain_plan(patterns, batch, np.float32)
 
 
 def main() -> None:
