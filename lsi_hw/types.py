@@ -8,6 +8,7 @@ that produced them, so a recording can always be reinterpreted later.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 
 from lsi_hw.errors import ConfigError
 
-__all__ = ["Measurement", "jsonable"]
+__all__ = ["Measurement", "image_id", "jsonable"]
 
 
 def jsonable(value: Any) -> Any:
@@ -33,6 +34,29 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     return value
+
+
+def image_id(image: np.ndarray) -> str:
+    """Short content hash of an image: first 12 hex digits of SHA-1 over shape + bytes.
+
+    The hash covers ``str((shape, dtype.str))`` followed by the C-order bytes, so the
+    same values in another dtype (uint8 vs float) or shape give another id.  Every bench
+    and scene uses it as the scene id.
+
+    Parameters
+    ----------
+    image:
+        Any numpy array (a scene as given, or a frame read back from the screen).
+
+    Returns
+    -------
+    str
+        12 lowercase hex digits.
+    """
+    arr = np.ascontiguousarray(image)
+    digest = hashlib.sha1(str((arr.shape, arr.dtype.str)).encode())
+    digest.update(arr.tobytes())
+    return digest.hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import math
 import os
 import time
@@ -42,6 +41,7 @@ import numpy as np
 
 from lsi_hw.errors import ConfigError, DeviceError, LSIError, TransportError
 from lsi_hw.interfaces import Scene
+from lsi_hw.types import image_id
 
 __all__ = [
     "DEFAULT_REFRESH_RATE_HZ",
@@ -75,29 +75,6 @@ _open_scene: weakref.ref[MonitorScene] | None = None
 
 
 # -- pure helpers ------------------------------------------------------------------------
-
-
-def image_id(image: np.ndarray) -> str:
-    """Short content hash of an image: first 12 hex digits of SHA-1 over shape + bytes.
-
-    The hash covers ``str((shape, dtype.str))`` followed by the C-order bytes, so the
-    same values in another dtype (uint8 vs float) or shape give another id.  Identical to
-    the simulator's scene id.
-
-    Parameters
-    ----------
-    image:
-        Any numpy array (a scene as given, or a frame read back from the screen).
-
-    Returns
-    -------
-    str
-        12 lowercase hex digits.
-    """
-    arr = np.ascontiguousarray(image)
-    digest = hashlib.sha1(str((arr.shape, arr.dtype.str)).encode())
-    digest.update(arr.tobytes())
-    return digest.hexdigest()[:12]
 
 
 def to_uint8_rgb(image: np.ndarray) -> np.ndarray:

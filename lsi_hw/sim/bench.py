@@ -8,7 +8,6 @@ vectorised forward model of :mod:`lsi_hw.sim.forward`.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 from typing import Any
@@ -28,7 +27,7 @@ from lsi_hw.sim.forward import (
     resolve_superpixel,
 )
 from lsi_hw.specs import DLP4500_MIN_EXPOSURE_US
-from lsi_hw.types import Measurement
+from lsi_hw.types import Measurement, image_id
 
 __all__ = ["SimBench", "SimulatedDetector", "SimulatedModulator", "SimulatedScene", "scene_id"]
 
@@ -36,13 +35,7 @@ __all__ = ["SimBench", "SimulatedDetector", "SimulatedModulator", "SimulatedScen
 CHUNK_SCENES = 64
 
 
-def scene_id(image: np.ndarray) -> str:
-    """Short content hash of a scene (first 12 hex digits of SHA-1 over shape + bytes)."""
-    arr = np.ascontiguousarray(image)
-    digest = hashlib.sha1(str((arr.shape, arr.dtype.str)).encode())
-    digest.update(arr.tobytes())
-    return digest.hexdigest()[:12]
-
+scene_id = image_id  # the one content hash every bench and scene uses
 
 class SimulatedModulator(Modulator):
     """A DLP4500-like DMD: 1140 x 912 mirrors, 235 us binary patterns, ``max_patterns``."""
