@@ -54,6 +54,7 @@ __all__ = [
     "pack_masks",
     "place_on_dmd",
     "superpixel_for",
+    "take_from_dmd",
     "unpack_dlp_frames",
     "unpack_masks",
     "walsh_sequency",
@@ -571,6 +572,40 @@ def place_on_dmd(
     out[:, r0 : r0 + bh, c0 : c0 + bw] = block.reshape(m, bh, bw)
     return out
 
+
+
+def take_from_dmd(
+    dmd_masks: npt.ArrayLike,
+    shape: tuple[int, int],
+    superpixel: int | None = None,
+    diamond: bool = False,
+) -> npt.NDArray[np.uint8]:
+    """Inverse of :func:`place_on_dmd`: the (m, H, W) masks shown on (m, rows, cols) mirrors.
+
+    Reads each superpixel block and checks that all its mirrors agree (a block that
+    disagrees was not placed with this geometry: PatternError naming the mask).
+    """
+    arr = np.asarray(dmd_masks, dtype=np.uint8)
+    if arr.ndim != 3:
+        raise PatternError(f"DMD masks must be (m, rows, cols); got shape {arr.shape}")
+    m, rows, cols = arr.shape
+    h, w = _parse_shape(shape)
+    s = superpixel_for((h, w), diamond, dmd_shape=(rows, cols)) if superpixel is None else int(
+        superpixel)
+    sr, sc = s * (2 if diamond else 1), s
+    r0, c0 = (rows - h * sr) // 2, (cols - w * sc) // 2
+    if r0 < 0 or c0 < 0:
+        raise PatternError(f"masks of shape {shape} at superpixel {s} exceed the array")
+    blocks = arr[:, r0 : r0 + h * sr, c0 : c0 + w * sc].reshape(m, h, sr, w, sc)
+    first = blocks[:, :, 0, :, 0]
+    uneven = (blocks != first[:, :, None, :, None]).any(axis=(1, 2, 3, 4))
+    if uneven.any():
+        k = int(np.argmax(uneven))
+        raise PatternError(
+            f"DMD mask {k} is not made of uniform {sr}x{sc} blocks at this placement "
+            f"(shape {shape}, superpixel {s}, diamond={diamond})"
+        )
+    return np.ascontiguousarray(first)
 
 def bitplane_of(k: int) -> tuple[int, str, int]:
     """Where pattern ``k`` of a sequence goes in the 24-bit video frames.

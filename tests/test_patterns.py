@@ -843,3 +843,20 @@ def test_pack_is_computed_once_and_read_only():
     np.testing.assert_array_equal(first, np.packbits(ps.masks.reshape(5, -1), axis=1,
                                                      bitorder="little"))
     assert ps[1:3].pack().shape == (2, first.shape[1])
+
+
+@given(m=st.integers(1, 4), h=st.integers(1, 40), w=st.integers(1, 40),
+       diamond=st.booleans(), seed=st.integers(0, 100))
+def test_take_from_dmd_inverts_place_on_dmd(m, h, w, diamond, seed):
+    from lsi_hw.patterns import place_on_dmd, take_from_dmd
+
+    masks = np.random.default_rng(seed).integers(0, 2, (m, h, w), dtype=np.uint8)
+    placed = place_on_dmd(masks, diamond=diamond)
+    np.testing.assert_array_equal(take_from_dmd(placed, (h, w), diamond=diamond), masks)
+    if h * w > 1 and placed.any():
+        broken = placed.copy()
+        r, c = np.argwhere(broken[0])[0]
+        broken[0, r, c] = 0
+        if broken[0].sum() and (take_from_dmd.__name__):
+            with pytest.raises(PatternError, match="uniform"):
+                take_from_dmd(broken, (h, w), diamond=diamond)
