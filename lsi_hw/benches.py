@@ -1,4 +1,8 @@
-"""Pick a bench by name: the one place every CLI command and example goes through."""
+"""Pick a bench by name: the one place every CLI command and example goes through.
+
+``sim`` is the physical simulator, ``fake-hw`` the real drivers on emulated devices
+(the digital twin), ``hw`` the real DLP4500 + PDA100A2 + digitizer + monitor.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from lsi_hw.errors import ConfigError
 from lsi_hw.interfaces import Bench
 
-__all__ = ["BENCH_NAMES", "make_bench"]
+__all__ = ["BENCH_NAMES", "make_bench", "open_hardware_bench"]
 
 BENCH_NAMES = ("sim", "fake-hw", "hw")
 
@@ -15,15 +19,83 @@ BENCH_NAMES = ("sim", "fake-hw", "hw")
 def make_bench(name: str, **options: Any) -> Bench:
     """Return the bench called ``name`` (``sim``, ``fake-hw`` or ``hw``).
 
-    ``options`` go to the bench's constructor (for ``sim``: noise, seed, config, ...).
+    ``options`` go to the bench's constructor: for ``sim`` and ``fake-hw`` ``noise``,
+    ``seed``, ``config`` (a :class:`~lsi_hw.sim.forward.SimConfig`), ``calibration_id``;
+    for ``hw`` see :func:`open_hardware_bench`.
     """
     if name == "sim":
         from lsi_hw.sim import SimBench
 
         return SimBench(**options)
-    if name in ("fake-hw", "hw"):
-        raise ConfigError(
-            f"bench {name!r} needs the hardware drivers, which are not part of this release "
-            "yet; use 'sim'"
-        )
+    if name == "fake-hw":
+        from lsi_hw.twin import FakeHardwareBench
+
+        return FakeHardwareBench(**options)
+    if name == "hw":
+        return open_hardware_bench(**options)
     raise ConfigError(f"bench {name!r} is unknown; allowed: {', '.join(BENCH_NAMES)}")
+
+
+def open_hardware_bench(
+    *,
+    gain_db: int = 40,
+    load: str = "hi-z",
+    digitizer: str = "nidaq",
+    daq_device: str = "Dev1",
+    daq_channel: str = "ai0",
+    trigger_line: str = "PFI0",
+    visa_resource: str | None = None,
+    display_index: int = 0,
+    frame_sink: Any = None,
+    exposure_us: float = 235.0,
+    period_us: float = 235.0,
+    calibration_id: str | None = None,
+    config: Any = None,
+    noise: Any = None,
+    seed: Any = None,
+) -> Bench:
+    """Open the real bench: DLP4500 on USB, PDA100A2 on a digitizer, the scene monitor.
+
+    Parameters
+    ----------
+    gain_db, load:
+        The PDA100A2 knob position and output load as set on the device (user-declared).
+    digitizer:
+        ``nidaq`` (NI-DAQmx card ``daq_device``/``daq_channel`` triggered on
+        ``trigger_line``) or ``visa`` (oscilloscope at ``visa_resource``).
+    display_index:
+        The monitor that shows the scenes.
+    frame_sink:
+        A callable that shows the DMD's 24-bit frames on the DLP's video input (the video
+        port source).  Required: playing pre-flashed images is not wired into the bench yet.
+    config, noise, seed:
+        Accepted for symmetry with the simulated benches and ignored (the physics is real);
+        ``config`` may still give ``gain_db``/``load`` through its amplifier.
+    """
+    from lsi_hw.drivers.digitizers import NiDaqDigitizer, VisaScopeDigitizer
+    from lsi_hw.drivers.display import MonitorScene
+    from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
+    from lsi_hw.drivers.pda100a2 import PDA100A2
+    from lsi_hw.hardware_bench import HardwareBench
+
+    if config is not None:
+        gain_db, load = config.amplifier.gain_db, config.amplifier.load
+    if digitizer == "nidaq":
+        adc: Any = NiDaqDigitizer(device=daq_device, channel=daq_channel,
+                                  trigger_line=trigger_line)
+    elif digitizer == "visa":
+        if not visa_resource:
+            raise ConfigError("digitizer='visa' needs visa_resource, e.g. 'USB0::...::INSTR'")
+        adc = VisaScopeDigitizer(visa_resource)
+    else:
+        raise ConfigError(f"digitizer={digitizer!r} is not one of 'nidaq', 'visa'")
+    detector = PDA100A2(adc, gain_db=gain_db, load=load)  # validates before any device I/O
+    if frame_sink is None:
+        raise ConfigError(
+            "the real DMD needs a frame_sink that shows its 24-bit frames on the DLP's video "
+            "input (video-port streaming); pre-flashed images are not supported by the bench yet"
+        )
+    dmd = DLP4500.open(source="video", frame_sink=frame_sink)
+    scene = MonitorScene(display_index)
+    return HardwareBench(dmd, detector, scene, exposure_us=exposure_us, period_us=period_us,
+                         calibration_id=calibration_id)
