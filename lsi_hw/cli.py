@@ -228,6 +228,171 @@ def simulate(
                f"{', preview.png' if plot else ''})")
 
 
+def _bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--backend, --noise, --gain-db, --seed: the options that pick and set up a bench."""
+    func = click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of every random draw (sim, fake-hw).")(func)
+    func = click.option("--gain-db", type=int, default=40, show_default=True,
+                        help="PDA100A2 gain step in dB (on hw: the knob position).")(func)
+    func = click.option("--noise", type=click.Choice(list(NOISE_PRESETS)), default="full",
+                        show_default=True, help="Simulated noise (sim, fake-hw).")(func)
+    func = click.option("--backend", type=click.Choice(["sim", "fake-hw", "hw"]), default="sim",
+                        show_default=True, help="Which bench: simulator, digital twin, real.")(func)
+    return func
+
+
+def _open_bench(backend: str, noise: str, gain_db: int, seed: int,
+                calibration_id: str | None = None) -> Any:
+    from dataclasses import replace
+
+    from lsi_hw.benches import make_bench
+    from lsi_hw.sim import AmplifierConfig, SimConfig
+
+    config = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=gain_db))
+    if backend == "hw":
+        return make_bench("hw", config=config, calibration_id=calibration_id)
+    return make_bench(backend, noise=noise, seed=seed, config=config,
+                      calibration_id=calibration_id)
+
+
+@main.command()
+def info() -> None:
+    """List the devices found, their versions, or why each is missing and how to fix it."""
+    from lsi_hw.devices_info import survey
+
+    for line in survey():
+        mark = "ok " if line.ok else "-- "
+        click.echo(f"{mark}{line.name:24s} {line.detail}")
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["dlp4500", "detector", "bench"]))
+@_bench_options
+@_one_line_errors
+def check(what: str, backend: str, noise: str, gain_db: int, seed: int) -> None:
+    """Short self-test of a device (no questions asked): status, a test sequence, a dark
+    reading and a saturation check.  Exit code 1 when a check fails."""
+    from lsi_hw.patterns import PatternSet
+
+    failures = 0
+    bench = _open_bench(backend, noise, gain_db, seed)
+    try:
+        size = 32
+        black = np.zeros((1, size, size), dtype=np.uint8)
+        white = np.full((1, size, size), 255, dtype=np.uint8)
+        closed_open = PatternSet(np.stack([np.zeros((size, size)), np.ones((size, size))]))
+        if what in ("dlp4500", "bench"):
+            test = PatternSet.hadamard(size, m=48)
+            started = time.perf_counter()
+            meas = bench.measure(black, test)
+            took = time.perf_counter() - started
+            kind = meas.settings.get("modulator", {}).get("kind", "DLP4500")
+            click.echo(f"ok  modulator ({kind}): ran {test.m} patterns in {took:.2f} s")
+        if what in ("detector", "bench"):
+            dark = bench.measure(np.repeat(black, 1, axis=0),
+                                 PatternSet(np.zeros((64, size, size)))).values
+            click.echo(f"ok  dark level {dark.mean() * 1e3:.3f} mV, noise "
+                       f"{dark.std() * 1e3:.3f} mV rms")
+            bright = bench.measure(white, closed_open).values[0]
+            sat = bench.detector.saturation_v
+            verdict = "ok " if bright.max() < 0.95 * sat else "-- "
+            failures += verdict == "-- "
+            state = "headroom" if verdict == "ok " else "SATURATED: lower the gain"
+            click.echo(f"{verdict} white, open aperture: {bright[1]:.3f} V of {sat:.1f} V "
+                       f"saturation ({state})")
+        if what == "bench":
+            from lsi_hw.reconstruct import preview_reconstruction
+            from lsi_hw.testscenes import siemens_star
+
+            star = siemens_star(16)[None]
+            patterns = PatternSet.hadamard(16)  # the complete basis: an exact image
+            image, _ = preview_reconstruction(patterns, bench.measure(star, patterns).values)
+            light = (star.astype(float) / 255) ** 2.2  # the monitor's light, roughly
+            corr = float(np.corrcoef(image.ravel(), light.ravel())[0, 1])
+            verdict = "ok " if corr > 0.9 else "-- "
+            failures += verdict == "-- "
+            click.echo(f"{verdict} 16x16 Siemens star through the full Hadamard basis: "
+                       f"correlation {corr:.3f} with the displayed light (expected > 0.9)")
+    finally:
+        bench.close()
+    if failures:
+        sys.exit(1)
+
+
+@main.command()
+@_bench_options
+@click.option("--patterns", "pattern_kind", default="hadamard", show_default=True,
+              help="hadamard, random, fourier, or a .npy/.npz mask file.")
+@click.option("--m", "m", type=int, default=256, show_default=True, help="Patterns per scene.")
+@click.option("--size", type=int, default=None, help="Mask side [default 256 or the file's].")
+@click.option("--images", default="builtin", show_default=True,
+              help="'builtin' test scenes or a folder of square images.")
+@click.option("--batch-size", type=int, default=16, show_default=True,
+              help="Scenes per committed batch (what a crash can lose at most).")
+@click.option("--calibration", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="Calibration file whose id goes into every snapshot.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Recording folder; rerunning the command resumes it.")
+@_one_line_errors
+def acquire(backend: str, noise: str, gain_db: int, seed: int, pattern_kind: str, m: int,
+            size: int | None, images: str, batch_size: int, calibration: Path | None,
+            out: Path) -> None:
+    """Acquire scenes into a crash-safe recording; rerun to resume where it stopped."""
+    from lsi_hw.acquisition import acquire as run_acquisition
+    from lsi_hw.testscenes import builtin_scenes, load_image_dir
+
+    calibration_id = None
+    if calibration is not None:
+        from lsi_hw.calibration import CalibrationFile
+
+        calibration_id = CalibrationFile.load(calibration).id
+    patterns = _build_patterns(pattern_kind, m, size, seed, split=False)
+    side = patterns.shape[0]
+    scenes, _ = builtin_scenes(side) if images == "builtin" else load_image_dir(images, side)
+    bench = _open_bench(backend, noise, gain_db, seed, calibration_id)
+    try:
+        summary = run_acquisition(bench, scenes, patterns, out, batch_size=batch_size)
+    finally:
+        bench.close()
+    click.echo(f"{out}: {summary.n_acquired} scenes acquired, {summary.n_skipped} already "
+               f"recorded, {summary.n_batches} batches in {summary.elapsed_s:.2f} s "
+               f"(backend {backend})")
+
+
+@main.command()
+@_bench_options
+@click.option("--size", type=int, default=32, show_default=True,
+              help="Mask side of the calibration patterns (a power of two).")
+@click.option("--routines", default=None,
+              help="Comma-separated subset of: dark, linearity, gamma, registration, settling.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Calibration file to write (.json).")
+@_one_line_errors
+def calibrate(backend: str, noise: str, gain_db: int, seed: int, size: int,
+              routines: str | None, out: Path) -> None:
+    """Run the calibration routines on a bench and write a versioned calibration file."""
+    from lsi_hw.calibration import ROUTINES, run_all
+
+    chosen = None
+    if routines:
+        chosen = [r.strip() for r in routines.split(",") if r.strip()]
+        unknown = sorted(set(chosen) - set(ROUTINES))
+        if unknown:
+            raise ConfigError(f"--routines {','.join(unknown)} unknown; allowed: "
+                              f"{', '.join(ROUTINES)}")
+    if out.suffix != ".json":
+        raise ConfigError(f"--out {out}: the calibration file must end in .json")
+    bench = _open_bench(backend, noise, gain_db, seed)
+    try:
+        result = run_all(bench, size=size, routines=chosen)
+    finally:
+        bench.close()
+    written = result.save(out)
+    click.echo(f"wrote {written} (calibration id {result.id})")
+    for name, item in result.to_dict().get("results", {}).items():
+        click.echo(f"  {name:13s} {json.dumps(item, default=str)[:150]}")
+
+
 @main.group()
 def patterns() -> None:
     """Generate, inspect and export pattern (mask) sets."""
