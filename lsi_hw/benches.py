@@ -77,6 +77,7 @@ def open_hardware_bench(
     from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
     from lsi_hw.drivers.pda100a2 import PDA100A2
     from lsi_hw.hardware_bench import HardwareBench
+    from lsi_hw.locking import DeviceLock
 
     if config is not None:
         gain_db, load = config.amplifier.gain_db, config.amplifier.load
@@ -95,7 +96,19 @@ def open_hardware_bench(
             "the real DMD needs a frame_sink that shows its 24-bit frames on the DLP's video "
             "input (video-port streaming); pre-flashed images are not supported by the bench yet"
         )
-    dmd = DLP4500.open(source="video", frame_sink=frame_sink)
-    scene = MonitorScene(display_index)
-    return HardwareBench(dmd, detector, scene, exposure_us=exposure_us, period_us=period_us,
-                         calibration_id=calibration_id)
+    lock = DeviceLock("dlp4500").acquire()  # before any device is opened
+    opened: list[Any] = [detector]
+    try:
+        dmd = DLP4500.open(source="video", frame_sink=frame_sink)
+        opened.append(dmd)
+        scene = MonitorScene(display_index)
+        return HardwareBench(dmd, detector, scene, exposure_us=exposure_us,
+                             period_us=period_us, calibration_id=calibration_id, lock=lock)
+    except BaseException:
+        for device in opened:
+            try:
+                device.close()
+            except Exception:  # the original error is the one to report
+                pass
+        lock.release()
+        raise

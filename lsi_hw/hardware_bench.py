@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lsi_hw import __version__
-from lsi_hw.errors import ProtocolError
+from lsi_hw.errors import ConfigError, PatternError, ProtocolError
 from lsi_hw.interfaces import Bench, Detector, Modulator, Scene
 from lsi_hw.locking import DeviceLock
 from lsi_hw.patterns import PatternSet
@@ -43,6 +43,9 @@ class HardwareBench(Bench):
         Id of the calibration file in force (recorded in every snapshot).
     lock_name:
         Name of the exclusive device lock taken while the bench is open (None: no lock).
+    lock:
+        A lock already held (taken before the devices were opened); the bench releases it
+        on close.  Overrides ``lock_name``.
     read_margin_s:
         Extra time allowed for the readings beyond the sequence duration, seconds.
     """
@@ -59,6 +62,7 @@ class HardwareBench(Bench):
         period_us: float | None = None,
         calibration_id: str | None = None,
         lock_name: str | None = "dlp4500",
+        lock: DeviceLock | None = None,
         read_margin_s: float = 1.0,
     ) -> None:
         self.modulator = modulator
@@ -68,7 +72,10 @@ class HardwareBench(Bench):
         self.period_us = period_us
         self.calibration_id = calibration_id
         self.read_margin_s = float(read_margin_s)
-        self._lock = DeviceLock(lock_name).acquire() if lock_name else None
+        if lock is not None:
+            self._lock: DeviceLock | None = lock
+        else:
+            self._lock = DeviceLock(lock_name).acquire() if lock_name else None
 
     def _do_settings(self) -> dict[str, Any]:
         return {
@@ -97,6 +104,7 @@ class HardwareBench(Bench):
         values = np.full((n_scenes, patterns.m), np.nan)
         stamps = np.full((n_scenes, patterns.m), np.nan)
         ids: list[str] = [""] * n_scenes
+        saturated = 0
         t_origin = time.monotonic()
         try:
             for offset, chunk in self._chunks(patterns):
@@ -113,12 +121,18 @@ class HardwareBench(Bench):
                         timeout_s=chunk.m * period_s + self.read_margin_s
                     )
                     self.modulator.stop()
+                    saturated += int(self.detector.settings().get("last_read_saturated", 0))
                     if volts.shape != (chunk.m,):
                         raise ProtocolError(
                             f"detector returned {volts.shape} readings for {chunk.m} patterns"
                         )
                     values[b, offset : offset + chunk.m] = volts
                     stamps[b, offset : offset + chunk.m] = started + np.arange(chunk.m) * period_s
+        except (ConfigError, PatternError):
+            # refused by validation, before any I/O: touch the device only if it runs
+            if self.modulator.is_running:
+                self._safe_stop()
+            raise
         except BaseException:
             self._safe_stop()
             raise
@@ -126,15 +140,21 @@ class HardwareBench(Bench):
         settings["acquisition"] = {
             "loads_per_scene": len(self._chunks(patterns)),
             "wall_time_s": time.monotonic() - t_origin,
+            "saturated_count": saturated,
         }
         return Measurement(values=values, settings=settings, timestamps=stamps,
                            pattern_name=patterns.name, scene_ids=tuple(ids))
 
     def _do_close(self) -> None:
-        try:
-            self._safe_stop()
-            for device in (self.modulator, self.detector, self.scene):
+        """Stop, then close every device even when one fails; re-raise the first error."""
+        first_error: BaseException | None = None
+        self._safe_stop()
+        for device in (self.modulator, self.detector, self.scene):
+            try:
                 device.close()
-        finally:
-            if self._lock is not None:
-                self._lock.release()
+            except BaseException as exc:
+                first_error = first_error or exc
+        if self._lock is not None:
+            self._lock.release()
+        if first_error is not None:
+            raise first_error

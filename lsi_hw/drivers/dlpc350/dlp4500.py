@@ -224,6 +224,7 @@ class DLP4500(Modulator):
         self._frame_rate = float(video_frame_rate_hz)
         self._transport: Transport = UsbHidTransport() if transport is None else transport
         self._seq = 0
+        self._late_replies = 0  # requests that timed out: their replies may still arrive
         self._closed = False
         self._plan: LoadPlan | None = None
         self._needs_reprogram = False
@@ -647,10 +648,18 @@ class DLP4500(Modulator):
                 self._transport.write(packet)
             try:
                 first = self._transport.read(self._timeout_s)
+                # a reply that arrives after its request timed out is still queued on the
+                # link: drop such late replies (and their continuation packets) once
+                while self._late_replies and len(first) > 1 and first[1] != seq:
+                    self._late_replies -= 1
+                    for _ in range(P.reply_packet_count(first) - 1):
+                        self._transport.read(self._timeout_s)
+                    first = self._transport.read(self._timeout_s)
                 packets = [first]
                 for _ in range(P.reply_packet_count(first) - 1):
                     packets.append(self._transport.read(self._timeout_s))
             except DeviceTimeout as exc:
+                self._late_replies += 1
                 raise DeviceTimeout(
                     f"no reply from the DLPC350 to {name} within {self._timeout_s} s ({exc}); "
                     "check the USB cable and that no other program (TI's GUI) uses the device"
