@@ -48,6 +48,9 @@ class HardwareBench(Bench):
         on close.  Overrides ``lock_name``.
     read_margin_s:
         Extra time allowed for the readings beyond the sequence duration, seconds.
+    patterns_per_load:
+        Largest load (default: what the modulator holds; 24 = one video frame when the
+        DMD's frames are streamed through its video port one static frame at a time).
     """
 
     name = "hw"
@@ -64,6 +67,7 @@ class HardwareBench(Bench):
         lock_name: str | None = "dlp4500",
         lock: DeviceLock | None = None,
         read_margin_s: float = 1.0,
+        patterns_per_load: int | None = None,
     ) -> None:
         self.modulator = modulator
         self.detector = detector
@@ -72,6 +76,14 @@ class HardwareBench(Bench):
         self.period_us = period_us
         self.calibration_id = calibration_id
         self.read_margin_s = float(read_margin_s)
+        limit = int(modulator.max_patterns)
+        per_load = limit if patterns_per_load is None else int(patterns_per_load)
+        if not 1 <= per_load <= limit:
+            raise ConfigError(
+                f"patterns_per_load={patterns_per_load} outside 1..{limit} (what the modulator "
+                "holds in one load)"
+            )
+        self.patterns_per_load = per_load
         if lock is not None:
             self._lock: DeviceLock | None = lock
         else:
@@ -88,7 +100,7 @@ class HardwareBench(Bench):
         }
 
     def _chunks(self, patterns: PatternSet) -> list[tuple[int, PatternSet]]:
-        size = int(self.modulator.max_patterns)
+        size = self.patterns_per_load
         if patterns.m <= size:
             return [(0, patterns)]
         return [(start, patterns[start : start + size]) for start in range(0, patterns.m, size)]

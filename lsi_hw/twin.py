@@ -55,6 +55,8 @@ class FakeHardwareBench(HardwareBench):
         A FakeDLPC350 to use (e.g. with fault injection armed); default a fresh one.
     digitizer_options:
         Extra keyword arguments of the FakeDigitizer (e.g. ``missing_triggers=1``).
+    patterns_per_load:
+        Largest DMD load (default 128, the pattern LUT; 24 = one video frame per load).
     """
 
     name = "fake-hw"
@@ -69,6 +71,7 @@ class FakeHardwareBench(HardwareBench):
         lock_name: str | None = None,
         emulator: FakeDLPC350 | None = None,
         digitizer_options: dict[str, Any] | None = None,
+        patterns_per_load: int | None = None,
     ) -> None:
         cfg = config or SimConfig()
         noise_cfg = NoiseConfig.from_preset(noise) if isinstance(noise, str) else noise
@@ -100,7 +103,7 @@ class FakeHardwareBench(HardwareBench):
         scene = CallbackScene(self._present, name="simulated monitor")
         super().__init__(dmd, detector, scene, exposure_us=cfg.timing.exposure_us,
                          period_us=cfg.timing.period_us, calibration_id=calibration_id,
-                         lock_name=lock_name)
+                         lock_name=lock_name, patterns_per_load=patterns_per_load)
 
     # -- what the emulated devices see -----------------------------------------------------
 

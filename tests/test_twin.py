@@ -317,3 +317,17 @@ def test_hardware_bench_lock_is_exclusive_and_released_on_close(lock_dir):
     lock = DeviceLock(name).acquire()
     assert lock.held
     lock.release()
+
+
+def test_one_video_frame_per_load_gives_the_same_readings():
+    """24 patterns per load (one static video frame each) == 128 per load, to the LSB."""
+    from lsi_hw.patterns import PatternSet
+    from lsi_hw.twin import FakeHardwareBench
+
+    scenes = np.random.default_rng(5).integers(0, 256, (2, 16, 16), dtype=np.uint8)
+    patterns = PatternSet.random(60, (16, 16), seed=5)
+    with FakeHardwareBench("none") as wide, FakeHardwareBench("none", patterns_per_load=24) as one:
+        a = wide.measure(scenes, patterns)
+        b = one.measure(scenes, patterns)
+    assert b.settings["acquisition"]["loads_per_scene"] == 3
+    np.testing.assert_allclose(a.values, b.values, atol=wide.sim_config.digitizer.lsb_v)
