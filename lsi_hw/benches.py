@@ -46,6 +46,7 @@ def open_hardware_bench(
     trigger_line: str = "PFI0",
     visa_resource: str | None = None,
     display_index: int = 0,
+    dlp_display_index: int = 1,
     frame_sink: Any = None,
     exposure_us: float = 235.0,
     period_us: float = 235.0,
@@ -65,9 +66,12 @@ def open_hardware_bench(
         ``trigger_line``) or ``visa`` (oscilloscope at ``visa_resource``).
     display_index:
         The monitor that shows the scenes.
+    dlp_display_index:
+        The display output wired to the LightCrafter's HDMI video input (912 x 1140).
     frame_sink:
-        A callable that shows the DMD's 24-bit frames on the DLP's video input (the video
-        port source).  Required: playing pre-flashed images is not wired into the bench yet.
+        A callable that shows the DMD's 24-bit frames on the DLP's video input; default a
+        :class:`~lsi_hw.drivers.videoport.VideoPortSink` on ``dlp_display_index``, which
+        shows one static frame per load (so loads hold at most 24 patterns).
     config, noise, seed:
         Accepted for symmetry with the simulated benches and ignored (the physics is real);
         ``config`` may still give ``gain_db``/``load`` through its amplifier.
@@ -91,19 +95,22 @@ def open_hardware_bench(
     else:
         raise ConfigError(f"digitizer={digitizer!r} is not one of 'nidaq', 'visa'")
     detector = PDA100A2(adc, gain_db=gain_db, load=load)  # validates before any device I/O
-    if frame_sink is None:
-        raise ConfigError(
-            "the real DMD needs a frame_sink that shows its 24-bit frames on the DLP's video "
-            "input (video-port streaming); pre-flashed images are not supported by the bench yet"
-        )
     lock = DeviceLock("dlp4500").acquire()  # before any device is opened
     opened: list[Any] = [detector]
     try:
+        per_load, owned = None, ()
+        if frame_sink is None:
+            from lsi_hw.drivers.videoport import MAX_PATTERNS_PER_FRAME, VideoPortSink
+
+            frame_sink = VideoPortSink(dlp_display_index)
+            opened.append(frame_sink)
+            per_load, owned = MAX_PATTERNS_PER_FRAME, (frame_sink,)
         dmd = DLP4500.open(source="video", frame_sink=frame_sink)
         opened.append(dmd)
         scene = MonitorScene(display_index)
         return HardwareBench(dmd, detector, scene, exposure_us=exposure_us,
-                             period_us=period_us, calibration_id=calibration_id, lock=lock)
+                             period_us=period_us, calibration_id=calibration_id, lock=lock,
+                             patterns_per_load=per_load, resources=owned)
     except BaseException:
         for device in opened:
             try:

@@ -48,6 +48,9 @@ class HardwareBench(Bench):
         on close.  Overrides ``lock_name``.
     read_margin_s:
         Extra time allowed for the readings beyond the sequence duration, seconds.
+    resources:
+        Further objects with a ``close()`` that the bench owns (e.g. the video-port frame
+        sink); closed after the devices.
     patterns_per_load:
         Largest load (default: what the modulator holds; 24 = one video frame when the
         DMD's frames are streamed through its video port one static frame at a time).
@@ -68,6 +71,7 @@ class HardwareBench(Bench):
         lock: DeviceLock | None = None,
         read_margin_s: float = 1.0,
         patterns_per_load: int | None = None,
+        resources: tuple[Any, ...] = (),
     ) -> None:
         self.modulator = modulator
         self.detector = detector
@@ -84,6 +88,7 @@ class HardwareBench(Bench):
                 "holds in one load)"
             )
         self.patterns_per_load = per_load
+        self.resources = tuple(resources)
         if lock is not None:
             self._lock: DeviceLock | None = lock
         else:
@@ -161,7 +166,7 @@ class HardwareBench(Bench):
         """Stop, then close every device even when one fails; re-raise the first error."""
         first_error: BaseException | None = None
         self._safe_stop()
-        for device in (self.modulator, self.detector, self.scene):
+        for device in (self.modulator, self.detector, self.scene, *self.resources):
             try:
                 device.close()
             except BaseException as exc:
