@@ -282,6 +282,15 @@ def check(what: str, backend: str, noise: str, gain_db: int, seed: int) -> None:
         white = np.full((1, size, size), 255, dtype=np.uint8)
         closed_open = PatternSet(np.stack([np.zeros((size, size)), np.ones((size, size))]))
         if what in ("dlp4500", "bench"):
+            status = getattr(bench.modulator, "status", None)
+            if callable(status):  # the real driver (hw, fake-hw): controller status words
+                words = status()
+                problems = [w for group in words.values() for w in group
+                            if ("error" in w.lower() or "fail" in w.lower())
+                            and not w.lower().startswith("no ")]
+                failures += bool(problems)
+                click.echo(f"{'-- ' if problems else 'ok '} DLPC350 status: "
+                           f"{'; '.join(problems) if problems else 'no errors'}")
             test = PatternSet.hadamard(size, m=48)
             started = time.perf_counter()
             meas = bench.measure(black, test)

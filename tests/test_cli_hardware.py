@@ -124,3 +124,9 @@ def test_calibration_example_recovers_the_truth(tmp_path, backend):
     assert abs(reg["rotation_deg"] - 2.0) < 0.15
     assert abs(reg["scale"] - 1.03) < 0.005
     assert np.allclose(reg["shift_px"], (1.5, -2.0), atol=0.1)
+
+
+def test_check_dlp4500_reads_the_controller_status_on_the_twin():
+    result = run(["check", "dlp4500", "--backend", "fake-hw"])
+    assert result.exit_code == 0, result.output
+    assert "DLPC350 status: no errors" in result.output
