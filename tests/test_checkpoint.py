@@ -36,6 +36,7 @@ class Evil:
         return (print, ("this would run",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_load_refuses_files_that_would_run_code(tmp_path):
     path = tmp_path / "evil.pt"
     with path.open("wb") as fh:
