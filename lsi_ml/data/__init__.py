@@ -1,0 +1,1 @@
+"""Datasets: synthetic faces from a generator, image folders, recorded measurements."""
