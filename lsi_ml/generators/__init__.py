@@ -1,0 +1,20 @@
+"""Generators: the ``Generator`` protocol and the embedded procedural face model SynthFace."""
+
+from lsi_ml.generators.base import Generator, GroundTruthGenerator, LatentLevel, RenderOutput
+from lsi_ml.generators.synthface import (
+    ATTRIBUTE_NAMES,
+    CLASS_NAMES,
+    SynthFace,
+    save_sample_grid,
+)
+
+__all__ = [
+    "ATTRIBUTE_NAMES",
+    "CLASS_NAMES",
+    "Generator",
+    "GroundTruthGenerator",
+    "LatentLevel",
+    "RenderOutput",
+    "SynthFace",
+    "save_sample_grid",
+]

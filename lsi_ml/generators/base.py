@@ -1,0 +1,96 @@
+"""The ``Generator`` protocol shared by SynthFace and adapters of pretrained generators.
+
+A generator maps a multi-level latent of shape ``(n, L, D)`` (like StyleGAN's W+, 18 x 512)
+to RGB images in ``[0, 1]``. Generators that know the ground truth of what they draw
+(SynthFace) also implement ``render`` returning a :class:`RenderOutput`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LatentLevel:
+    """One level of a multi-level latent.
+
+    Attributes
+    ----------
+    name : str
+        Level name (e.g. ``"coarse"``).
+    index : int
+        Position ``l`` of the level in the latent's second axis.
+    size : int
+        Number of dimensions ``D`` of the level.
+    flat : slice
+        Slice of the level in the flattened latent ``latent.reshape(n, L * D)``.
+    params : tuple of str
+        Names of the parameters driven by each dimension (empty if unnamed).
+    """
+
+    name: str
+    index: int
+    size: int
+    flat: slice
+    params: tuple[str, ...] = ()
+
+
+@dataclass
+class RenderOutput:
+    """Image and ground truth for a batch of latents.
+
+    Attributes
+    ----------
+    image : Tensor
+        ``(n, 3, H, W)`` float RGB in ``[0, 1]``.
+    landmarks : Tensor
+        ``(n, 68, 2)`` iBUG-68 landmarks in pixel coordinates ``(x, y)``; pixel centres are at
+        integer coordinates.
+    segmentation : Tensor
+        ``(n, H, W)`` int64 class ids.
+    attributes : Tensor
+        ``(n, A)`` bool binary attributes.
+    identity : Tensor
+        ``(n, I)`` identity vector (the identity sub-vector of the latent).
+    """
+
+    image: Tensor
+    landmarks: Tensor
+    segmentation: Tensor
+    attributes: Tensor
+    identity: Tensor
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What the encoders, probes and metrics of ``lsi_ml`` need from a generator."""
+
+    @property
+    def levels(self) -> tuple[LatentLevel, ...]:
+        """The level structure of the latent (names, sizes, flat slices)."""
+        ...
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` latents ``(n, L, D)`` from the prior."""
+        ...
+
+    def synthesize(self, latent: Tensor) -> Tensor:
+        """Render latents ``(n, L, D)`` to images ``(n, 3, H, W)`` in ``[0, 1]``."""
+        ...
+
+    def features(self, latent: Tensor) -> list[Tensor]:
+        """Multi-scale feature maps ``[(n, C_k, H_k, W_k), ...]`` (finest first)."""
+        ...
+
+
+@runtime_checkable
+class GroundTruthGenerator(Generator, Protocol):
+    """A generator that also returns landmarks, segmentation, attributes and identity."""
+
+    def render(self, latent: Tensor) -> RenderOutput:
+        """Render latents with their ground truth."""
+        ...

@@ -1,0 +1,930 @@
+"""SynthFace: the embedded, procedural and differentiable default face generator.
+
+SynthFace draws frontal to moderately turned faces from a structured latent ``(n, 4, 24)``
+with pure torch operations, so images are differentiable with respect to the latent. Every
+part of the face is a soft shape: a signed-distance-like function ``d`` (in face units) is
+turned into coverage by ``sigmoid(-d / pixel)``, i.e. a ~1 px antialiased edge. Shapes are
+composited back to front (painter's order) and the segmentation map is taken from the same
+coverages (the top-most layer with coverage > 0.5 wins, which is the argmax of visibility).
+
+Latent layout (``n x 4 levels x 24 dims``, prior ``N(0, I)``; ``*`` marks identity dims):
+
+- ``coarse``: pose (yaw +-30 deg, roll +-15 deg, scale, translation, nod), head and jaw
+  shape*, ears*, hairline*, neck*, shoulders.
+- ``middle``: eyes*, brows*, nose*, mouth* geometry; expression (smile, mouth open, brow
+  raise, eye openness, gaze); hair style (volume, length, bangs, parting); glasses.
+- ``fine``: skin*, hair*, eye*, lip*, brow* colours and beard*; lighting (azimuth,
+  elevation, intensity, ambient, warmth); glasses and clothing colours, camera gamma.
+- ``texture``: background colours, gradient, blob and procedural noise amplitudes, skin and
+  hair texture amplitudes, vignette, contrast.
+
+Each dimension is mapped to its parameter through a fixed squashing function (``tanh`` or
+``sigmoid`` onto a plausible range). The identity (39 dims: face shape, feature geometry,
+colours) is ``latent.reshape(n, -1)[:, IDENTITY_INDEX]``; everything else is nuisance.
+
+Yaw is a 2.5-D approximation: each facial feature sits on a shallow surface of depth
+``z(x, y)`` in front of the rotation axis; its projected position is
+``x cos(yaw) + z sin(yaw)`` and its width is scaled by ``d(projected x)/dx`` (foreshortening of
+the far half, widening of the near half). The head silhouette itself is kept (a rotating
+ellipsoid keeps its outline), the chin and hairline follow the face's front.
+
+Conventions: image coordinates ``x`` to the right, ``y`` down; ``left``/``right`` in class
+and landmark names mean the IMAGE's left/right (iBUG points 36-41 and class 4 are the eye on
+the image's left). ``yaw > 0`` turns the face towards the image's right.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lsi_ml.generators.base import LatentLevel, RenderOutput
+
+LEVEL_NAMES = ("coarse", "middle", "fine", "texture")
+LEVEL_DIM = 24
+
+# (name, identity?) per dimension, level by level.
+_LAYOUT: tuple[tuple[tuple[str, bool], ...], ...] = (
+    (
+        ("yaw", False), ("roll", False), ("scale", False), ("tx", False), ("ty", False),
+        ("nod", False), ("head_width", True), ("head_top", True), ("chin_length", True),
+        ("chin_width", True), ("jaw_profile", True), ("ear_size", True), ("ear_height", True),
+        ("hairline", True), ("neck_width", True), ("jaw_harm1", True), ("jaw_harm2", True),
+        ("feature_height", True), ("shoulder_width", False), ("shoulder_drop", False),
+        ("cheek_width", True), ("forehead_width", True), ("head_depth", True),
+        ("face_asym", True),
+    ),
+    (
+        ("eye_spacing", True), ("eye_size", True), ("eye_height", True), ("eye_tilt", True),
+        ("eye_aspect", True), ("brow_thickness", True), ("brow_height", True),
+        ("brow_arch", True), ("brow_length", True), ("nose_length", True),
+        ("nose_width", True), ("mouth_width", True), ("lip_thickness", True),
+        ("mouth_height", True), ("smile", False), ("mouth_open", False), ("brow_raise", False),
+        ("eye_open", False), ("gaze_x", False), ("hair_volume", False), ("hair_length", False),
+        ("bangs", False), ("parting", False), ("glasses", False),
+    ),
+    (
+        ("skin_light", True), ("skin_warm", True), ("hair_dark", True), ("hair_red", True),
+        ("eye_dark", True), ("eye_hue", True), ("lip_red", True), ("beard", True),
+        ("brow_dark", True), ("light_azimuth", False), ("light_elevation", False),
+        ("light_intensity", False), ("ambient", False), ("light_warmth", False),
+        ("glasses_tint", False), ("frame_dark", False), ("cloth_r", False),
+        ("cloth_g", False), ("cloth_b", False), ("specular", False), ("blush", False),
+        ("saturation", False), ("gamma", False), ("lip_gloss", False),
+    ),
+    (
+        ("bg_r1", False), ("bg_g1", False), ("bg_b1", False), ("bg_r2", False),
+        ("bg_g2", False), ("bg_b2", False), ("bg_angle", False), ("bg_blob_x", False),
+        ("bg_blob_y", False), ("bg_blob", False), ("bg_wave1", False), ("bg_wave2", False),
+        ("bg_wave3", False), ("bg_wave4", False), ("bg_wave5", False), ("bg_wave6", False),
+        ("bg_wave7", False), ("bg_wave8", False), ("skin_tex", False),
+        ("skin_tex2", False), ("hair_tex", False), ("hair_tex2", False),
+        ("vignette", False), ("contrast", False),
+    ),
+)
+PARAM_NAMES: tuple[str, ...] = tuple(name for level in _LAYOUT for name, _ in level)
+PARAM_INDEX: dict[str, int] = {name: i for i, name in enumerate(PARAM_NAMES)}
+IDENTITY_INDEX: tuple[int, ...] = tuple(
+    i for i, (_, ident) in enumerate(p for level in _LAYOUT for p in level) if ident
+)
+NUISANCE_INDEX: tuple[int, ...] = tuple(
+    i for i in range(len(PARAM_NAMES)) if i not in set(IDENTITY_INDEX)
+)
+
+CLASS_NAMES: tuple[str, ...] = (
+    "background", "skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose",
+    "upper_lip", "lower_lip", "mouth", "hair", "glasses", "neck", "cloth",
+)
+ATTRIBUTE_NAMES: tuple[str, ...] = (
+    "smiling", "mouth_open", "eyeglasses", "bangs", "beard", "dark_hair", "turned_right",
+    "strong_light", "long_hair", "pale_skin",
+)
+# Which latent parameter drives each attribute (thresholds in ``SynthFace.attributes``).
+ATTRIBUTE_DRIVERS: dict[str, str] = {
+    "smiling": "smile", "mouth_open": "mouth_open", "eyeglasses": "glasses",
+    "bangs": "bangs", "beard": "beard", "dark_hair": "hair_dark", "turned_right": "yaw",
+    "strong_light": "light_intensity", "long_hair": "hair_length", "pale_skin": "skin_light",
+}
+
+
+def _rng(z: Tensor, lo: float, hi: float, k: float = 1.6) -> Tensor:
+    """Squash ``z`` onto ``(lo, hi)`` with a sigmoid (``z = 0`` maps to the middle)."""
+    return lo + (hi - lo) * torch.sigmoid(k * z)
+
+
+def _soft(d: Tensor, px: Tensor) -> Tensor:
+    """Coverage of a shape with signed distance ``d``: a ~1 px sigmoid edge (10-90 %)."""
+    return torch.sigmoid(-4.0 * d / px)
+
+
+def _ellipse(x: Tensor, y: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Approximate signed distance to an axis-aligned ellipse centred at the origin."""
+    r = torch.sqrt((x / a).square() + (y / b).square() + 1e-8)
+    return (r - 1.0) * torch.minimum(a, b)
+
+
+class SynthFace:
+    """Procedural differentiable face generator with ground truth.
+
+    Parameters
+    ----------
+    size : int
+        Output image size in pixels (square), 64..256.
+    seed : int
+        Seed of the fixed procedural textures and of the fixed random feature encoder.
+    internal_size : int or None
+        Resolution at which the soft shapes are evaluated; the image is bilinearly resized
+        (and the segmentation nearest-resized) to ``size``. ``None`` renders natively.
+
+    Notes
+    -----
+    Latent ``(n, 4, 24)``: see the module docstring and :attr:`levels`.
+    """
+
+    chunk_pixels: int = 1 << 18
+    """Faces are rendered in chunks of about this many pixels (speed only, same result)."""
+
+    def __init__(self, size: int = 128, seed: int = 0, internal_size: int | None = None):
+        if not 32 <= size <= 512:
+            raise ValueError(f"size must be in 32..512 pixels (64..256 intended), got {size}")
+        self.size = int(size)
+        self.seed = int(seed)
+        self.internal_size = int(internal_size) if internal_size else self.size
+        self.num_levels = len(LEVEL_NAMES)
+        self.level_dim = LEVEL_DIM
+        self.latent_dim = self.num_levels * self.level_dim
+        self.identity_index = torch.tensor(IDENTITY_INDEX, dtype=torch.long)
+        self.nuisance_index = torch.tensor(NUISANCE_INDEX, dtype=torch.long)
+        self.class_names = CLASS_NAMES
+        self.attribute_names = ATTRIBUTE_NAMES
+        gen = torch.Generator().manual_seed(self.seed)
+        r = self.internal_size
+        coords = (torch.arange(r, dtype=torch.float32) * 2 + 1) / r - 1
+        self._gy, self._gx = torch.meshgrid(coords, coords, indexing="ij")
+        self._bg_basis = self._waves(8, (2.0, 14.0), gen)  # (8, r, r)
+        self._skin_basis = self._noise(2, r // 16 + 4, gen)  # (2, r, r)
+        self._hair_basis = self._waves(2, (20.0, 40.0), gen, anisotropic=True)
+        self._encoder = self._make_encoder(gen)
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def levels(self) -> tuple[LatentLevel, ...]:
+        """The four levels ``coarse``, ``middle``, ``fine``, ``texture`` (24 dims each)."""
+        d = self.level_dim
+        return tuple(
+            LatentLevel(name, i, d, slice(i * d, (i + 1) * d), tuple(n for n, _ in _LAYOUT[i]))
+            for i, name in enumerate(LEVEL_NAMES)
+        )
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """``(L, D)`` = ``(4, 24)``."""
+        return (self.num_levels, self.level_dim)
+
+    @property
+    def identity_dim(self) -> int:
+        """Number of identity dimensions (39)."""
+        return len(IDENTITY_INDEX)
+
+    # ------------------------------------------------------------------ sampling
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` latents ``(n, 4, 24)`` from the standard normal prior."""
+        return torch.randn(n, self.num_levels, self.level_dim, generator=generator)
+
+    def identity(self, latent: Tensor) -> Tensor:
+        """Identity sub-vector ``(n, 39)`` of latents ``(n, 4, 24)``."""
+        return latent.reshape(latent.shape[0], -1)[:, self.identity_index.to(latent.device)]
+
+    def with_identity(self, latent: Tensor, identity: Tensor) -> Tensor:
+        """Copy of ``latent`` whose identity dims are replaced by ``identity`` ``(n|1, 39)``."""
+        flat = latent.reshape(latent.shape[0], -1).clone()
+        flat[:, self.identity_index.to(latent.device)] = identity.expand(
+            latent.shape[0], -1
+        ).to(flat)
+        return flat.reshape(latent.shape)
+
+    def sample_latent_same_identity(
+        self, base: Tensor, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` latents sharing the identity of ``base`` (``(L, D)`` or ``(1, L, D)``).
+
+        Pose, expression, hair style, glasses, lighting, background and texture are redrawn.
+        """
+        base = base.reshape(1, self.num_levels, self.level_dim)
+        return self.with_identity(self.sample_latent(n, generator).to(base), self.identity(base))
+
+    def verification_pairs(
+        self,
+        n_pairs: int,
+        generator: torch.Generator | None = None,
+        pool: int | None = None,
+        return_hard: bool = False,
+    ) -> tuple[Tensor, ...]:
+        """Face-verification pairs: half same identity, half different.
+
+        Of the different-identity pairs, half are random and half are HARD negatives: the
+        nearest other identity (Euclidean identity-vector distance) within a pool of
+        ``pool`` sampled identities (default ``max(256, 4 * n_pairs)``).
+
+        Returns
+        -------
+        latent_a, latent_b : Tensor
+            ``(n_pairs, 4, 24)`` each.
+        same : Tensor
+            ``(n_pairs,)`` bool.
+        hard : Tensor
+            ``(n_pairs,)`` bool, only if ``return_hard``: the pair is a hard negative.
+        """
+        n_same = n_pairs // 2
+        n_diff = n_pairs - n_same
+        n_hard = n_diff // 2
+        n_rand = n_diff - n_hard
+        a_same = self.sample_latent(n_same, generator)
+        b_same = self.with_identity(self.sample_latent(n_same, generator), self.identity(a_same))
+        a_rand = self.sample_latent(n_rand, generator)
+        b_rand = self.sample_latent(n_rand, generator)
+        m = pool or max(256, 4 * n_pairs)
+        m = max(m, n_hard + 1)
+        ids = self.identity(self.sample_latent(m, generator))
+        dist = torch.cdist(ids, ids)
+        dist.fill_diagonal_(float("inf"))
+        nearest = dist.argmin(dim=1)[:n_hard]
+        a_hard = self.with_identity(self.sample_latent(n_hard, generator), ids[:n_hard])
+        b_hard = self.with_identity(self.sample_latent(n_hard, generator), ids[nearest])
+        latent_a = torch.cat([a_same, a_rand, a_hard])
+        latent_b = torch.cat([b_same, b_rand, b_hard])
+        same = torch.cat([torch.ones(n_same, dtype=torch.bool),
+                          torch.zeros(n_diff, dtype=torch.bool)])
+        hard = torch.cat([torch.zeros(n_same + n_rand, dtype=torch.bool),
+                          torch.ones(n_hard, dtype=torch.bool)])
+        if return_hard:
+            return latent_a, latent_b, same, hard
+        return latent_a, latent_b, same
+
+    # ------------------------------------------------------------------ parameters
+    def params(self, latent: Tensor) -> dict[str, Tensor]:
+        """Map latents ``(n, 4, 24)`` to named physical parameters ``(n,)`` (fixed squashing).
+
+        Lengths are in face units (head half-width ~0.7), angles in radians.
+        """
+        if latent.dim() != 3 or tuple(latent.shape[1:]) != self.latent_shape:
+            raise ValueError(
+                f"latent must have shape (n, {self.num_levels}, {self.level_dim}), "
+                f"got {tuple(latent.shape)}"
+            )
+        z = {name: latent.reshape(latent.shape[0], -1)[:, i] for name, i in PARAM_INDEX.items()}
+        p: dict[str, Tensor] = {}
+        deg = math.pi / 180
+        p["yaw"] = 30 * deg * torch.tanh(0.9 * z["yaw"])
+        p["roll"] = 15 * deg * torch.tanh(0.9 * z["roll"])
+        p["scale"] = _rng(z["scale"], 0.5, 0.66)
+        p["tx"] = 0.12 * torch.tanh(z["tx"])
+        p["ty"] = 0.06 * torch.tanh(z["ty"]) + 0.02
+        p["nod"] = 0.05 * torch.tanh(z["nod"])
+        p["W"] = _rng(z["head_width"], 0.6, 0.76)
+        p["Ht"] = _rng(z["head_top"], 0.88, 1.02)
+        p["Hb"] = _rng(z["chin_length"], 0.82, 1.0)
+        p["Wc"] = _rng(z["chin_width"], 0.12, 0.3)
+        p["jaw_p"] = _rng(z["jaw_profile"], 1.5, 2.8)
+        p["ear_size"] = _rng(z["ear_size"], 0.12, 0.18)
+        p["ear_y"] = _rng(z["ear_height"], -0.08, 0.06)
+        p["hairline"] = _rng(z["hairline"], -0.62, -0.45)
+        p["neck_w"] = _rng(z["neck_width"], 0.3, 0.42)
+        p["h1"] = 0.04 * torch.tanh(z["jaw_harm1"])
+        p["h2"] = 0.03 * torch.tanh(z["jaw_harm2"])
+        p["feat_y"] = 0.05 * torch.tanh(z["feature_height"]) + p["nod"]
+        p["shoulder_w"] = _rng(z["shoulder_width"], 1.2, 1.6)
+        p["shoulder_y"] = _rng(z["shoulder_drop"], 0.25, 0.45)
+        p["cheek"] = 0.06 * torch.tanh(z["cheek_width"])
+        p["forehead"] = _rng(z["forehead_width"], 0.92, 1.04)
+        p["depth"] = _rng(z["head_depth"], 0.38, 0.52)
+        p["asym"] = 0.015 * torch.tanh(z["face_asym"])
+        # middle
+        p["eye_x"] = _rng(z["eye_spacing"], 0.24, 0.31)
+        p["eye_a"] = _rng(z["eye_size"], 0.085, 0.115)
+        p["eye_y"] = _rng(z["eye_height"], -0.16, -0.06) + p["feat_y"]
+        p["eye_tilt"] = 8 * deg * torch.tanh(z["eye_tilt"])
+        p["eye_aspect"] = _rng(z["eye_aspect"], 0.38, 0.55)
+        p["brow_th"] = _rng(z["brow_thickness"], 0.02, 0.04)
+        p["brow_dy"] = _rng(z["brow_height"], 0.12, 0.17)
+        p["brow_arch"] = _rng(z["brow_arch"], 0.0, 0.05)
+        p["brow_len"] = _rng(z["brow_length"], 0.11, 0.15)
+        p["nose_len"] = _rng(z["nose_length"], 0.22, 0.32)
+        p["nose_w"] = _rng(z["nose_width"], 0.075, 0.11)
+        p["mouth_w"] = _rng(z["mouth_width"], 0.15, 0.21)
+        p["lip_t"] = _rng(z["lip_thickness"], 0.025, 0.05)
+        p["mouth_dy"] = _rng(z["mouth_height"], 0.11, 0.17)
+        p["smile"] = torch.sigmoid(1.5 * z["smile"])
+        p["open"] = torch.sigmoid(2.5 * (z["mouth_open"] - 0.3))
+        p["brow_raise"] = 0.04 * torch.tanh(z["brow_raise"])
+        p["eye_open"] = _rng(z["eye_open"] + 1.0, 0.3, 1.1)
+        p["gaze"] = 0.35 * torch.tanh(z["gaze_x"])
+        p["hair_vol"] = _rng(z["hair_volume"], 0.04, 0.16)
+        p["hair_len"] = torch.sigmoid(1.5 * z["hair_length"])
+        p["bangs"] = torch.sigmoid(4 * (z["bangs"] - 0.2))
+        p["parting"] = 0.25 * torch.tanh(z["parting"])
+        p["glasses"] = torch.sigmoid(5 * (z["glasses"] - 0.4))
+        # fine
+        p["skin_light"] = torch.sigmoid(1.2 * z["skin_light"])
+        p["skin_warm"] = _rng(z["skin_warm"], 0.0, 1.0, 1.2)
+        p["hair_dark"] = torch.sigmoid(1.5 * z["hair_dark"])
+        p["hair_red"] = _rng(z["hair_red"], 0.0, 1.0, 1.2)
+        p["eye_dark"] = _rng(z["eye_dark"], 0.0, 1.0)
+        p["eye_hue"] = _rng(z["eye_hue"], 0.0, 1.0)
+        p["lip_red"] = _rng(z["lip_red"], 0.0, 1.0)
+        p["beard"] = torch.sigmoid(3 * (z["beard"] - 0.4))
+        p["brow_dark"] = _rng(z["brow_dark"], 0.0, 1.0)
+        p["light_az"] = 60 * deg * torch.tanh(0.9 * z["light_azimuth"])
+        p["light_el"] = _rng(z["light_elevation"], -15 * deg, 45 * deg)
+        p["light_int"] = _rng(z["light_intensity"], 0.4, 0.9)
+        p["ambient"] = _rng(z["ambient"], 0.45, 0.65)
+        p["warmth"] = 0.08 * torch.tanh(z["light_warmth"])
+        p["lens_tint"] = _rng(z["glasses_tint"], 0.05, 0.35)
+        p["frame_dark"] = _rng(z["frame_dark"], 0.0, 1.0)
+        p["cloth"] = torch.stack([_rng(z[c], 0.05, 0.9) for c in ("cloth_r", "cloth_g",
+                                                                   "cloth_b")], 1)
+        p["specular"] = _rng(z["specular"], 0.0, 0.25)
+        p["blush"] = _rng(z["blush"], 0.0, 0.25)
+        p["saturation"] = _rng(z["saturation"], 0.75, 1.15)
+        p["gamma"] = _rng(z["gamma"], 0.85, 1.15)
+        p["lip_gloss"] = _rng(z["lip_gloss"], 0.0, 1.0)
+        # texture
+        p["bg1"] = torch.stack([_rng(z[c], 0.05, 0.95) for c in ("bg_r1", "bg_g1", "bg_b1")], 1)
+        p["bg2"] = torch.stack([_rng(z[c], 0.05, 0.95) for c in ("bg_r2", "bg_g2", "bg_b2")], 1)
+        p["bg_angle"] = math.pi * torch.tanh(z["bg_angle"])
+        p["bg_blob_xy"] = torch.stack([torch.tanh(z["bg_blob_x"]), torch.tanh(z["bg_blob_y"])], 1)
+        p["bg_blob"] = 0.3 * torch.tanh(z["bg_blob"])
+        p["bg_waves"] = 0.08 * torch.tanh(
+            torch.stack([z[f"bg_wave{k}"] for k in range(1, 9)], 1)
+        )
+        p["skin_tex"] = 0.05 * torch.tanh(torch.stack([z["skin_tex"], z["skin_tex2"]], 1))
+        p["hair_tex"] = 0.08 * torch.tanh(torch.stack([z["hair_tex"], z["hair_tex2"]], 1))
+        p["vignette"] = _rng(z["vignette"], 0.0, 0.3)
+        p["contrast"] = _rng(z["contrast"], 0.85, 1.1)
+        return p
+
+    def attributes(self, latent: Tensor) -> Tensor:
+        """Binary attributes ``(n, 10)`` (see ``ATTRIBUTE_NAMES``), thresholds on parameters."""
+        p = self.params(latent)
+        cols = [
+            p["smile"] > 0.5,
+            p["open"] > 0.5,
+            p["glasses"] > 0.5,
+            p["bangs"] > 0.5,
+            p["beard"] > 0.5,
+            p["hair_dark"] > 0.5,
+            p["yaw"] > 0.0,
+            p["light_int"] > 0.65,
+            p["hair_len"] > 0.5,
+            p["skin_light"] > 0.62,
+        ]
+        return torch.stack(cols, 1)
+
+    # ------------------------------------------------------------------ geometry
+    def _project(self, p: dict[str, Tensor], x0: Tensor, y0: Tensor, dz: float | Tensor = 0.0
+                 ) -> tuple[Tensor, Tensor]:
+        """2.5-D yaw: projected x and horizontal foreshortening of a point on the face."""
+        w = p["W"].unsqueeze(-1) if x0.dim() == 2 else p["W"]
+        depth = p["depth"].unsqueeze(-1) if x0.dim() == 2 else p["depth"]
+        yaw = p["yaw"].unsqueeze(-1) if x0.dim() == 2 else p["yaw"]
+        q = (x0 / w).square()
+        z = depth * (1 - 0.6 * q) - 0.1 * (y0.square()) + dz
+        dzdx = -depth * 1.2 * x0 / (w ** 2)
+        x = x0 * torch.cos(yaw) + z * torch.sin(yaw)
+        k = (torch.cos(yaw) + dzdx * torch.sin(yaw)).clamp(min=0.35)
+        return x, k
+
+    def _width(self, p: dict[str, Tensor], v: Tensor) -> Tensor:
+        """Half-width of the face at height ``v`` (broadcasts ``(n,1,1)`` params)."""
+        def c(t: Tensor) -> Tensor:
+            return t.view(-1, *([1] * (v.dim() - 1)))
+
+        w, ht, hb, wc, jp = c(p["W"]), c(p["Ht"]), c(p["Hb"]), c(p["Wc"]), c(p["jaw_p"])
+        up = w * c(p["forehead"]) ** (-v / ht).clamp(0, 1) * torch.sqrt(
+            (1 - (v / ht).square()).clamp(min=1e-4))
+        t = (v / hb).clamp(1e-4, 1.0)
+        prof = (1 - t ** jp).clamp(min=1e-6) ** (1 / jp)
+        harm = 1 + c(p["cheek"]) * torch.sin(math.pi * t) + c(p["h1"]) * torch.sin(
+            2 * math.pi * t) + c(p["h2"]) * torch.sin(3 * math.pi * t)
+        low = (wc + (w - wc) * prof) * harm
+        return torch.where(v < 0, up, low)
+
+    def _chin_shift(self, p: dict[str, Tensor], v: Tensor) -> Tensor:
+        def c(t: Tensor) -> Tensor:
+            return t.view(-1, *([1] * (v.dim() - 1)))
+
+        t = (v / c(p["Hb"])).clamp(0, 1)
+        return t.square() * c(p["depth"]) * torch.sin(c(p["yaw"]))
+
+    def _features(self, p: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Positions and sizes of the facial features (face units, per face ``(n,)``)."""
+        f: dict[str, Tensor] = {}
+        for side, s in (("l", -1.0), ("r", 1.0)):
+            x0 = s * p["eye_x"]
+            y0 = p["eye_y"] + s * p["asym"]
+            x, k = self._project(p, x0, y0)
+            f[f"eye_{side}_x"], f[f"eye_{side}_y"], f[f"eye_{side}_k"] = x, y0, k
+            f[f"eye_{side}_tilt"] = -s * p["eye_tilt"]
+            bx0 = s * (p["eye_x"] + 0.01)
+            by0 = y0 - p["brow_dy"] - p["brow_raise"]
+            bx, bk = self._project(p, bx0, by0)
+            f[f"brow_{side}_x"], f[f"brow_{side}_y"], f[f"brow_{side}_k"] = bx, by0, bk
+        f["eye_b"] = p["eye_a"] * p["eye_aspect"] * p["eye_open"]
+        f["eye_b_full"] = p["eye_a"] * p["eye_aspect"]
+        top = p["eye_y"] + 0.02
+        tip = p["eye_y"] + p["nose_len"]
+        f["nose_top"], f["nose_tip"] = top, tip
+        f["nose_top_x"], _ = self._project(p, torch.zeros_like(top), top, 0.05)
+        f["nose_tip_x"], f["nose_k"] = self._project(p, torch.zeros_like(tip), tip, 0.18)
+        my = tip + p["mouth_dy"]
+        f["mouth_y"] = my
+        f["mouth_x"], f["mouth_k"] = self._project(p, torch.zeros_like(my), my, 0.04)
+        f["mouth_w"] = p["mouth_w"] * (1 + 0.18 * p["smile"]) * f["mouth_k"]
+        f["mouth_ho"] = 0.07 * p["open"]
+        f["smile_c"] = 0.08 * (p["smile"] - 0.3)
+        return f
+
+    def _lip_curves(self, f: dict[str, Tensor], p: dict[str, Tensor], x: Tensor
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Lip line, inner half-opening and outer lip thicknesses at mouth-local ``x``."""
+        def c(t: Tensor) -> Tensor:
+            return t.view(-1, *([1] * (x.dim() - 1)))
+
+        xr = x / c(f["mouth_w"])
+        prof = torch.sqrt((1 - xr.square()).clamp(min=0.0))
+        line = c(f["smile_c"]) * (0.4 - xr.square())
+        ho = c(f["mouth_ho"]) * prof
+        tu = c(p["lip_t"]) * prof * (1 - 0.25 * torch.exp((-(xr / 0.18).square()).clamp(min=-30)))
+        tl = c(p["lip_t"]) * 1.25 * prof
+        return line, ho, tu, tl, xr
+
+    # ------------------------------------------------------------------ landmarks
+    def landmarks(self, latent: Tensor) -> Tensor:
+        """iBUG-68 landmarks ``(n, 68, 2)`` in output pixel coordinates ``(x, y)``."""
+        p = self.params(latent)
+        return self._landmarks(p, self._features(p))
+
+    def _landmarks(self, p: dict[str, Tensor], f: dict[str, Tensor]) -> Tensor:
+        n = p["W"].shape[0]
+        dev = p["W"].device
+        pts: list[Tensor] = []  # each (n, k, 2) in face units
+        # jaw 0-16
+        v_start = p["eye_y"] - 0.02
+        ks = torch.arange(7, device=dev, dtype=torch.float32) / 6.6
+        vj = v_start[:, None] + (p["Hb"] - 0.006 - v_start)[:, None] * ks ** 0.85
+        wj = self._width(p, vj)
+        cj = self._chin_shift(p, vj)
+        hb = p["Hb"][:, None]
+        chin_c = self._chin_shift(p, hb)
+        left = torch.stack([cj - wj + 0.01, vj], -1)
+        right = torch.stack([cj + wj - 0.01, vj], -1).flip(1)
+        bottom = torch.stack([
+            torch.cat([chin_c - 0.55 * p["Wc"][:, None], chin_c,
+                       chin_c + 0.55 * p["Wc"][:, None]], 1),
+            (hb - 0.006).expand(n, 3)], -1)
+        pts += [left, bottom, right]
+        # brows 17-26
+        bx = torch.tensor([-0.9, -0.45, 0.0, 0.45, 0.9], device=dev)
+        for side in ("l", "r"):
+            ln = p["brow_len"][:, None] * bx
+            curve = -p["brow_arch"][:, None] * (1 - bx.square())
+            xx = f[f"brow_{side}_x"][:, None] + ln * f[f"brow_{side}_k"][:, None]
+            yy = f[f"brow_{side}_y"][:, None] + curve
+            pts.append(torch.stack([xx, yy], -1))
+        # nose 27-35
+        tt = torch.tensor([0.0, 1 / 3, 2 / 3, 1.0], device=dev)
+        ny = f["nose_top"][:, None] + (f["nose_tip"] - f["nose_top"] - 0.03)[:, None] * tt
+        nx = f["nose_top_x"][:, None] + (f["nose_tip_x"] - f["nose_top_x"])[:, None] * tt
+        pts.append(torch.stack([nx, ny], -1))
+        nb = torch.tensor([-0.8, -0.4, 0.0, 0.4, 0.8], device=dev)
+        nw = p["nose_w"][:, None] * f["nose_k"][:, None]
+        nbx = f["nose_tip_x"][:, None] + nb * nw
+        nby = f["nose_tip"][:, None] - 0.012 + 0.012 * nb.abs()
+        pts.append(torch.stack([nbx, nby.expand_as(nbx)], -1))
+        # eyes 36-47
+        ang = torch.tensor([180.0, 120.0, 60.0, 0.0, -60.0, -120.0], device=dev) * math.pi / 180
+        for side in ("l", "r"):
+            a = p["eye_a"][:, None] * 0.97
+            b = f["eye_b"][:, None] * 0.9
+            ex = a * torch.cos(ang)
+            ey = -b * torch.sin(ang)
+            t = f[f"eye_{side}_tilt"][:, None]
+            rx = ex * torch.cos(t) - ey * torch.sin(t)
+            ry = ex * torch.sin(t) + ey * torch.cos(t)
+            xx = f[f"eye_{side}_x"][:, None] + rx * f[f"eye_{side}_k"][:, None]
+            yy = f[f"eye_{side}_y"][:, None] + ry
+            pts.append(torch.stack([xx, yy], -1))
+        # mouth 48-67 (outer 48-59, inner 60-67), mouth-local x (already foreshortened)
+        mw = f["mouth_w"][:, None]
+        outer_x = torch.tensor([-0.97, -0.6, -0.25, 0.0, 0.25, 0.6, 0.97, 0.6, 0.25, 0.0,
+                                -0.25, -0.6], device=dev)
+        outer_up = torch.tensor([0, 1, 1, 1, 1, 1, 0, -1, -1, -1, -1, -1.0], device=dev)
+        inner_x = torch.tensor([-0.85, -0.4, 0.0, 0.4, 0.85, 0.4, 0.0, -0.4], device=dev)
+        inner_up = torch.tensor([0, 1, 1, 1, 0, -1, -1, -1.0], device=dev)
+        for xs, ups, outer in ((outer_x, outer_up, True), (inner_x, inner_up, False)):
+            x = mw * xs
+            line, ho, tu, tl, _ = self._lip_curves(f, p, x)
+            if outer:
+                off = torch.where(ups > 0, -(ho + tu * 0.92), ho + tl * 0.92)
+            else:
+                off = torch.where(ups > 0, -ho, ho)
+            off = torch.where(ups == 0, torch.zeros_like(off), off)
+            yy = f["mouth_y"][:, None] + line + off
+            pts.append(torch.stack([f["mouth_x"][:, None] + x, yy], -1))
+        local = torch.cat(pts, 1)  # (n, 68, 2)
+        return self._to_pixels(p, local)
+
+    def _to_pixels(self, p: dict[str, Tensor], local: Tensor) -> Tensor:
+        u, v = local[..., 0], local[..., 1]
+        cr, sr = torch.cos(p["roll"])[:, None], torch.sin(p["roll"])[:, None]
+        s = p["scale"][:, None]
+        x = p["tx"][:, None] + s * (cr * u - sr * v)
+        y = p["ty"][:, None] + s * (sr * u + cr * v)
+        return torch.stack([(x + 1) * self.size / 2 - 0.5, (y + 1) * self.size / 2 - 0.5], -1)
+
+    # ------------------------------------------------------------------ rendering
+    def synthesize(self, latent: Tensor) -> Tensor:
+        """Images ``(n, 3, size, size)`` in ``[0, 1]``, differentiable w.r.t. ``latent``."""
+        return self._render(latent, with_seg=False)[0]
+
+    def render(self, latent: Tensor) -> RenderOutput:
+        """Image, landmarks, segmentation, attributes and identity for ``latent``."""
+        image, seg, p, f = self._render(latent, with_seg=True)
+        return RenderOutput(
+            image=image,
+            landmarks=self._landmarks(p, f).detach(),
+            segmentation=seg,
+            attributes=self.attributes(latent.detach()),
+            identity=self.identity(latent.detach()),
+        )
+
+    def _render(self, latent: Tensor, with_seg: bool
+                ) -> tuple[Tensor, Tensor | None, dict[str, Tensor], dict[str, Tensor]]:
+        """Render in chunks of ``chunk_pixels`` (cache friendly, vectorised within a chunk)."""
+        p = self.params(latent)
+        f = self._features(p)
+        step = max(1, self.chunk_pixels // (self.internal_size ** 2))
+        if latent.shape[0] <= step:
+            img, seg = self._render_chunk(latent, with_seg)
+            return img, seg, p, f
+        parts = [self._render_chunk(z, with_seg) for z in latent.split(step)]
+        img = torch.cat([q[0] for q in parts])
+        seg = torch.cat([q[1] for q in parts]) if with_seg else None  # type: ignore[misc]
+        return img, seg, p, f
+
+    def _render_chunk(self, latent: Tensor, with_seg: bool) -> tuple[Tensor, Tensor | None]:
+        p = self.params(latent)
+        f = self._features(p)
+        n = latent.shape[0]
+        r = self.internal_size
+        dev = latent.device
+        gx, gy = self._gx.to(dev), self._gy.to(dev)
+
+        def c(t: Tensor) -> Tensor:
+            return t.view(-1, 1, 1)
+
+        def col(t: Tensor) -> Tensor:
+            return t.view(-1, 3, 1, 1)
+
+        seg = torch.zeros(n, r, r, dtype=torch.long, device=dev) if with_seg else None
+        target = [seg]  # where ``paint`` writes class ids: the full map or a view of a crop
+
+        def paint(img: Tensor, alpha: Tensor, color: Tensor, cls: int | None) -> Tensor:
+            if target[0] is not None and cls is not None:
+                target[0].masked_fill_(alpha.detach() > 0.5, cls)
+            # expanding both operands keeps torch on its fast (non-broadcast) lerp kernel
+            return torch.lerp(img, color.expand_as(img), alpha.unsqueeze(1).expand_as(img))
+
+        # face-local coordinates (roll, scale, translation)
+        cr, sr, s = c(torch.cos(p["roll"])), c(torch.sin(p["roll"])), c(p["scale"])
+        dx, dy = gx - c(p["tx"]), gy - c(p["ty"])
+        u = (cr * dx + sr * dy) / s
+        v = (cr * dy - sr * dx) / s
+        px = 2.0 / (r * s)  # one pixel in face units, (n,1,1)
+
+        # background: two-colour gradient + blob + fixed random waves, vignette
+        ang = c(p["bg_angle"])
+        g = (gx * torch.cos(ang) + gy * torch.sin(ang)) * 0.35 + 0.5
+        bxy = p["bg_blob_xy"]
+        blob = torch.exp((-((gx - c(bxy[:, 0])).square() + (gy - c(bxy[:, 1])).square()) * 3.0)
+                         .clamp(min=-30))
+        waves = (p["bg_waves"] @ self._bg_basis.to(dev).view(8, -1)).view(n, r, r)
+        shade_bg = (g.unsqueeze(1) * (col(p["bg2"]) - col(p["bg1"])) + col(p["bg1"])
+                    + (c(p["bg_blob"]) * blob + waves).unsqueeze(1))
+        img = shade_bg * (1 - c(p["vignette"]).unsqueeze(1) * (gx.square() + gy.square()))
+
+        # colours
+        sl, sw = p["skin_light"], p["skin_warm"]
+        skin = torch.stack([0.45 + 0.5 * sl + 0.05 * sw, 0.3 + 0.5 * sl - 0.03 * sw,
+                            0.22 + 0.5 * sl - 0.1 * sw], 1).clamp(0, 1)
+        hd, hr = p["hair_dark"], p["hair_red"]
+        hair = torch.stack([0.85 - 0.75 * hd + 0.15 * hr * (1 - hd),
+                            0.72 - 0.65 * hd - 0.1 * hr, 0.45 - 0.4 * hd - 0.15 * hr],
+                           1).clamp(0.02, 1)
+        brow = hair * (0.5 + 0.3 * (1 - p["brow_dark"]))[:, None]
+        lip = skin * torch.stack([0.95 + 0 * sl, 0.62 - 0.15 * p["lip_red"],
+                                  0.62 - 0.1 * p["lip_red"]], 1)
+        eh, ed = p["eye_hue"], p["eye_dark"]
+        iris = torch.stack([0.3 + 0.2 * eh, 0.3 + 0.15 * (1 - eh), 0.2 + 0.4 * (1 - eh)], 1)
+        iris = iris * (1 - 0.7 * ed)[:, None]
+        one = torch.ones(n, 3, device=dev)
+
+        # clothing / shoulders and neck
+        cloth_d = _ellipse(u, v - c(p["Hb"] + p["shoulder_y"] + 0.9), c(p["shoulder_w"]),
+                           torch.full_like(c(p["W"]), 0.95))
+        img = paint(img, _soft(cloth_d, px), col(p["cloth"]), 13)
+        neck_d = torch.maximum(u.abs() - c(p["neck_w"]), 0.2 - v)
+        img = paint(img, _soft(neck_d, px), col(skin * 0.82), 12)
+
+        # hair behind the head
+        hv = c(p["hair_vol"])
+        hl = c(p["hair_len"])
+        back_top = _ellipse(u, v + 0.05, c(p["W"]) * 1.08 + hv, c(p["Ht"]) * 1.02 + hv)
+        back_len = torch.maximum((u.abs() - c(p["W"]) - hv * 0.9),
+                                 torch.maximum(-v, v - (0.15 + 1.1 * hl)))
+        hair_back = _soft(torch.minimum(back_top, back_len), px)
+        hair_tex = (p["hair_tex"] @ self._hair_basis.to(dev).view(2, -1)).view(n, 1, r, r)
+        hair_col = col(hair) * (1 + hair_tex)
+        img = paint(img, hair_back, hair_col, 10)
+
+        # ears (far ear tucks behind the head when turned)
+        for sgn in (-1.0, 1.0):
+            far = (torch.sin(p["yaw"]) * sgn).clamp(min=0)
+            ex = sgn * (p["W"] * (1.0 - 0.25 * far) + 0.02)
+            ear_d = _ellipse(u - c(ex), v - c(p["ear_y"]), torch.full_like(c(ex), 0.07),
+                             c(p["ear_size"]))
+            img = paint(img, _soft(ear_d, px), col(skin * 0.9), 1)
+
+        # face skin
+        w = self._width(p, v)
+        face_d = torch.where(v < 0, u.abs() - w, (u - self._chin_shift(p, v)).abs() - w)
+        face_d = torch.maximum(torch.maximum(face_d, v - c(p["Hb"])), -v - c(p["Ht"]))
+        face = _soft(face_d, px)
+        skin_tex = (p["skin_tex"] @ self._skin_basis.to(dev).view(2, -1)).view(n, 1, r, r)
+        cheek = torch.exp((-((u.abs() - c(p["eye_x"])).square()
+                             + (v - c(f["nose_tip"])).square()) * 30).clamp(min=-30))
+        skin_col = col(skin) * (1 + skin_tex) + (c(p["blush"]) * cheek).unsqueeze(1) * col(
+            torch.tensor([0.25, -0.1, -0.08], device=dev).expand(n, 3))
+        img = paint(img, face, skin_col, 1)
+
+        # the facial features only touch a box around the landmarks: paint them on that crop
+        ys, xs = self._crop(p, f)
+        full, u_full, v_full = img, u, v
+        img, u, v, face_d = full[:, :, ys, xs], u[:, ys, xs], v[:, ys, xs], face_d[:, ys, xs]
+        target[0] = None if seg is None else seg[:, ys, xs]
+
+        # beard: darkens the lower face around the mouth
+        bd = torch.maximum(face_d, c(f["mouth_y"]) - 0.06 - v)
+        beard = _soft(bd, px * 8) * c(p["beard"]) * 0.7
+        img = paint(img, beard, hair_col[:, :, ys, xs] * 0.8, None)
+
+        # nose: shaded wedge, nostrils
+        nt, nb_ = c(f["nose_top"]), c(f["nose_tip"])
+        tt = ((v - nt) / (nb_ - nt)).clamp(0, 1)
+        nxc = c(f["nose_top_x"]) + (c(f["nose_tip_x"]) - c(f["nose_top_x"])) * tt
+        nhw = 0.03 + (c(p["nose_w"]) * c(f["nose_k"]) - 0.03) * tt.square()
+        nose_d = torch.maximum((u - nxc).abs() - nhw, torch.maximum(nt - v, v - nb_))
+        nose = _soft(nose_d, px)
+        side = torch.sigmoid((u - nxc) / (nhw + 1e-3) * 4 * c(torch.sin(p["light_az"]).sign()))
+        img = paint(img, nose, col(skin) * (0.97 - 0.12 * side.unsqueeze(1)), 6)
+        for sgn in (-1.0, 1.0):
+            nd = _ellipse(u - c(f["nose_tip_x"] + sgn * 0.45 * p["nose_w"] * f["nose_k"]),
+                          v - nb_ + 0.012, c(p["nose_w"] * 0.3 * f["nose_k"]),
+                          torch.full_like(nb_, 0.014))
+            img = paint(img, _soft(nd, px) * 0.8, col(skin * 0.35), None)
+
+        # eyes: white, iris, pupil, lid outline
+        for side, cls in (("l", 4), ("r", 5)):
+            t = c(f[f"eye_{side}_tilt"])
+            ex = (u - c(f[f"eye_{side}_x"])) / c(f[f"eye_{side}_k"])
+            ey = v - c(f[f"eye_{side}_y"])
+            rx = ex * torch.cos(t) + ey * torch.sin(t)
+            ry = -ex * torch.sin(t) + ey * torch.cos(t)
+            eye_d = _ellipse(rx, ry, c(p["eye_a"]), c(f["eye_b"]))
+            eye = _soft(eye_d, px)
+            img = paint(img, eye, col(one * 0.93), cls)
+            ir = c(f["eye_b_full"]) * 1.05
+            iris_d = torch.sqrt((rx - c(p["gaze"] * p["eye_a"])).square() + ry.square() + 1e-8) - ir
+            img = paint(img, _soft(iris_d, px) * eye, col(iris), None)
+            img = paint(img, _soft(iris_d + ir * 0.55, px) * eye, col(one * 0.03), None)
+            lid = _soft(eye_d.abs() - 0.008, px) * torch.sigmoid(-ry / px)
+            img = paint(img, lid, col(brow * 0.5), None)
+
+        # brows
+        for side, cls in (("l", 2), ("r", 3)):
+            bx = (u - c(f[f"brow_{side}_x"])) / c(f[f"brow_{side}_k"])
+            xr = bx / c(p["brow_len"])
+            curve = -c(p["brow_arch"]) * (1 - xr.square())
+            th = c(p["brow_th"]) * (1 - 0.4 * (xr.square()).clamp(max=1))
+            bd = torch.maximum((v - c(f[f"brow_{side}_y"]) - curve).abs() - th,
+                               bx.abs() - c(p["brow_len"]))
+            img = paint(img, _soft(bd, px), col(brow), cls)
+
+        # mouth: interior, upper and lower lip
+        mx = u - c(f["mouth_x"])
+        line, ho, tu, tl, xr = self._lip_curves(f, p, mx)
+        my = v - c(f["mouth_y"]) - line
+        inside = xr.abs() - 1.0
+        mouth_d = torch.maximum(my.abs() - ho, inside * c(f["mouth_w"]))
+        img = paint(img, _soft(mouth_d, px), col(torch.tensor([0.3, 0.08, 0.1], device=dev)
+                                                  .expand(n, 3)), 9)
+        teeth = _soft(torch.maximum(mouth_d, -(my + ho * 0.35)), px) * c(p["open"])
+        img = paint(img, teeth * 0.9, col(one * 0.92), None)
+        up_d = torch.maximum((my + ho + tu / 2).abs() - tu / 2, inside * c(f["mouth_w"]))
+        img = paint(img, _soft(up_d, px), col(lip * 0.9), 7)
+        lo_d = torch.maximum((my - ho - tl / 2).abs() - tl / 2, inside * c(f["mouth_w"]))
+        gloss = (1 + 0.2 * c(p["lip_gloss"]) * torch.exp(
+            (-((my - ho - tl * 0.4) / 0.01).square()).clamp(min=-30))
+                 ).unsqueeze(1)
+        img = paint(img, _soft(lo_d, px), col(lip) * gloss, 8)
+
+        img, u, v, target[0] = _paste(full, img, ys, xs), u_full, v_full, seg
+
+        # hair in front: top cap down to the hairline, bangs lower it over the forehead
+        hxc = c(f["nose_top_x"])
+        hline = c(p["hairline"]) + 0.25 * (u - hxc - c(p["parting"])).square()
+        bang_line = c(f["brow_l_y"] + f["brow_r_y"]) * 0.5 - 0.07 + 0.04 * (
+            1 - torch.cos(18 * (u - hxc)))
+        hline = hline + c(p["bangs"]) * (bang_line - hline).clamp(min=0)
+        cap_d = torch.maximum(_ellipse(u, v + 0.02, c(p["W"]) * 1.04 + hv * 0.7,
+                                       c(p["Ht"]) * 1.02 + hv), v - hline)
+        hair_front = _soft(cap_d, px)
+        img = paint(img, hair_front, hair_col, 10)
+
+        # lighting: Lambert on an ellipsoid, applied to head, hair and neck
+        nx = u / c(p["W"] * 1.1)
+        ny = v / c(p["Ht"] * 1.15)
+        nz = torch.sqrt((1 - nx.square() - ny.square()).clamp(min=0.02))
+        az, el = c(p["light_az"]), c(p["light_el"])
+        lam = (nx * torch.sin(az) * torch.cos(el) - ny * torch.sin(el)
+               + nz * torch.cos(az) * torch.cos(el)).clamp(min=0)
+        shade = c(p["ambient"]) + c(p["light_int"]) * lam
+        spec = c(p["specular"]) * lam ** 8
+        head = torch.maximum(torch.maximum(face, hair_front), hair_back).unsqueeze(1)
+        warm = col(torch.stack([1 + p["warmth"], torch.ones_like(p["warmth"]),
+                                1 - p["warmth"]], 1))
+        lit = img * shade.unsqueeze(1) * warm + spec.unsqueeze(1)
+        img = torch.lerp(img * (0.5 + 0.5 * c(p["light_int"]).unsqueeze(1)), lit,
+                         head.expand_as(lit))
+
+        # glasses: rims and bridge, tinted lenses (on the crop again)
+        full = img
+        img, u, v = full[:, :, ys, xs], u[:, ys, xs], v[:, ys, xs]
+        target[0] = None if seg is None else seg[:, ys, xs]
+        rims = []
+        for side in ("l", "r"):
+            ex = (u - c(f[f"eye_{side}_x"])) / c(f[f"eye_{side}_k"])
+            ey = v - c(f[f"eye_{side}_y"]) + 0.01
+            rims.append(_ellipse(ex, ey, c(p["eye_a"]) * 1.6, c(p["eye_a"]) * 1.15))
+        lens = torch.minimum(rims[0], rims[1])
+        rim_d = lens.abs() - torch.clamp(0.6 * px, min=0.012)
+        yb = c(f["eye_l_y"] + f["eye_r_y"]) * 0.5 - 0.02
+        xl = c(f["eye_l_x"] + p["eye_a"] * 1.4 * f["eye_l_k"])
+        xrr = c(f["eye_r_x"] - p["eye_a"] * 1.4 * f["eye_r_k"])
+        bridge = torch.maximum((v - yb).abs() - torch.clamp(0.6 * px, min=0.01),
+                               torch.maximum(xl - u, u - xrr))
+        gl = c(p["glasses"])
+        img = paint(img, _soft(lens, px) * gl * c(p["lens_tint"]),
+                    col(torch.tensor([0.2, 0.3, 0.4], device=dev).expand(n, 3)), None)
+        frame = col(one * (0.6 - 0.55 * p["frame_dark"][:, None]))
+        img = paint(img, _soft(torch.minimum(rim_d, bridge), px) * gl, frame, 11)
+        img = _paste(full, img, ys, xs)
+
+        # camera: saturation, contrast, gamma
+        grey = img.mean(1, keepdim=True)
+        img = grey + (img - grey) * c(p["saturation"]).unsqueeze(1)
+        img = (img - 0.5) * c(p["contrast"]).unsqueeze(1) + 0.5
+        img = img.clamp(1e-4, 1.0) ** c(p["gamma"]).unsqueeze(1)
+
+        if r != self.size:
+            img = F.interpolate(img, size=(self.size, self.size), mode="bilinear",
+                                align_corners=False, antialias=r > self.size)
+            if seg is not None:
+                seg = F.interpolate(seg[:, None].float(), size=(self.size, self.size),
+                                    mode="nearest")[:, 0].long()
+        return img.clamp(0, 1), seg
+
+    def _crop(self, p: dict[str, Tensor], f: dict[str, Tensor]) -> tuple[slice, slice]:
+        """Internal-grid box holding every face's landmarks plus a 0.2 face-unit margin."""
+        with torch.no_grad():
+            k = self.internal_size / self.size
+            lm = (self._landmarks(p, f) + 0.5) * k - 0.5
+            margin = float((0.2 * p["scale"] * self.internal_size / 2).max()) + 2.0
+            lo = (lm.amin(dim=(0, 1)) - margin).floor().clamp(min=0)
+            hi = (lm.amax(dim=(0, 1)) + margin).ceil().clamp(max=self.internal_size - 1)
+        x0, y0 = int(lo[0]), int(lo[1])
+        x1, y1 = max(int(hi[0]), x0) + 1, max(int(hi[1]), y0) + 1
+        return slice(y0, y1), slice(x0, x1)
+
+    # ------------------------------------------------------------------ textures
+    def _waves(self, k: int, freq: tuple[float, float], gen: torch.Generator,
+               anisotropic: bool = False) -> Tensor:
+        """``k`` fixed random cosine waves on the internal grid, ``(k, r, r)``."""
+        f = freq[0] + (freq[1] - freq[0]) * torch.rand(k, generator=gen)
+        th = torch.rand(k, generator=gen) * 2 * math.pi
+        if anisotropic:
+            th = math.pi / 2 + 0.3 * (torch.rand(k, generator=gen) - 0.5)
+        ph = torch.rand(k, generator=gen) * 2 * math.pi
+        gx, gy = self._gx, self._gy
+        return torch.cos(f[:, None, None] * (torch.cos(th)[:, None, None] * gx + torch.sin(th)[
+            :, None, None] * gy) + ph[:, None, None])
+
+    def _noise(self, k: int, cells: int, gen: torch.Generator) -> Tensor:
+        """``k`` fixed smooth value-noise maps in ``[-1, 1]``, ``(k, r, r)``."""
+        base = torch.rand(k, 1, cells, cells, generator=gen) * 2 - 1
+        r = self.internal_size
+        return F.interpolate(base, size=(r, r), mode="bicubic", align_corners=False)[:, 0]
+
+    # ------------------------------------------------------------------ features
+    def _make_encoder(self, gen: torch.Generator) -> list[tuple[Tensor, Tensor]]:
+        chans = (3, 16, 32, 64, 64)
+        layers = []
+        for cin, cout in itertools.pairwise(chans):
+            wgt = torch.randn(cout, cin, 3, 3, generator=gen) * math.sqrt(2.0 / (cin * 9))
+            bias = torch.randn(cout, generator=gen) * 0.05
+            layers.append((wgt, bias))
+        return layers
+
+    def features(self, latent: Tensor) -> list[Tensor]:
+        """Multi-scale maps of the rendered image from a fixed seeded random conv encoder.
+
+        Four 3x3 stride-2 convolutions with leaky ReLU (16, 32, 64, 64 channels) at 1/2,
+        1/4, 1/8 and 1/16 of the image size. The encoder is never trained (its weights are a
+        function of ``seed`` only), so probes must learn how to read it.
+        """
+        x = self.synthesize(latent) * 2 - 1
+        out = []
+        for wgt, bias in self._encoder:
+            x = F.leaky_relu(F.conv2d(x, wgt.to(x), bias.to(x), stride=2, padding=1), 0.2)
+            out.append(x)
+        return out
+
+
+def _paste(full: Tensor, crop: Tensor, ys: slice, xs: slice) -> Tensor:
+    """Copy of ``full`` with ``crop`` written into ``[..., ys, xs]`` (autograd-safe)."""
+    out = full.clone()
+    out[:, :, ys, xs] = crop
+    return out
+
+
+def save_sample_grid(path: str | Path, n: int = 16, size: int = 128, seed: int = 0) -> Path:
+    """Save a PNG grid of ``n`` SynthFace samples with landmark and segmentation overlays.
+
+    Each sample is shown twice: the image with its 68 landmarks, and the image with its
+    segmentation map blended on top.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output PNG file.
+    n : int
+        Number of faces.
+    size : int
+        Image size in pixels.
+    seed : int
+        Seed of the latents.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = SynthFace(size=size, seed=seed)
+    latent = model.sample_latent(n, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        out = model.render(latent)
+    cols = 4
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.6, rows * 1.6), squeeze=False)
+    cmap = plt.get_cmap("tab20", len(CLASS_NAMES))
+    for i in range(rows * cols):
+        a1, a2 = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+        a1.axis("off")
+        a2.axis("off")
+        if i >= n:
+            continue
+        im = out.image[i].permute(1, 2, 0).numpy()
+        a1.imshow(im)
+        lm = out.landmarks[i].numpy()
+        a1.scatter(lm[:, 0], lm[:, 1], s=2, c="lime", linewidths=0)
+        a2.imshow(im)
+        segm = np.ma.masked_equal(out.segmentation[i].numpy(), 0)
+        a2.imshow(segm, cmap=cmap, vmin=0, vmax=len(CLASS_NAMES) - 1, alpha=0.6,
+                  interpolation="nearest")
+    fig.tight_layout(pad=0.1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
