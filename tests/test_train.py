@@ -1,0 +1,195 @@
+"""Tests of the synthetic dataset and the end-to-end trainer (tiny CPU configs)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from lsi_hw.errors import ConfigError
+from lsi_ml.checkpoint import load_checkpoint
+from lsi_ml.data.synthetic import BLOCK, MAX_BLOCKS, SyntheticFaces, split_seed
+from lsi_ml.generators.synthface import SynthFace
+from lsi_ml.losses import LossWeights
+from lsi_ml.train import TrainConfig, Trainer
+
+# SynthFace renders 32 px or more: the smallest trainer config.
+TINY = TrainConfig(
+    size=32, n_masks=32, noise="shot", steps=6, batch=16, n_train=64, n_val=32,
+    eval_batch=32, eval_every=2, encoder_hidden=64, encoder_depth=1,
+    encoder_block_hidden=32, progress=False, seed=3,
+)
+
+
+@pytest.fixture(scope="module")
+def face32() -> SynthFace:
+    return SynthFace(32, seed=0)
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------- dataset
+def test_dataset_fields_and_shapes(face32: SynthFace) -> None:
+    data = SyntheticFaces(face32, 10, seed=1)
+    item = data[3]
+    assert set(item) == {"image", "latent", "landmarks", "segmentation", "attributes",
+                         "identity"}
+    assert item["image"].shape == (3, 32, 32)
+    assert item["latent"].shape == (4, 24)
+    assert item["landmarks"].shape == (68, 2)
+    assert item["segmentation"].shape == (32, 32)
+    assert item["identity"].shape == (face32.identity_dim,)
+    batch = data.batch([0, 3, 9])
+    assert batch["image"].shape == (3, 3, 32, 32)
+    assert torch.equal(batch["latent"][1], item["latent"])
+    assert len(data) == 10
+    with pytest.raises(IndexError):
+        data[10]
+
+
+def test_dataset_deterministic_and_order_free(face32: SynthFace) -> None:
+    a = SyntheticFaces(face32, BLOCK + 20, seed=5, cache=False)
+    b = SyntheticFaces(face32, BLOCK + 20, seed=5, cache=False)
+    idx = [BLOCK + 7, 2, BLOCK + 19]
+    assert torch.equal(a.latents(idx), b.latents(list(reversed(idx))).flip(0))
+    # evicted latent blocks are redrawn identically (bounded memory for huge splits)
+    big = SyntheticFaces(face32, BLOCK * (MAX_BLOCKS + 5), seed=5)
+    first = big.latents([0, 1])
+    big.latents([BLOCK * k for k in range(1, MAX_BLOCKS + 5)])
+    assert len(big._blocks) <= MAX_BLOCKS
+    assert torch.equal(big.latents([0, 1]), first)
+    # item i does not depend on n
+    small = SyntheticFaces(face32, 3, seed=5)
+    assert torch.equal(small.latents([2]), a.latents([2]))
+    # cached and on-the-fly rendering agree; SynthFace crops each render call to the union
+    # of its faces' boxes, so an image's pixels shift slightly (< 0.05) with its batch mates
+    cached = SyntheticFaces(face32, 8, seed=5, cache=True)
+    fly = SyntheticFaces(face32, 8, seed=5, cache=False)
+    for key, value in cached.batch([1, 6]).items():
+        atol = 0.05 if key == "image" else 0.0
+        assert torch.allclose(value, fly.batch([1, 6])[key], rtol=0.0, atol=atol), key
+    assert torch.equal(fly.batch([1, 6])["image"], fly.batch([1, 6])["image"])
+
+
+def test_dataset_splits_disjoint_and_seeded(face32: SynthFace) -> None:
+    latents = {s: SyntheticFaces(face32, 50, seed=0, split=s).latents(range(50)).flatten(1)
+               for s in ("train", "val", "test")}
+    for s in latents:
+        for t in latents:
+            if s < t:
+                assert torch.cdist(latents[s], latents[t]).min() > 1.0
+    other = SyntheticFaces(face32, 50, seed=1, split="train").latents(range(50))
+    assert not torch.equal(other.flatten(1), latents["train"])
+    assert len({split_seed(0, s, b) for s in ("train", "val", "test") for b in range(3)}) == 9
+    with pytest.raises(ConfigError):
+        SyntheticFaces(face32, 5, split="holdout")
+
+
+# ----------------------------------------------------------------------- trainer
+def test_loss_decreases() -> None:
+    cfg = replace(TINY, steps=30, batch=32, n_train=32, lr_decoder=3e-3, eval_every=0,
+                  encoder_hidden=128, encoder_depth=2)
+    trainer = Trainer(cfg)
+    losses = [trainer.train_step() for _ in range(cfg.steps)]
+    assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
+    assert trainer.step == 30
+    latent = trainer.decode(trainer.measure(trainer.val_data.batch(range(4))["image"]))
+    assert latent.shape == (4, 4, 24)
+    weights = trainer.optical.weights.detach()
+    assert float(weights.min()) >= 0.0 and float(weights.max()) <= 1.0
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    whole = Trainer(TINY)
+    whole.train()
+    path = tmp_path / "run.pt"
+    first = Trainer(replace(TINY, checkpoint=str(path)))
+    first.train(3)
+    assert load_checkpoint(path)["step"] == 3
+    resumed = Trainer.resume(path)
+    assert resumed.step == 3
+    resumed.train()
+    assert resumed.step == whole.step == 6
+    assert _state_equal(resumed.optical.state_dict(), whole.optical.state_dict())
+    assert _state_equal(resumed.decoder.state_dict(), whole.decoder.state_dict())
+    assert [h["val_latent_l1"] for h in resumed.history] == \
+        [h["val_latent_l1"] for h in whole.history]
+    # the masks were trained (not only the decoder)
+    assert not torch.equal(whole.optical.weights, Trainer(TINY).optical.weights)
+    assert load_checkpoint(path)["step"] == 6
+
+
+def test_frozen_masks_unchanged(tmp_path: Path) -> None:
+    cfg = replace(TINY, freeze_masks=True, checkpoint=str(tmp_path / "ft.pt"))
+    trainer = Trainer(cfg)
+    masks0 = trainer.optical.weights.detach().clone()
+    dec0 = {k: v.clone() for k, v in trainer.decoder.state_dict().items()}
+    trainer.train()
+    assert torch.equal(trainer.optical.weights, masks0)
+    assert not _state_equal(trainer.decoder.state_dict(), dec0)
+    assert load_checkpoint(cfg.checkpoint)["optimizer"]["masks"] is None
+    resumed = Trainer.resume(cfg.checkpoint, steps=8)
+    resumed.train()
+    assert torch.equal(resumed.optical.weights, masks0)
+
+
+def test_finetune_from_trained_model(tmp_path: Path) -> None:
+    path = tmp_path / "base.pt"
+    base = Trainer(replace(TINY, steps=3, checkpoint=str(path)))
+    base.train()
+    fine = Trainer(replace(TINY, steps=2, freeze_masks=True, init_from=str(path), seed=4))
+    assert torch.equal(fine.optical.weights, base.optical.weights)
+    assert torch.equal(fine.decoder.normalizer.mean, base.decoder.normalizer.mean)
+    fine.train()
+    assert torch.equal(fine.optical.weights, base.optical.weights)
+    fine.save(tmp_path / "fine.pt")
+    with pytest.raises(ConfigError):  # frozen run's checkpoint has no mask optimizer state
+        Trainer.resume(tmp_path / "fine.pt", freeze_masks=False)
+
+
+def test_checkpoint_contents(tmp_path: Path) -> None:
+    cfg = replace(TINY, steps=2, checkpoint=str(tmp_path / "sub" / "c.pt"))
+    trainer = Trainer(cfg)
+    trainer.train()
+    payload = load_checkpoint(cfg.checkpoint)  # weights_only=True load
+    assert payload["step"] == 2
+    assert payload["config"] == cfg.to_dict()
+    assert TrainConfig.from_dict(payload["config"]) == cfg
+    assert isinstance(payload["git_revision"], str) and payload["git_revision"]
+    assert set(payload["model"]) == {"optical", "decoder"}
+    assert set(payload["optimizer"]) == {"masks", "decoder"}
+    assert payload["optimizer"]["masks"]["state"]
+    masks = payload["extra"]["masks"]
+    assert masks.dtype == torch.uint8 and masks.shape == (32, 32, 32)
+    assert torch.equal(masks, trainer.optical.masks().to(torch.uint8))
+    assert bool(payload["model"]["decoder"]["normalizer.fitted"])
+    assert payload["extra"]["history"][-1]["step"] == 2.0
+    assert not list((tmp_path / "sub").glob(".c.pt.*"))  # no temporary left behind
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    cfg = replace(TINY, lr_masks=2.5e-5, checkpoint="runs/x.pt",
+                  loss=LossWeights(latent_l1=0.5, latent_l2=2.0, identity=0.1))
+    path = tmp_path / "train.toml"
+    path.write_text(cfg.to_toml(), encoding="utf-8")
+    assert TrainConfig.from_toml(path) == cfg
+    table = tmp_path / "table.toml"
+    table.write_text('[train]\nsize = 32\nn_masks = 8\nnoise = "none"\n\n[loss]\nimage = 1.0\n',
+                     encoding="utf-8")
+    read = TrainConfig.from_toml(table)
+    assert (read.n_masks, read.noise, read.loss.image) == (8, "none", 1.0)
+    assert read.to_dict()["loss"]["image"] == 1.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("sise = 32\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="sise"):
+        TrainConfig.from_toml(bad)
+    with pytest.raises(ConfigError):
+        TrainConfig(noise="loud")
+    with pytest.raises(ConfigError):
+        TrainConfig(size=16)
