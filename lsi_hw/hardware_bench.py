@@ -138,7 +138,7 @@ class HardwareBench(Bench):
                         timeout_s=chunk.m * period_s + self.read_margin_s
                     )
                     self.modulator.stop()
-                    saturated += int(self.detector.settings().get("last_read_saturated", 0))
+                    saturated += self.detector.last_read_saturated
                     if volts.shape != (chunk.m,):
                         raise ProtocolError(
                             f"detector returned {volts.shape} readings for {chunk.m} patterns"

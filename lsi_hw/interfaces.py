@@ -253,6 +253,11 @@ class Detector(_Device):
     def saturation_v(self) -> float:
         """Output voltage at which the amplifier saturates, volts."""
 
+    @property
+    def last_read_saturated(self) -> int:
+        """Readings of the last :meth:`read` at or near saturation (0 if it cannot tell)."""
+        return 0
+
     def arm(self, n_readings: int, *, exposure_us: float, period_us: float) -> None:
         """Prepare ``n_readings`` triggered readings for patterns of the given timing."""
         if int(n_readings) < 1:

@@ -343,6 +343,11 @@ class PDA100A2(Detector):
         self._check_saturation(volts)
         return volts
 
+    @property
+    def last_read_saturated(self) -> int:
+        """Readings of the last read within 2 % of saturation or at the digitizer range."""
+        return self._last_saturated
+
     def read_partial(self) -> np.ndarray:
         """Readings completed before the last :class:`~lsi_hw.errors.DeviceTimeout`, V."""
         return self._digitizer.read_partial()
