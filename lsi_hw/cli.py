@@ -7,12 +7,8 @@ only when complete.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,47 +18,14 @@ import click
 import numpy as np
 
 from lsi_hw import __version__
-from lsi_hw.errors import ConfigError, LSIError
+from lsi_hw.cli_util import OutputFolder, one_line_errors
+from lsi_hw.errors import ConfigError
 from lsi_hw.sim.detector import NOISE_PRESETS
 
 __all__ = ["main"]
 
-
-def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn our exceptions into ``Error: ...`` on stderr with exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LSIError as exc:
-            message = " ".join(str(exc).split())
-            click.echo(f"Error: {message}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-class _Output:
-    """A folder that appears under its final name only when everything is written."""
-
-    def __init__(self, out: Path, force: bool) -> None:
-        self.final = out
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-            raise ConfigError(f"--out {out} exists and is not empty; pick another or add --force")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-
-    def path(self, name: str) -> Path:
-        return self.tmp / name
-
-    def commit(self) -> None:
-        if self.final.exists():
-            shutil.rmtree(self.final) if self.final.is_dir() else self.final.unlink()
-        os.replace(self.tmp, self.final)
-
-    def abandon(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+_one_line_errors = one_line_errors
+_Output = OutputFolder
 
 
 def _build_patterns(

@@ -1,16 +1,429 @@
-"""``lsi-ml`` command line (training and evaluation arrive with the lsi_ml issue)."""
+"""``lsi-ml``: train, evaluate, export and decode latent-space single-pixel cameras.
+
+A *run folder* (``lsi-ml train --out RUN``) holds everything one model needs:
+``model.pt`` (masks + decoder checkpoint, resumable), ``config.toml``, ``history.json``,
+``training_curve.png``, ``patterns.npz`` (the masks for ``lsi-hw``) and ``probes.pt``
+(attribute / segmentation / landmark probes trained on generator samples).  Every other
+command takes the run folder (or a ``model.pt`` path).
+"""
 
 from __future__ import annotations
 
-import click
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+import click
+import numpy as np
+
+from lsi_hw.cli_util import one_line_errors
+from lsi_hw.errors import ConfigError
 from lsi_ml import __version__
 
+__all__ = ["main"]
 
+MODEL_FILE = "model.pt"
+PROBES_FILE = "probes.pt"
+BACKENDS = ("sim", "fake-hw", "hw")
+NOISES = ("none", "shot", "read", "full")
+
+
+def _model_path(model: str | Path) -> Path:
+    """``RUN`` folder or ``RUN/model.pt`` -> the checkpoint path (must exist)."""
+    path = Path(model)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise ConfigError(f"no model checkpoint at {path} (train one with `lsi-ml train`)")
+    return path
+
+
+def _load_trainer(model: str | Path) -> Any:
+    from lsi_ml.train import Trainer
+
+    return Trainer.resume(_model_path(model), progress=False, checkpoint=None,
+                          init_from=None)
+
+
+def _load_probes(trainer: Any, model: str | Path, probes: str | None,
+                 train_if_missing: bool, progress: bool) -> Any:
+    """Probes from ``--probes``, else ``RUN/probes.pt``; trained (and cached) if absent."""
+    from lsi_ml.probe_training import ProbeConfig, ProbeSet
+
+    path = Path(probes) if probes else _model_path(model).with_name(PROBES_FILE)
+    if path.exists():
+        return ProbeSet.load(path, trainer.generator)
+    if probes:
+        raise ConfigError(f"--probes {path} does not exist")
+    if not train_if_missing:
+        return None
+    click.echo(f"no probes at {path}: training them on generator samples (cached there)")
+    config = ProbeConfig(progress=progress)
+    probe_set = ProbeSet.fit(trainer.generator, config)
+    probe_set.save(path)
+    return probe_set
+
+
+def _ratio(trainer: Any) -> str:
+    pixels = trainer.config.size ** 2
+    m = trainer.config.n_masks
+    return f"1:{pixels // m}" if pixels % m == 0 else f"1:{pixels / m:.1f}"
+
+
+# ---------------------------------------------------------------------------------- group
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lsi-ml")
 def main() -> None:
-    """Train and evaluate latent-space single-pixel cameras (not implemented yet)."""
+    """Train and evaluate latent-space single-pixel cameras (masks + decoder + probes)."""
+
+
+# ---------------------------------------------------------------------------------- train
+def _relaunch_torchrun(nproc: int) -> None:
+    """Run this same ``train`` command under torchrun with ``nproc`` processes."""
+    args = list(sys.argv[1:])
+    cleaned: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        cleaned.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+               "--nproc_per_node", str(nproc), "-m", "lsi_ml.cli", *cleaned]
+    click.echo("launching: " + " ".join(command[1:]))
+    sys.exit(subprocess.call(command))
+
+
+def _plot_history(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot(steps, [h["val_latent_l1"] for h in history], "o-", label="val latent L1")
+    ax.plot(steps, [h["loss"] for h in history], ".--", label="train loss (last step)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="TOML training config (keys of lsi_ml.train.TrainConfig).")
+@click.option("--out", type=click.Path(file_okay=False), default="lsi-run", show_default=True,
+              help="Run folder; an existing model.pt in it is resumed.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="sim: end to end through the torch twin (default). fake-hw/hw: record "
+                   "faces on that bench and fine-tune the decoder, masks frozen.")
+@click.option("--init-from", type=click.Path(), default=None,
+              help="Start from this model (run folder or model.pt), e.g. to fine-tune.")
+@click.option("--size", type=int, default=None, help="Image and mask side, pixels.")
+@click.option("--masks", "n_masks", type=int, default=None, help="Number of masks m.")
+@click.option("--noise", type=click.Choice(NOISES), default=None, help="Bench noise preset.")
+@click.option("--steps", type=int, default=None, help="Total optimizer steps.")
+@click.option("--batch", type=int, default=None, help="Global batch (scenes per step).")
+@click.option("--seed", type=int, default=None, help="Seed of masks, decoder, data, noise.")
+@click.option("--n-recorded", type=int, default=None,
+              help="fake-hw/hw: faces recorded for fine-tuning.")
+@click.option("--probe-steps", type=int, default=None,
+              help="Probe training steps (default: ProbeConfig's).")
+@click.option("--no-probes", is_flag=True, help="Do not train the probes after the decoder.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Processes (DDP, gloo on CPU) via torchrun; the global batch is split.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@one_line_errors
+def train(config_file: str | None, out: str, backend: str | None, init_from: str | None,
+          size: int | None, n_masks: int | None, noise: str | None, steps: int | None,
+          batch: int | None, seed: int | None, n_recorded: int | None,
+          probe_steps: int | None, no_probes: bool, nproc: int, progress: bool) -> None:
+    """Train masks + decoder (sim) or fine-tune the decoder on bench recordings."""
+    from lsi_ml.train import TrainConfig, Trainer, init_distributed
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} must be >= 1")
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch_torchrun(nproc)
+    run = Path(out)
+    checkpoint = run / MODEL_FILE
+    overrides: dict[str, Any] = {
+        k: v for k, v in dict(size=size, n_masks=n_masks, noise=noise, steps=steps,
+                              batch=batch, seed=seed, backend=backend,
+                              n_recorded=n_recorded).items() if v is not None}
+    overrides["progress"] = progress
+    overrides["checkpoint"] = str(checkpoint)
+    if init_from:
+        overrides["init_from"] = str(_model_path(init_from))
+    rank, world = init_distributed()
+    if checkpoint.exists():
+        if config_file or init_from or any(
+                k in overrides for k in ("size", "n_masks", "noise", "batch", "seed",
+                                         "backend")):
+            raise ConfigError(f"{checkpoint} exists: rerun with only --out (and --steps to "
+                              "train longer) to resume it, or pick another --out")
+        trainer = Trainer.resume(checkpoint, progress=progress, checkpoint=str(checkpoint),
+                                 **({"steps": steps} if steps is not None else {}))
+        click.echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.config.steps}")
+    else:
+        if config_file:
+            base = TrainConfig.from_toml(config_file)
+        elif init_from:  # same architecture as the model we start from
+            from lsi_ml.checkpoint import load_checkpoint
+
+            base = TrainConfig.from_dict(load_checkpoint(overrides["init_from"])["config"])
+            base = replace(base, backend="sim", recording=None, freeze_masks=False)
+        else:
+            base = TrainConfig()
+        values = {**base.to_dict(), **overrides}
+        if values.get("backend", "sim") != "sim":
+            values["freeze_masks"] = True
+            values.setdefault("recording", None)
+            values["recording"] = values["recording"] or str(run / "recording")
+            if not values.get("init_from"):
+                raise ConfigError(f"--backend {values['backend']} fine-tunes a trained model: "
+                                  "give --init-from RUN (a model trained on the simulator)")
+        config = TrainConfig.from_dict(values)
+        run.mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            (run / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+        trainer = Trainer(config)
+    if rank == 0:
+        click.echo(f"training {_ratio(trainer)} ({trainer.config.n_masks} masks at "
+                   f"{trainer.config.size} px, noise {trainer.config.noise}, backend "
+                   f"{trainer.config.backend}, {world} process(es)) -> {run}")
+    history = trainer.train()
+    if rank != 0:
+        return
+    (run / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    _plot_history(history, run / "training_curve.png")
+    trainer.optical.export_patterns(trainer.pattern_name).save(run / "patterns.npz")
+    last = history[-1] if history else {}
+    click.echo(f"step {trainer.step}: val latent L1 {last.get('val_latent_l1', float('nan')):.4f}"
+               f"; wrote {checkpoint}, patterns.npz, history.json, training_curve.png")
+    if not no_probes:
+        from lsi_ml.probe_training import ProbeConfig, ProbeSet
+
+        probes_path = run / PROBES_FILE
+        if probes_path.exists():
+            click.echo(f"probes kept: {probes_path}")
+        else:
+            pcfg = ProbeConfig(progress=progress)
+            if probe_steps is not None:
+                pcfg = replace(pcfg, steps=probe_steps)
+            ProbeSet.fit(trainer.generator, pcfg).save(probes_path)
+            click.echo(f"trained probes on generator samples -> {probes_path}")
+    click.echo(f"next: lsi-ml eval {run}")
+
+
+# ---------------------------------------------------------------------------------- eval
+def _bench_decoder(trainer: Any, backend: str, seed: int) -> Any:
+    """decode(batch) for evaluate_decoder: measure the batch's faces, then decode."""
+    import torch
+
+    from lsi_ml.bench_data import faces_as_scenes
+    from lsi_ml.train import _EVAL_STREAM, _row_generators
+
+    if backend == "sim":
+        counter = [0]
+
+        def decode_sim(batch: dict[str, Any]) -> Any:
+            images = batch["image"]
+            rows = torch.arange(counter[0], counter[0] + len(images))
+            counter[0] += len(images)
+            gens = _row_generators(seed, _EVAL_STREAM + 1, 0, rows)
+            with torch.no_grad():
+                return trainer.decode(trainer.measure(images, generator=gens))
+
+        return decode_sim
+    from lsi_hw.benches import make_bench
+
+    options: dict[str, Any] = {}
+    if backend == "fake-hw":
+        options = {"config": trainer.sim_config, "seed": seed}
+    bench = make_bench(backend, **options)
+    patterns = trainer.optical.export_patterns(trainer.pattern_name)
+
+    def decode_bench(batch: dict[str, Any]) -> Any:
+        measurement = bench.measure(faces_as_scenes(batch["image"]), patterns)
+        return trainer.decode(torch.as_tensor(measurement.values, dtype=torch.float32))
+
+    return decode_bench
+
+
+@main.command("eval")
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--backend", type=click.Choice(BACKENDS), default="sim", show_default=True,
+              help="Bench that measures the test faces (the same model decodes them all).")
+@click.option("--n-test", type=int, default=512, show_default=True, help="Test faces.")
+@click.option("--pairs", "n_pairs", type=int, default=512, show_default=True,
+              help="Verification pairs (val and test each).")
+@click.option("--probes", type=click.Path(dir_okay=False), default=None,
+              help="Probe file (default RUN/probes.pt; trained and cached if missing).")
+@click.option("--ceiling", is_flag=True,
+              help="Also score the probes on the TRUE latents (what a perfect decoder gets).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Test-set seed.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write every number to this JSON file.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@one_line_errors
+def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | None,
+          ceiling: bool, seed: int, json_out: str | None, progress: bool) -> None:
+    """Print a Table-1-style row: ratio, verification, FD, attributes, seg F1, NME."""
+    from lsi_ml.evaluation import evaluate_decoder
+
+    if n_test < 2 or n_pairs < 4:
+        raise ConfigError("--n-test must be >= 2 and --pairs >= 4")
+    trainer = _load_trainer(model)
+    probe_set = _load_probes(trainer, model, probes, True, progress)
+    decode = _bench_decoder(trainer, backend, seed)
+    result = evaluate_decoder(decode, trainer.generator, probe_set, n_test=n_test,
+                              n_pairs=n_pairs, seed=seed, progress=progress,
+                              with_ceiling=ceiling)
+    ratio = _ratio(trainer)
+    click.echo(f"model {_model_path(model)} (step {trainer.step}), backend {backend}, "
+               f"noise {trainer.config.noise}, SynthFace {trainer.config.size} px")
+    click.echo(result.summary())
+    click.echo("")
+    click.echo(result.table1_row(ratio, header=True))
+    if json_out:
+        doc = {"model": str(_model_path(model)), "backend": backend, "ratio": ratio,
+               "step": trainer.step, **result.as_dict()}
+        Path(json_out).write_text(json.dumps(doc, indent=1, default=float), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------- export
+@main.command("export-patterns")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("out", type=click.Path(dir_okay=False))
+@one_line_errors
+def export_patterns(model: str, out: str) -> None:
+    """Write the model's binary masks as a PatternSet file for `lsi-hw`."""
+    trainer = _load_trainer(model)
+    patterns = trainer.optical.export_patterns(trainer.pattern_name)
+    path = patterns.save(out)
+    fill = patterns.masks.reshape(patterns.m, -1).mean(axis=1)
+    click.echo(f"wrote {path}: {patterns.m} masks {patterns.masks.shape[1]}x"
+               f"{patterns.masks.shape[2]}, name {patterns.name}, fill {fill.min():.2f}.."
+               f"{fill.max():.2f}")
+    click.echo(f"measure with: lsi-hw acquire --patterns {path} ...; then: "
+               f"lsi-ml decode {model} <measurement or recording>")
+
+
+# ---------------------------------------------------------------------------------- decode
+def _read_measurement(path: Path) -> Any:
+    from lsi_hw.recording import read_measurements
+    from lsi_hw.types import Measurement
+
+    if path.is_dir():
+        return read_measurements(path)
+    try:
+        return Measurement.load(str(path))
+    except (KeyError, ValueError, OSError) as exc:
+        raise ConfigError(f"{path} is not a measurement file (lsi-hw simulate/acquire "
+                          f"output) or recording folder: {exc}") from exc
+
+
+def _save_overlay(images: np.ndarray, landmarks: np.ndarray | None, seg: np.ndarray | None,
+                  names: list[str], path: Path, limit: int = 16) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(images), limit)
+    rows = 2 if seg is not None else 1
+    fig, axes = plt.subplots(rows, n, figsize=(1.8 * n, 1.9 * rows), squeeze=False, dpi=100)
+    for i in range(n):
+        ax = axes[0, i]
+        ax.imshow(images[i])
+        if landmarks is not None:
+            ax.scatter(landmarks[i, :, 0], landmarks[i, :, 1], s=2, c="lime")
+        ax.set_title(names[i][:10], fontsize=7)
+        ax.axis("off")
+        if seg is not None:
+            axes[1, i].imshow(images[i])
+            axes[1, i].imshow(seg[i], cmap="tab20", alpha=0.55, interpolation="nearest")
+            axes[1, i].axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("measurements", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(file_okay=False), default="decoded", show_default=True)
+@click.option("--probes", type=click.Path(dir_okay=False), default=None,
+              help="Probe file (default RUN/probes.pt); without probes only latents/images.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@one_line_errors
+def decode(model: str, measurements: str, out: str, probes: str | None, force: bool) -> None:
+    """Measurements (sim, fake-hw or hw) -> latent, image, attributes, landmarks, seg."""
+    import torch
+
+    from lsi_hw.cli_util import OutputFolder
+
+    trainer = _load_trainer(model)
+    measurement = _read_measurement(Path(measurements))
+    expected = trainer.pattern_name
+    if measurement.values.shape[1] != trainer.config.n_masks:
+        raise ConfigError(f"{measurements} has {measurement.values.shape[1]} readings per "
+                          f"scene; the model has {trainer.config.n_masks} masks")
+    if measurement.pattern_name and measurement.pattern_name != expected:
+        raise ConfigError(f"{measurements} was measured with patterns "
+                          f"{measurement.pattern_name!r}, not this model's {expected!r} "
+                          f"(export them with `lsi-ml export-patterns {model} FILE`)")
+    probe_set = _load_probes(trainer, model, probes, False, False)
+    output = OutputFolder(Path(out), force)
+    try:
+        latent = trainer.decode(torch.as_tensor(measurement.values, dtype=torch.float32))
+        with torch.no_grad():
+            images = trainer.generator.synthesize(latent).permute(0, 2, 3, 1).numpy()
+        np.save(output.path("latents.npy"), latent.numpy())
+        np.save(output.path("images.npy"), images.astype(np.float32))
+        names = list(measurement.scene_ids)
+        landmarks = seg = None
+        report: dict[str, Any] = {"model": str(_model_path(model)),
+                                  "measurements": str(measurements), "scenes": names}
+        if probe_set is not None:
+            pred = probe_set.predict(latent)
+            landmarks = pred["landmarks"].numpy()
+            seg = pred["segmentation"].numpy()
+            np.save(output.path("landmarks.npy"), landmarks)
+            np.save(output.path("segmentation.npy"), seg.astype(np.uint8))
+            attrs = pred["attributes"].numpy()
+            report["attributes"] = {
+                name: {a: bool(v) for a, v in zip(probe_set.attribute_names, row, strict=True)}
+                for name, row in zip(names, attrs, strict=True)}
+            report["segmentation_classes"] = list(probe_set.class_names)
+        else:
+            report["note"] = "no probes: attributes/landmarks/segmentation not decoded"
+        (output.path("decoded.json")).write_text(json.dumps(report, indent=1),
+                                                  encoding="utf-8")
+        _save_overlay(images, landmarks, seg, names, output.path("overlay.png"))
+        output.commit()
+    except BaseException:
+        output.abandon()
+        raise
+    click.echo(f"decoded {len(names)} scenes -> {out}/ (latents.npy, images.npy, "
+               f"decoded.json{', landmarks.npy, segmentation.npy' if probe_set else ''}, "
+               "overlay.png)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,21 +27,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lsi_hw.errors import ConfigError
 from lsi_hw.sim.forward import SimConfig
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
+from lsi_ml.data.recorded import RecordedMeasurements
 from lsi_ml.data.synthetic import SyntheticFaces
 from lsi_ml.encoder import EncoderConfig, LatentEncoder
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.losses import LossWeights, encoder_losses
 from lsi_ml.optical import OpticalEncoder
 
-__all__ = ["TrainConfig", "Trainer"]
+__all__ = ["TrainConfig", "Trainer", "init_distributed"]
 
 NOISE_PRESETS: tuple[str, ...] = ("none", "shot", "read", "full")
+BACKENDS: tuple[str, ...] = ("sim", "fake-hw", "hw")
 
 # Stream ids that key the per-step random generators (see ``_step_seed``).
 _NOISE_STREAM = 101
@@ -49,10 +51,74 @@ _FIT_STREAM = 102
 _EVAL_STREAM = 103
 
 
-def _step_seed(seed: int, stream: int, step: int) -> int:
-    """A 63-bit torch seed for one (seed, stream, step)."""
-    state = np.random.SeedSequence([int(seed), int(stream), int(step)])
+def _step_seed(seed: int, stream: int, step: int, row: int | None = None) -> int:
+    """A 63-bit torch seed for one (seed, stream, step[, row])."""
+    key = [int(seed), int(stream), int(step)] + ([] if row is None else [int(row)])
+    state = np.random.SeedSequence(key)
     return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _row_generators(seed: int, stream: int, step: int, rows: Tensor) -> list[torch.Generator]:
+    """One generator per batch row, keyed by the row's position in the GLOBAL batch.
+
+    A row's noise then depends on (seed, stream, step, row) only, so any split of the
+    batch over processes draws exactly the noise a single process draws.
+    """
+    return [torch.Generator().manual_seed(_step_seed(seed, stream, step, int(r)))
+            for r in rows.tolist()]
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(backend: str | None = None) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Does nothing in a plain single-process run (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``).
+    The default backend is ``gloo`` (CPU; ``nccl`` when CUDA is available).
+
+    Returns
+    -------
+    (rank, world_size)
+    """
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        chosen = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(chosen)
+    return _dist_info()
+
+
+class _EndToEnd(nn.Module):
+    """Masks + physics + decoder as one module (what DDP wraps)."""
+
+    def __init__(self, optical: OpticalEncoder, decoder: LatentEncoder) -> None:
+        super().__init__()
+        self.optical = optical
+        self.decoder = decoder
+
+    def forward(self, images: Tensor | None = None,
+                generators: list[torch.Generator] | None = None,
+                readings: Tensor | None = None) -> Tensor:
+        if readings is None:
+            if images is None:
+                raise ConfigError("pass images (simulated bench) or recorded readings")
+            readings = self.optical(_as_8bit(images), generator=generators)
+        return self.decoder(readings)
+
+
+def _as_8bit(images: Tensor) -> Tensor:
+    """Images as the 8-bit monitor shows them (drive fractions on 256 levels)."""
+    return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +168,17 @@ class TrainConfig:
         Size of the digital encoder (see :class:`~lsi_ml.encoder.EncoderConfig`).
     progress : bool
         Show a tqdm progress bar.
+    backend : str
+        Where the training measurements come from: ``sim`` measures every batch through
+        the differentiable torch model of the bench (masks and decoder train end to end);
+        ``fake-hw`` or ``hw`` first record ``n_recorded`` training faces on that bench
+        (shown on its scene display, measured with the model's masks; resumable) and then
+        fine-tune the decoder on those readings. Masks are physical DMD patterns there, so
+        ``freeze_masks`` must be true (as in the paper's real-capture fine-tuning).
+    recording : str or None
+        Folder of the bench recording (created or resumed) for ``fake-hw``/``hw``.
+    n_recorded : int
+        Training faces recorded on a ``fake-hw``/``hw`` bench.
     """
 
     size: int = 32
@@ -127,6 +204,9 @@ class TrainConfig:
     encoder_depth: int = 2
     encoder_block_hidden: int = 256
     progress: bool = True
+    backend: str = "sim"
+    recording: str | None = None
+    n_recorded: int = 1024
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
@@ -141,6 +221,19 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if self.batch < 2:
             raise ConfigError("batch must be >= 2 (the normaliser is fitted on one batch)")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend!r} is not one of {BACKENDS}")
+        if self.backend != "sim":
+            if not self.freeze_masks:
+                raise ConfigError(
+                    f"backend={self.backend!r} trains on recorded readings, which carry no "
+                    "gradient to the masks: set freeze_masks = true (fine-tune the decoder "
+                    "of a model trained on the simulator, init_from = its checkpoint)")
+            if not self.recording:
+                raise ConfigError(f"backend={self.backend!r} needs recording = a folder for "
+                                  "the bench's training measurements")
+        if int(self.n_recorded) < 2:
+            raise ConfigError(f"n_recorded={self.n_recorded} must be >= 2")
         if self.noise not in NOISE_PRESETS:
             raise ConfigError(f"noise={self.noise!r} is not one of {NOISE_PRESETS}")
         for name in ("lr_masks", "lr_decoder", "weight_decay", "mask_energy"):
@@ -260,8 +353,12 @@ class Trainer:
         One record per evaluation: ``step``, ``loss`` (last training loss), ``val_latent_l1``.
     """
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, *, bench: Any = None) -> None:
         self.config = config
+        self.rank, self.world = _dist_info()
+        if config.batch % self.world:
+            raise ConfigError(f"batch={config.batch} must be divisible by the {self.world} "
+                              "processes (the global batch is split evenly)")
         self.generator = SynthFace(config.size, seed=config.seed)
         self.train_data = SyntheticFaces(self.generator, config.n_train, seed=config.seed,
                                          split="train")
@@ -281,10 +378,12 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.last_loss = float("nan")
+        self._bench = bench
+        self.recorded: RecordedMeasurements | None = None
         if config.init_from:
             state = load_checkpoint(config.init_from)
             self._load_models(state["model"])
-        else:
+        elif config.backend == "sim":
             self._fit_normalizer()
         if config.freeze_masks:
             self.optical.weights.requires_grad_(False)
@@ -293,23 +392,41 @@ class Trainer:
             self.opt_masks = torch.optim.Adam([self.optical.weights], lr=config.lr_masks)
         self.opt_decoder = torch.optim.AdamW(self.decoder.parameters(), lr=config.lr_decoder,
                                              weight_decay=config.weight_decay)
+        self.model = _EndToEnd(self.optical, self.decoder)
+        self._net: nn.Module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._net = DistributedDataParallel(self.model)
 
     # ------------------------------------------------------------------ pieces
-    def _batch_indices(self, step: int) -> Tensor:
-        """Items of the train split used at ``step`` (the split is cycled)."""
-        start = step * self.config.batch
-        return (torch.arange(self.config.batch) + start) % self.config.n_train
+    def _global_rows(self, step: int) -> Tensor:
+        """Positions 0..batch-1 of this process's share of the global batch."""
+        share = self.config.batch // self.world
+        return torch.arange(self.rank * share, (self.rank + 1) * share)
 
-    def measure(self, images: Tensor, *, generator: torch.Generator | None = None,
+    def _batch_indices(self, step: int, n: int | None = None) -> Tensor:
+        """Items (of a split of ``n`` items, default the train split) of this process's
+        share of the batch of ``step`` (the split is cycled)."""
+        start = step * self.config.batch
+        return (self._global_rows(step) + start) % (n or self.config.n_train)
+
+    def measure(self, images: Tensor, *, generator: Any = None,
                 noise: bool | None = None) -> Tensor:
-        """Readings (B, m), volts, of images through the masks and the simulated bench."""
-        return self.optical(images, noise=noise, generator=generator)
+        """Readings (B, m), volts, of images through the masks and the simulated bench.
+
+        ``images`` are shown as the 8-bit monitor shows them; ``generator`` is one
+        torch.Generator or one per image (see :mod:`lsi_hw.sim.torch_model`).
+        """
+        return self.optical(_as_8bit(images), noise=noise, generator=generator)
 
     @torch.no_grad()
     def _fit_normalizer(self) -> None:
-        images = self.train_data.batch(self._batch_indices(0))["image"]
-        gen = torch.Generator().manual_seed(_step_seed(self.config.seed, _FIT_STREAM, 0))
-        self.decoder.normalizer.fit(self.measure(images, generator=gen))
+        # the whole first global batch on every process: all fit the same statistics
+        rows = torch.arange(self.config.batch)
+        images = self.train_data.batch(rows % self.config.n_train)["image"]
+        gens = _row_generators(self.config.seed, _FIT_STREAM, 0, rows)
+        self.decoder.normalizer.fit(self.measure(images, generator=gens))
 
     def _loss(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         weights = self.config.loss
@@ -319,16 +436,70 @@ class Trainer:
             identity=self.generator.identity if weights.identity else None,
         )
 
+    # ------------------------------------------------------------------ bench recordings
+    def recorded_data(self) -> RecordedMeasurements:
+        """The bench's training readings (``backend`` fake-hw/hw), recorded on first use.
+
+        The first ``n_recorded`` faces of the train split are shown on the bench's scene
+        display and measured with this model's masks into ``config.recording`` (resumed
+        if it exists: recorded faces are skipped); targets are their latents.
+        """
+        if self.recorded is None:
+            from lsi_ml.bench_data import record_faces
+
+            cfg = self.config
+            if cfg.backend == "sim":
+                raise ConfigError("backend 'sim' measures through the torch model; "
+                                  "it records nothing")
+            assert cfg.recording is not None
+            self.recorded = record_faces(
+                self.bench(), self.generator, self.optical.export_patterns(self.pattern_name),
+                self.train_data, cfg.n_recorded, cfg.recording, progress=cfg.progress,
+            )
+            if self.config.init_from is None and self.step == 0:
+                self.decoder.normalizer.fit(self.recorded.readings[: max(cfg.batch, 64)])
+        return self.recorded
+
+    @property
+    def pattern_name(self) -> str:
+        """Name of this model's masks (recordings are checked against it)."""
+        masks = self.optical.masks().detach().to(torch.uint8).numpy()
+        import hashlib
+
+        return f"lsi-learned-{hashlib.sha1(masks.tobytes()).hexdigest()[:12]}"
+
+    def bench(self) -> Any:
+        """The bench of ``config.backend`` (made on first use, or the one passed in)."""
+        if self._bench is None:
+            from lsi_hw.benches import make_bench
+
+            options: dict[str, Any] = {}
+            if self.config.backend == "fake-hw":
+                options = {"config": self.sim_config, "seed": self.config.seed}
+            self._bench = make_bench(self.config.backend, **options)
+        return self._bench
+
     def train_step(self) -> float:
-        """One optimizer step on the batch of the current step; returns the total loss."""
+        """One optimizer step on the batch of the current step; returns the total loss.
+
+        With several processes (DDP) each takes its share of the global batch; gradients
+        are averaged, so the step equals the single-process step on the whole batch.
+        """
         cfg = self.config
-        data = self.train_data.batch(self._batch_indices(self.step))
-        gen = torch.Generator().manual_seed(_step_seed(cfg.seed, _NOISE_STREAM, self.step))
-        self.optical.train()
-        self.decoder.train()
-        readings = self.measure(data["image"], generator=gen)
-        pred = self.decoder(readings)
-        total = self._loss(pred, data["latent"])["total"]
+        self.model.train()
+        rows = self._global_rows(self.step)
+        if cfg.backend == "sim":
+            data = self.train_data.batch(self._batch_indices(self.step))
+            gens = _row_generators(cfg.seed, _NOISE_STREAM, self.step, rows)
+            pred = self._net(data["image"], gens)
+            target = data["latent"]
+        else:
+            recorded = self.recorded_data()
+            assert recorded.targets is not None
+            idx = self._batch_indices(self.step, len(recorded))
+            pred = self._net(readings=recorded.readings[idx])
+            target = recorded.targets[idx]
+        total = self._loss(pred, target)["total"]
         if cfg.mask_energy and not cfg.freeze_masks:
             total = total + cfg.mask_energy * self.optical.energy_loss()
         self.opt_decoder.zero_grad(set_to_none=True)
@@ -341,19 +512,27 @@ class Trainer:
             self.optical.clamp_()
         self.step += 1
         self.last_loss = float(total.detach())
+        if self.world > 1:  # report the global batch's loss
+            import torch.distributed as dist
+
+            loss = torch.tensor([self.last_loss], dtype=torch.float64)
+            dist.all_reduce(loss)
+            self.last_loss = float(loss) / self.world
         return self.last_loss
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Latent L1 (mean absolute error) on the first ``eval_batch`` val items.
+        """Latent L1 (mean absolute error) on the first ``eval_batch`` val items, measured
+        through the simulated bench (full downstream metrics: :mod:`lsi_ml.evaluation`).
 
-        The val noise is drawn from a fixed seed, so evaluations are comparable across steps.
+        The val noise is drawn from fixed seeds, so evaluations are comparable across steps
+        (and identical on every process).
         """
-        self.decoder.eval()
+        self.model.eval()
         n = min(self.config.eval_batch, self.config.n_val)
         data = self.val_data.batch(range(n))
-        gen = torch.Generator().manual_seed(_step_seed(self.config.seed, _EVAL_STREAM, 0))
-        pred = self.decoder(self.measure(data["image"], generator=gen))
+        gens = _row_generators(self.config.seed, _EVAL_STREAM, 0, torch.arange(n))
+        pred = self.decoder(self.measure(data["image"], generator=gens))
         record = {"step": float(self.step), "loss": self.last_loss,
                   "val_latent_l1": float(torch.mean(torch.abs(pred - data["latent"])))}
         self.history.append(record)
@@ -383,7 +562,7 @@ class Trainer:
         until = cfg.steps if steps is None else int(steps)
         if until < self.step:
             raise ConfigError(f"asked to train until step {until}, already at {self.step}")
-        with tqdm(total=until, initial=self.step, disable=not cfg.progress,
+        with tqdm(total=until, initial=self.step, disable=not cfg.progress or self.rank != 0,
                   desc="train", unit="step", dynamic_ncols=True) as bar:
             while self.step < until:
                 loss = self.train_step()
@@ -424,10 +603,21 @@ class Trainer:
         target = path or self.config.checkpoint
         if not target:
             raise ConfigError("no checkpoint path: pass one or set config.checkpoint")
+        if self.rank != 0:  # every process holds the same model; only the first writes
+            self._barrier()
+            return Path(target)
         state = self.state()
-        return save_checkpoint(target, config=self.config.to_dict(), step=self.step,
-                               model=state["model"], optimizer=state["optimizer"],
-                               extra=state["extra"])
+        written = save_checkpoint(target, config=self.config.to_dict(), step=self.step,
+                                  model=state["model"], optimizer=state["optimizer"],
+                                  extra=state["extra"])
+        self._barrier()
+        return written
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def _load_models(self, model: dict[str, Any]) -> None:
         try:

@@ -53,6 +53,7 @@ clamps (zero gradient for saturated readings, as in the physical device).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -186,18 +187,36 @@ def _safe_sqrt(x: Tensor) -> Tensor:
     return torch.where(positive, torch.sqrt(base), torch.zeros_like(x))
 
 
-def _randn(
-    shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None
-) -> Tensor:
+RowGenerators = Sequence[torch.Generator]
+"""One generator per batch row: row ``i``'s noise comes from ``generators[i]`` only."""
+
+NoiseSource = torch.Generator | RowGenerators | None
+"""What the noise functions accept: nothing (global RNG), one generator, or one per row."""
+
+
+def _randn(shape: tuple[int, ...], like: Tensor, generator: NoiseSource) -> Tensor:
     """Standard normal samples of ``like``'s dtype on ``like``'s device.
 
     With a generator, samples are drawn on the generator's device and moved, so a CPU
-    generator gives the same numbers whatever device the model runs on.
+    generator gives the same numbers whatever device the model runs on.  With a sequence
+    of generators (one per row of ``shape[0]``), row ``i`` is drawn from generator ``i``:
+    a row's noise then depends only on its own generator, not on its batch mates, which
+    is what splitting a batch over processes (DDP) needs to reproduce a one-process run.
     """
     if generator is None:
         return torch.randn(shape, dtype=like.dtype, device=like.device)
-    eps = torch.randn(shape, dtype=like.dtype, device=generator.device, generator=generator)
-    return eps.to(like.device)
+    if isinstance(generator, torch.Generator):
+        eps = torch.randn(shape, dtype=like.dtype, device=generator.device,
+                          generator=generator)
+        return eps.to(like.device)
+    rows = list(generator)
+    if not shape or len(rows) != shape[0]:
+        raise ConfigError(
+            f"{len(rows)} row generators for noise of shape {shape}: need one per row"
+        )
+    eps = torch.stack([torch.randn(shape[1:], dtype=like.dtype, device=g.device, generator=g)
+                       .to(like.device) for g in rows])
+    return eps
 
 
 # -- detector pieces ------------------------------------------------------------------------
@@ -239,7 +258,7 @@ def settle_torch(volts: Tensor, a: float, beta: float, eps: float = 1e-15) -> Te
 
 
 def shot_noise_torch(
-    current_a: Tensor, window_s: float, generator: torch.Generator | None = None
+    current_a: Tensor, window_s: float, generator: NoiseSource = None
 ) -> Tensor:
     """Shot noise in the Gaussian approximation of Poisson statistics, reparameterised.
 
@@ -255,7 +274,7 @@ def shot_noise_torch(
         Mean current, amperes, any shape.
     window_s : float
         Integration time, seconds.
-    generator : torch.Generator or None
+    generator : torch.Generator, sequence of generators (one per row) or None
         Random source (its device is used for drawing).
 
     Returns
@@ -685,7 +704,7 @@ class TorchForwardModel(torch.nn.Module):
         masks: Tensor,
         *,
         noise: bool | None = None,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
         quantize: bool = True,
     ) -> Tensor:
         """Detector readings, volts, (B, m): torch twin of ``measure_volts``.
@@ -703,8 +722,11 @@ class TorchForwardModel(torch.nn.Module):
         noise : bool or None
             None: add noise when ``config.noise`` enables any source; True: add the
             sources ``config.noise`` enables; False: noiseless.
-        generator : torch.Generator or None
+        generator : torch.Generator, sequence of torch.Generator, or None
             Random source (seed it for reproducible noise); draws happen on its device.
+            A sequence gives one generator per scene: each scene's noise (and flicker
+            sequence) then depends only on its own generator, so a batch split across
+            processes draws exactly the noise of the whole batch in one process.
         quantize : bool
             Quantize to the digitizer LSB (straight-through gradient).
 
@@ -720,10 +742,19 @@ class TorchForwardModel(torch.nn.Module):
             volts = self._volts(self._responsivity * power + self._dark_a)
         else:
             if nz.flicker_rel_rms > 0:
-                factors = flicker_factors_torch(
-                    power.numel(), nz.flicker_rel_rms, like=power, generator=generator
-                )
-                power = power * factors.reshape(power.shape)
+                if generator is None or isinstance(generator, torch.Generator):
+                    factors = flicker_factors_torch(
+                        power.numel(), nz.flicker_rel_rms, like=power, generator=generator
+                    ).reshape(power.shape)
+                else:  # one flicker sequence per row (scene), each from its own generator
+                    rows = list(generator)
+                    if len(rows) != power.shape[0]:
+                        raise ConfigError(f"{len(rows)} row generators for {power.shape[0]} "
+                                          "scenes: need one per scene")
+                    factors = torch.stack([
+                        flicker_factors_torch(power.shape[1], nz.flicker_rel_rms, like=power,
+                                              generator=g) for g in rows])
+                power = power * factors
             photo = self._responsivity * power
             if nz.shot:
                 photo = shot_noise_torch(photo, self.window_s, generator)

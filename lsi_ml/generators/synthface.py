@@ -171,6 +171,7 @@ class SynthFace:
         self._skin_basis = self._noise(2, r // 16 + 4, gen)  # (2, r, r)
         self._hair_basis = self._waves(2, (20.0, 40.0), gen, anisotropic=True)
         self._encoder = self._make_encoder(gen)
+        self._face_box: tuple[int, int, int, int] | None = None
 
     # ------------------------------------------------------------------ layout
     @property
@@ -810,8 +811,8 @@ class SynthFace:
                                     mode="nearest")[:, 0].long()
         return img.clamp(0, 1), seg
 
-    def _crop(self, p: dict[str, Tensor], f: dict[str, Tensor]) -> tuple[slice, slice]:
-        """Internal-grid box holding every face's landmarks plus a 0.2 face-unit margin."""
+    def _box(self, p: dict[str, Tensor], f: dict[str, Tensor]) -> tuple[int, int, int, int]:
+        """Internal-grid box (x0, y0, x1, y1) holding the faces' landmarks plus margin."""
         with torch.no_grad():
             k = self.internal_size / self.size
             lm = (self._landmarks(p, f) + 0.5) * k - 0.5
@@ -819,7 +820,24 @@ class SynthFace:
             lo = (lm.amin(dim=(0, 1)) - margin).floor().clamp(min=0)
             hi = (lm.amax(dim=(0, 1)) + margin).ceil().clamp(max=self.internal_size - 1)
         x0, y0 = int(lo[0]), int(lo[1])
-        x1, y1 = max(int(hi[0]), x0) + 1, max(int(hi[1]), y0) + 1
+        return x0, y0, max(int(hi[0]), x0) + 1, max(int(hi[1]), y0) + 1
+
+    def _crop(self, p: dict[str, Tensor], f: dict[str, Tensor]) -> tuple[slice, slice]:
+        """The region where faces are drawn (the rest is background only).
+
+        A FIXED box, the union over extreme latents (every parameter near its limits),
+        so a face's pixels never depend on its batch mates; a batch holding a face
+        outside it (not seen in practice) widens the box for that batch only.
+        """
+        if self._face_box is None:
+            gen = torch.Generator().manual_seed(12345)
+            z = self.sample_latent(4096, gen) * 3.0  # tanh/sigmoid squashing saturates
+            zp = self.params(z)
+            self._face_box = self._box(zp, self._features(zp))
+        x0, y0, x1, y1 = self._face_box
+        bx0, by0, bx1, by1 = self._box(p, f)
+        if bx0 < x0 or by0 < y0 or bx1 > x1 or by1 > y1:
+            x0, y0, x1, y1 = min(x0, bx0), min(y0, by0), max(x1, bx1), max(y1, by1)
         return slice(y0, y1), slice(x0, x1)
 
     # ------------------------------------------------------------------ textures

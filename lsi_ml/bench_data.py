@@ -1,0 +1,126 @@
+"""Record generator faces on a bench (sim, fake-hw or the real one) for training.
+
+The faces are shown on the bench's scene display as 8-bit RGB frames and measured with a
+model's masks; :func:`lsi_hw.acquisition.acquire` writes them to a crash-safe recording
+(rerunning resumes: faces already recorded are skipped).  Beside it, ``targets.npz`` holds
+the latent of every scene id, so :class:`~lsi_ml.data.recorded.RecordedMeasurements` can
+pair readings with targets for fine-tuning the decoder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lsi_hw.acquisition import acquire
+from lsi_hw.errors import ConfigError
+from lsi_hw.patterns import PatternSet
+from lsi_hw.recording import Recording
+from lsi_hw.types import image_id
+from lsi_ml.data.recorded import RecordedMeasurements
+
+__all__ = ["TARGETS_FILE", "faces_as_scenes", "record_faces"]
+
+TARGETS_FILE = "targets.npz"
+
+
+def faces_as_scenes(images: torch.Tensor) -> np.ndarray:
+    """Generator images (B, 3, H, W) in [0, 1] -> monitor frames (B, H, W, 3) uint8."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ConfigError(f"images must be (B, 3, H, W); got {tuple(images.shape)}")
+    frames = torch.round(images.detach().clamp(0, 1) * 255).to(torch.uint8)
+    return np.ascontiguousarray(frames.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def _save_targets(path: Path, targets: dict[str, np.ndarray]) -> None:
+    ids = sorted(targets)
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=".targets-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, scene_ids=np.array(ids), latents=np.stack([targets[i] for i in ids]))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path / TARGETS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_targets(path: str | Path) -> dict[str, np.ndarray]:
+    """Scene id -> latent of a recording made by :func:`record_faces` (empty if none)."""
+    file = Path(path) / TARGETS_FILE
+    if not file.exists():
+        return {}
+    with np.load(file) as data:
+        return {str(i): lat for i, lat in zip(data["scene_ids"], data["latents"], strict=True)}
+
+
+def record_faces(
+    bench: Any,
+    generator: Any,
+    patterns: PatternSet,
+    dataset: Any,
+    n: int,
+    path: str | Path,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> RecordedMeasurements:
+    """Measure the first ``n`` faces of ``dataset`` on ``bench`` into ``path``.
+
+    Parameters
+    ----------
+    bench : lsi_hw.interfaces.Bench
+        Any bench; its scene display shows the faces.
+    generator : Generator
+        Renders the faces (``dataset.batch(...)["image"]``); kept for the docstring's sake.
+    patterns : PatternSet
+        The model's masks (the recording is checked against their name when read).
+    dataset : SyntheticFaces
+        Source of the faces and their target latents.
+    n : int
+        Faces to record.
+    path : str or Path
+        Recording folder (created, or resumed: faces already in it are not measured again).
+        ``targets.npz`` (scene id -> latent) is written into it after each batch.
+    batch_size : int
+        Faces rendered and committed per batch (what a crash can lose at most).
+    progress : bool
+        Progress bar.
+
+    Returns
+    -------
+    RecordedMeasurements
+        Readings (volts) with their target latents.
+    """
+    del generator
+    if int(n) < 1 or int(n) > len(dataset):
+        raise ConfigError(f"n={n} faces asked; the dataset has {len(dataset)}")
+    folder = Path(path)
+    targets = load_targets(folder)
+    done: set[str] = set()
+    if (folder / "manifest.json").exists():
+        done = Recording.open(folder).completed_scene_ids()
+    iterator: Any = range(0, int(n), int(batch_size))
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=f"recording on {type(bench).__name__}", unit="batch")
+    for lo in iterator:
+        data = dataset.batch(range(lo, min(lo + int(batch_size), int(n))))
+        scenes = faces_as_scenes(data["image"])
+        ids = [image_id(s) for s in scenes]
+        new = any(i not in targets for i in ids)
+        for ident, latent in zip(ids, data["latent"].numpy(), strict=True):
+            targets[ident] = latent
+        if not all(i in done for i in ids):
+            acquire(bench, scenes, patterns, folder, batch_size=len(scenes), progress=False)
+            new = True
+        if new:  # after the batch is committed: a crash in between re-renders its targets
+            _save_targets(folder, targets)
+    return RecordedMeasurements(folder, targets, expected_patterns=patterns.name)

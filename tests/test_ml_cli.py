@@ -1,0 +1,155 @@
+"""`lsi-ml` command line: train (sim, resume, fake-hw fine-tune), export-patterns, decode,
+eval, and its error messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lsi_hw.cli import main as hw_main
+from lsi_hw.patterns import PatternSet
+from lsi_ml.checkpoint import load_checkpoint
+from lsi_ml.cli import main
+
+TINY_TOML = """
+size = 32
+n_masks = 16
+steps = 3
+batch = 8
+n_val = 8
+eval_every = 0
+eval_batch = 8
+encoder_hidden = 32
+encoder_block_hidden = 16
+seed = 2
+"""
+
+
+def _png_folder(folder: Path, scenes: np.ndarray) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i, scene in enumerate(scenes):
+        Image.fromarray(scene).save(folder / f"{i}.png")
+    return folder
+
+
+def _invoke(args: list[str], cli=main) -> object:
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = root / "run"
+    result = _invoke(["train", "--config", str(config), "--out", str(out), "--no-probes",
+                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_the_run_folder(run: Path) -> None:
+    for name in ("model.pt", "config.toml", "history.json", "training_curve.png",
+                 "patterns.npz"):
+        assert (run / name).is_file(), name
+    payload = load_checkpoint(run / "model.pt")
+    assert payload["step"] == 3 and payload["config"]["size"] == 32
+    history = json.loads((run / "history.json").read_text())
+    assert history[-1]["step"] == 3.0
+
+
+def test_train_resumes_and_refuses_changed_settings(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    result = _invoke(["train", "--out", str(copy), "--steps", "5", "--no-probes",
+                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output
+    assert load_checkpoint(copy / "model.pt")["step"] == 5
+    result = _invoke(["train", "--out", str(copy), "--size", "64", "--no-progress"])
+    assert result.exit_code == 2 and "exists" in result.output
+
+
+def test_export_patterns_equal_the_model_masks(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.npz"
+    result = _invoke(["export-patterns", str(run), str(out)])
+    assert result.exit_code == 0, result.output
+    patterns = PatternSet.load(out)
+    masks = load_checkpoint(run / "model.pt")["extra"]["masks"].numpy()
+    np.testing.assert_array_equal(patterns.masks, masks)
+    assert patterns.name.startswith("lsi-learned-")
+
+
+def test_decode_measurements_from_lsi_hw(run: Path, tmp_path: Path) -> None:
+    """Scenes measured by `lsi-hw simulate` with the exported masks decode end to end."""
+    from lsi_ml.bench_data import faces_as_scenes
+    from lsi_ml.generators.synthface import SynthFace
+
+    patterns = tmp_path / "p.npz"
+    _invoke(["export-patterns", str(run), str(patterns)])
+    face = SynthFace(32, seed=2)
+    latent = face.sample_latent(3, torch.Generator().manual_seed(9))
+    scenes = faces_as_scenes(face.synthesize(latent))
+    folder = _png_folder(tmp_path / "faces", scenes)
+    sim_out = tmp_path / "sim"
+    result = _invoke(["simulate", "--images", str(folder), "--patterns", str(patterns),
+                      "--noise", "shot", "--out", str(sim_out), "--no-plot"], cli=hw_main)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "dec"
+    result = _invoke(["decode", str(run), str(sim_out / "measurement.npz"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    latents = np.load(out / "latents.npy")
+    assert latents.shape == (3, 4, 24) and np.isfinite(latents).all()
+    assert np.load(out / "images.npy").shape == (3, 32, 32, 3)
+    assert (out / "overlay.png").stat().st_size > 1000
+    report = json.loads((out / "decoded.json").read_text())
+    assert len(report["scenes"]) == 3
+
+
+def test_decode_refuses_other_patterns(run: Path, tmp_path: Path) -> None:
+    other = PatternSet.random(16, (32, 32), seed=1)
+    other.save(tmp_path / "other.npz")
+    folder = _png_folder(tmp_path / "faces", np.full((2, 32, 32, 3), 90, np.uint8))
+    result = _invoke(["simulate", "--images", str(folder), "--patterns",
+                      str(tmp_path / "other.npz"), "--out", str(tmp_path / "sim"),
+                      "--no-plot"], cli=hw_main)
+    assert result.exit_code == 0, result.output
+    result = _invoke(["decode", str(run), str(tmp_path / "sim" / "measurement.npz"),
+                      "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "patterns" in result.output and "export-patterns" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
+    result = _invoke(["export-patterns", str(tmp_path), str(tmp_path / "x.npz")])
+    assert result.exit_code == 2 and "no model checkpoint" in result.output
+
+
+def test_fake_hw_finetune_needs_init_from(tmp_path: Path) -> None:
+    result = _invoke(["train", "--backend", "fake-hw", "--out", str(tmp_path / "r"),
+                      "--no-progress"])
+    assert result.exit_code == 2 and "--init-from" in result.output
+
+
+def test_fake_hw_finetune_through_the_cli(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ft"
+    result = _invoke(["train", "--backend", "fake-hw", "--init-from", str(run), "--out",
+                      str(out), "--n-recorded", "8", "--steps", "2", "--no-probes",
+                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    fine = load_checkpoint(out / "model.pt")
+    base = load_checkpoint(run / "model.pt")
+    assert torch.equal(fine["extra"]["masks"], base["extra"]["masks"])
+    assert fine["config"]["backend"] == "fake-hw" and fine["config"]["freeze_masks"]
+    assert (out / "recording" / "manifest.json").is_file()
