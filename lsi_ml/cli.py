@@ -198,6 +198,8 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
             if not values.get("init_from"):
                 raise ConfigError(f"--backend {values['backend']} fine-tunes a trained model: "
                                   "give --init-from RUN (a model trained on the simulator)")
+        if not values.get("checkpoint_every"):
+            values["checkpoint_every"] = 200  # a crash loses at most 200 steps
         config = TrainConfig.from_dict(values)
         run.mkdir(parents=True, exist_ok=True)
         if rank == 0:
@@ -300,7 +302,10 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
                f"noise {trainer.config.noise}, SynthFace {trainer.config.size} px")
     click.echo(result.summary())
     click.echo("")
-    click.echo(result.table1_row(ratio, header=True))
+    from lsi_ml.metrics import INCEPTION_NAME, table1_header
+
+    click.echo(table1_header(INCEPTION_NAME if result.fd_is_inception else result.fd_space))
+    click.echo(result.table1_row(ratio))
     if json_out:
         doc = {"model": str(_model_path(model)), "backend": backend, "ratio": ratio,
                "step": trainer.step, **result.as_dict()}

@@ -168,6 +168,11 @@ class TrainConfig:
         Size of the digital encoder (see :class:`~lsi_ml.encoder.EncoderConfig`).
     progress : bool
         Show a tqdm progress bar.
+    lr_schedule : str
+        ``cosine`` (the learning rates follow a half cosine from their value to 2 % of it
+        over ``steps``, after a linear warm-up of ``warmup`` steps) or ``constant``.
+    warmup : int
+        Linear warm-up steps of the learning rates (at most a tenth of ``steps``).
     backend : str
         Where the training measurements come from: ``sim`` measures every batch through
         the differentiable torch model of the bench (masks and decoder train end to end);
@@ -181,11 +186,11 @@ class TrainConfig:
         Training faces recorded on a ``fake-hw``/``hw`` bench.
     """
 
-    size: int = 32
-    n_masks: int = 64
+    size: int = 64
+    n_masks: int = 256
     noise: str = "shot"
-    steps: int = 1000
-    batch: int = 32
+    steps: int = 2000
+    batch: int = 64
     lr_masks: float = 1e-2
     lr_decoder: float = 1e-3
     weight_decay: float = 1e-4
@@ -204,6 +209,8 @@ class TrainConfig:
     encoder_depth: int = 2
     encoder_block_hidden: int = 256
     progress: bool = True
+    lr_schedule: str = "cosine"
+    warmup: int = 100
     backend: str = "sim"
     recording: str | None = None
     n_recorded: int = 1024
@@ -221,6 +228,10 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if self.batch < 2:
             raise ConfigError("batch must be >= 2 (the normaliser is fitted on one batch)")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"lr_schedule={self.lr_schedule!r}: use 'cosine' or 'constant'")
+        if int(self.warmup) < 0:
+            raise ConfigError(f"warmup={self.warmup} must be >= 0")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r} is not one of {BACKENDS}")
         if self.backend != "sim":
@@ -436,6 +447,25 @@ class Trainer:
             identity=self.generator.identity if weights.identity else None,
         )
 
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at ``step`` (a pure function of the step: resumable)."""
+        cfg = self.config
+        warmup = min(cfg.warmup, cfg.steps // 10)
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg.lr_schedule == "constant" or cfg.steps <= warmup:
+            return 1.0
+        t = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def _set_learning_rates(self) -> None:
+        factor = self.lr_factor(self.step)
+        for group in self.opt_decoder.param_groups:
+            group["lr"] = self.config.lr_decoder * factor
+        if self.opt_masks is not None:
+            for group in self.opt_masks.param_groups:
+                group["lr"] = self.config.lr_masks * factor
+
     # ------------------------------------------------------------------ bench recordings
     def recorded_data(self) -> RecordedMeasurements:
         """The bench's training readings (``backend`` fake-hw/hw), recorded on first use.
@@ -489,7 +519,7 @@ class Trainer:
         self.model.train()
         rows = self._global_rows(self.step)
         if cfg.backend == "sim":
-            data = self.train_data.batch(self._batch_indices(self.step))
+            data = self.train_data.images(self._batch_indices(self.step))
             gens = _row_generators(cfg.seed, _NOISE_STREAM, self.step, rows)
             pred = self._net(data["image"], gens)
             target = data["latent"]
@@ -500,6 +530,7 @@ class Trainer:
             pred = self._net(readings=recorded.readings[idx])
             target = recorded.targets[idx]
         total = self._loss(pred, target)["total"]
+        self._set_learning_rates()
         if cfg.mask_energy and not cfg.freeze_masks:
             total = total + cfg.mask_energy * self.optical.energy_loss()
         self.opt_decoder.zero_grad(set_to_none=True)

@@ -169,6 +169,18 @@ class SyntheticFaces(Dataset):
             return {k: v[idx] for k, v in data.items()}
         return self._render(self.latents(idx))
 
+    def images(self, indices: Sequence[int] | Tensor) -> dict[str, Tensor]:
+        """Only ``image`` and ``latent`` of the items (no labels rendered: what training
+        needs; the images equal :meth:`batch`'s)."""
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if self.cache:
+            data = self.batch(idx)
+            return {"image": data["image"], "latent": data["latent"]}
+        latent = self.latents(idx)
+        with torch.no_grad():
+            image = self.generator.synthesize(latent)
+        return {"image": image, "latent": latent}
+
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         if not -self.n <= int(index) < self.n:
             raise IndexError(f"index {index} out of range for a dataset of {self.n} items")
