@@ -62,7 +62,7 @@ def _load_probes(trainer: Any, model: str | Path, probes: str | None,
     if not train_if_missing:
         return None
     click.echo(f"no probes at {path}: training them on generator samples (cached there)")
-    config = ProbeConfig(progress=progress)
+    config = ProbeConfig.cpu(progress=progress)
     probe_set = ProbeSet.fit(trainer.generator, config)
     probe_set.save(path)
     return probe_set
@@ -225,7 +225,7 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
         if probes_path.exists():
             click.echo(f"probes kept: {probes_path}")
         else:
-            pcfg = ProbeConfig(progress=progress)
+            pcfg = ProbeConfig.cpu(progress=progress)
             if probe_steps is not None:
                 pcfg = replace(pcfg, steps=probe_steps)
             ProbeSet.fit(trainer.generator, pcfg).save(probes_path)

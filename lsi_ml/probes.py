@@ -6,6 +6,8 @@
   multi-scale feature maps -> per-pixel class logits (focal loss).
 * :class:`LandmarkProbe`: regression from one coarse feature map -> landmark coordinates
   in [0, 1] of the image size (mean squared error).
+* :class:`HeatmapLandmarkProbe`: a small conv stack over one or more coarse feature maps ->
+  one heatmap per landmark, read out by a soft-argmax (sub-cell, translation-equivariant).
 
 Probes are trained on generator samples (latent -> ground truth) and then applied to
 decoded latents, so a decoder is scored by what the generator's latent space carries.
@@ -21,7 +23,13 @@ from torch import Tensor, nn
 
 from lsi_hw.errors import ConfigError
 
-__all__ = ["AttributeProbe", "LandmarkProbe", "SegmentationProbe", "focal_loss"]
+__all__ = [
+    "AttributeProbe",
+    "HeatmapLandmarkProbe",
+    "LandmarkProbe",
+    "SegmentationProbe",
+    "focal_loss",
+]
 
 
 class AttributeProbe(nn.Module):
@@ -40,14 +48,20 @@ class AttributeProbe(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, targets.float())
 
 
-def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
-    """Multi-class focal loss (Lin et al. 2017): mean of ``-(1 - p_t)^gamma log p_t``.
+def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0,
+               weight: Tensor | None = None) -> Tensor:
+    """Multi-class focal loss (Lin et al. 2017): mean of ``-w_t (1 - p_t)^gamma log p_t``.
 
     ``logits`` (B, C, H, W), ``target`` (B, H, W) class ids; gamma = 0 is cross-entropy.
+    ``weight`` (C,), optional per-class weights ``w`` (1 for every class if omitted; the
+    mean is over pixels, not normalised by the weights).
     """
     log_p = F.log_softmax(logits, dim=1)
     log_pt = log_p.gather(1, target.long().unsqueeze(1)).squeeze(1)
-    return torch.mean(-((1.0 - log_pt.exp()) ** gamma) * log_pt)
+    loss = -((1.0 - log_pt.exp()) ** gamma) * log_pt
+    if weight is not None:
+        loss = loss * weight.to(loss)[target.long()]
+    return torch.mean(loss)
 
 
 class SegmentationProbe(nn.Module):
@@ -61,15 +75,27 @@ class SegmentationProbe(nn.Module):
         Segmentation classes.
     width:
         Channels of the pyramid.
+    depth:
+        3x3 convolutions (GELU) applied to the merged finest map before the head (>= 1).
+    upscale:
+        Sub-pixel factor of the head: it predicts ``n_classes * upscale**2`` channels that
+        a pixel shuffle rearranges to ``upscale`` times the finest map's resolution (learned
+        upsampling), before the final bilinear resize to ``out_size``. 1 = plain head.
     """
 
-    def __init__(self, channels: Sequence[int], n_classes: int, width: int = 64) -> None:
+    def __init__(self, channels: Sequence[int], n_classes: int, width: int = 64,
+                 depth: int = 1, upscale: int = 1) -> None:
         super().__init__()
         if not channels:
             raise ConfigError("SegmentationProbe needs at least one feature map")
+        if depth < 1 or upscale < 1:
+            raise ConfigError(f"depth={depth} and upscale={upscale} must be >= 1")
+        self.upscale = int(upscale)
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
         self.smooth = nn.Conv2d(width, width, 3, padding=1)
-        self.head = nn.Conv2d(width, n_classes, 1)
+        self.refine = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1)
+                                    for _ in range(depth - 1))
+        self.head = nn.Conv2d(width, n_classes * self.upscale**2, 1)
 
     def forward(self, features: Sequence[Tensor], out_size: tuple[int, int]) -> Tensor:
         """Class logits (B, n_classes, *out_size)."""
@@ -84,7 +110,14 @@ class SegmentationProbe(nn.Module):
                                           align_corners=False)
             merged = lat
         assert merged is not None
-        logits = self.head(F.gelu(self.smooth(merged)))
+        h = F.gelu(self.smooth(merged))
+        for conv in self.refine:
+            h = F.gelu(conv(h))
+        logits = self.head(h)
+        if self.upscale > 1:
+            logits = F.pixel_shuffle(logits, self.upscale)
+        if tuple(logits.shape[-2:]) == tuple(out_size):
+            return logits
         return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
 
 
@@ -107,3 +140,67 @@ class LandmarkProbe(nn.Module):
     def loss(pred: Tensor, target: Tensor) -> Tensor:
         """Mean squared error of normalised coordinates."""
         return F.mse_loss(pred, target)
+
+
+class HeatmapLandmarkProbe(nn.Module):
+    """Landmarks from heatmaps over one or more (coarse) feature maps, by soft-argmax.
+
+    The maps are projected to ``width`` channels (1x1), resized to the finest of them and
+    summed, passed through ``depth`` 3x3 convolutions (GELU) and a 1x1 head giving one
+    heatmap per point; a spatial softmax turns each into a distribution whose mean is the
+    point (cell centres at ``(j + 0.5) / w``), so the estimate is sub-cell and shifts with
+    the face.
+
+    Parameters
+    ----------
+    channels : sequence of int
+        Channels of the feature maps it reads (in the order passed to :meth:`forward`).
+    n_points : int
+        Number of landmarks.
+    width : int
+        Channels of the conv stack.
+    depth : int
+        3x3 convolutions of the stack (>= 1).
+    """
+
+    def __init__(self, channels: Sequence[int], n_points: int = 68, width: int = 64,
+                 depth: int = 2) -> None:
+        super().__init__()
+        if not channels:
+            raise ConfigError("HeatmapLandmarkProbe needs at least one feature map")
+        if depth < 1:
+            raise ConfigError(f"depth={depth} must be >= 1")
+        self.n_points = int(n_points)
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.stack = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(depth))
+        self.head = nn.Conv2d(width, n_points, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        """(B, n_points, 2) normalised coordinates (x / W, y / H) of the image, pixel
+        centres at ``(i + 0.5) / W``."""
+        if len(features) != len(self.lateral):
+            raise ConfigError(f"{len(features)} feature maps for {len(self.lateral)} laterals")
+        size = max((f.shape[-2:] for f in features), key=lambda s: s[-1])
+        h: Tensor | None = None
+        for conv, feat in zip(self.lateral, features, strict=True):
+            lat = conv(feat)
+            if tuple(lat.shape[-2:]) != tuple(size):
+                lat = F.interpolate(lat, size=size, mode="bilinear", align_corners=False)
+            h = lat if h is None else h + lat
+        assert h is not None
+        for conv in self.stack:
+            h = F.gelu(conv(h))
+        maps = self.head(h) * self.log_temperature.exp()  # (B, K, hh, ww)
+        b, k, hh, ww = maps.shape
+        prob = torch.softmax(maps.flatten(2), dim=-1).view(b, k, hh, ww)
+        xs = (torch.arange(ww, device=maps.device, dtype=maps.dtype) + 0.5) / ww
+        ys = (torch.arange(hh, device=maps.device, dtype=maps.dtype) + 0.5) / hh
+        x = (prob.sum(2) * xs).sum(-1)
+        y = (prob.sum(3) * ys).sum(-1)
+        return torch.stack([x, y], -1)
+
+    @staticmethod
+    def loss(pred: Tensor, target: Tensor) -> Tensor:
+        """Mean absolute error of normalised coordinates (robust, tracks the NME)."""
+        return F.l1_loss(pred, target)
