@@ -34,7 +34,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from lsi_ml.probe_training import ProbeConfig, ProbeSet
 from lsi_ml.train import TrainConfig, Trainer
@@ -126,12 +125,7 @@ def throughput_table(cases: list[Case], repeats: int, budget_s: float
 
 def conv_features(generator: Any, images: torch.Tensor) -> list[torch.Tensor]:
     """The fixed conv encoder of ``SynthFace.features`` applied to rendered images."""
-    x = images * 2 - 1
-    out = []
-    for wgt, bias in generator._encoder:
-        x = F.leaky_relu(F.conv2d(x, wgt.to(x), bias.to(x), stride=2, padding=1), 0.2)
-        out.append(x)
-    return out
+    return generator.features_from_image(images)
 
 
 def breakdown(case: Case, threads: int, repeats: int, total_c: float) -> None:

@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ import numpy as np
 from scipy import ndimage, optimize
 
 from lsi_hw import __version__
+from lsi_hw.atomic import atomic_write
 from lsi_hw.errors import CalibrationError, ConfigError
 from lsi_hw.interfaces import Bench
 from lsi_hw.patterns import PatternSet
@@ -1759,20 +1759,8 @@ class CalibrationFile:
 
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write the JSON file atomically (temporary file + ``os.replace``); returns the id."""
-        target = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(target)) or "."
         text = json.dumps(self.to_dict(), indent=1, sort_keys=True, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(prefix=".calibration-", suffix=".json.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(path, lambda fh: fh.write(text + "\n"), mode="w")
         return self.id
 
     @classmethod

@@ -122,26 +122,16 @@ class Measurement:
         The file is written to a temporary name and renamed, so a crash never leaves a
         half-written file under ``path``.
         """
-        import os
-        import tempfile
+        from lsi_hw.atomic import atomic_write
 
-        directory = os.path.dirname(os.path.abspath(path)) or "."
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-        os.close(fd)
-        try:
-            np.savez(
-                tmp,
-                values=self.values,
-                timestamps=self.timestamps,
-                settings=np.array(self.settings_json()),
-                pattern_name=np.array(self.pattern_name),
-                scene_ids=np.array(self.scene_ids, dtype=str),
-            )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(path, lambda fh: np.savez(
+            fh,
+            values=self.values,
+            timestamps=self.timestamps,
+            settings=np.array(self.settings_json()),
+            pattern_name=np.array(self.pattern_name),
+            scene_ids=np.array(self.scene_ids, dtype=str),
+        ))
 
     @classmethod
     def load(cls, path: str) -> Measurement:

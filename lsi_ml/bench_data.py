@@ -9,8 +9,6 @@ pair readings with targets for fine-tuning the decoder.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from lsi_hw.acquisition import acquire
+from lsi_hw.atomic import atomic_write
 from lsi_hw.errors import ConfigError
 from lsi_hw.patterns import PatternSet
 from lsi_hw.recording import Recording
@@ -39,16 +38,8 @@ def faces_as_scenes(images: torch.Tensor) -> np.ndarray:
 
 def _save_targets(path: Path, targets: dict[str, np.ndarray]) -> None:
     ids = sorted(targets)
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=".targets-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, scene_ids=np.array(ids), latents=np.stack([targets[i] for i in ids]))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path / TARGETS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path / TARGETS_FILE, lambda fh: np.savez(
+        fh, scene_ids=np.array(ids), latents=np.stack([targets[i] for i in ids])))
 
 
 def load_targets(path: str | Path) -> dict[str, np.ndarray]:

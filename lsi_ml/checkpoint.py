@@ -9,14 +9,13 @@ from the file (unlike a plain pickle).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lsi_hw.atomic import atomic_write
 from lsi_hw.errors import ConfigError
 
 __all__ = ["git_revision", "load_checkpoint", "save_checkpoint"]
@@ -52,16 +51,7 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int,
         "git_revision": git_revision(),
         "extra": extra or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda fh: torch.save(payload, fh))
     return target
 
 

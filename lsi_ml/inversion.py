@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lsi_hw.atomic import atomic_write
 from lsi_hw.errors import ConfigError
 
 __all__ = ["LOSSES", "InversionResult", "invert", "invert_dataset"]
@@ -253,19 +252,6 @@ def invert(
 # --------------------------------------------------------------------------------------------
 # whole datasets, resumable
 # --------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def invert_dataset(
     generator: Any,
     dataset: Any,
@@ -348,9 +334,9 @@ def invert_dataset(
         done = set()
 
     def save() -> None:
-        _atomic_write(out, lambda fh: np.save(fh, array))
+        atomic_write(out, lambda fh: np.save(fh, array))
         text = json.dumps({**key, "done": sorted(done)})
-        _atomic_write(prog_path, lambda fh: fh.write(text), mode="w")
+        atomic_write(prog_path, lambda fh: fh.write(text), mode="w")
 
     rows_all = _rows(dataset, range(n_local))
     if rows_all and (min(rows_all) < 0 or max(rows_all) >= n_rows):

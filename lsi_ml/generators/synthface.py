@@ -876,7 +876,12 @@ class SynthFace:
         1/4, 1/8 and 1/16 of the image size. The encoder is never trained (its weights are a
         function of ``seed`` only), so probes must learn how to read it.
         """
-        x = self.synthesize(latent) * 2 - 1
+        return self.features_from_image(self.synthesize(latent))
+
+    def features_from_image(self, images: Tensor) -> list[Tensor]:
+        """:meth:`features` of already rendered images ``(n, 3, H, W)`` in [0, 1] (saves
+        the render when the image is at hand)."""
+        x = images * 2 - 1
         out = []
         for wgt, bias in self._encoder:
             x = F.leaky_relu(F.conv2d(x, wgt.to(x), bias.to(x), stride=2, padding=1), 0.2)
