@@ -280,23 +280,31 @@ def _bench_decoder(trainer: Any, backend: str, seed: int) -> Any:
 @click.option("--ceiling", is_flag=True,
               help="Also score the probes on the TRUE latents (what a perfect decoder gets).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Test-set seed.")
+@click.option("--dlib", is_flag=True,
+              help="Also report dlib face verification (descriptor distance < 0.6) and dlib "
+                   "68-landmark NME of the reconstructed images vs the originals (first 128 "
+                   'faces; needs pip install "lsi-toolkit[faces]").')
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every number to this JSON file.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @one_line_errors
 def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | None,
-          ceiling: bool, seed: int, json_out: str | None, progress: bool) -> None:
+          ceiling: bool, seed: int, dlib: bool, json_out: str | None, progress: bool) -> None:
     """Print a Table-1-style row: ratio, verification, FD, attributes, seg F1, NME."""
     from lsi_ml.evaluation import evaluate_decoder
 
     if n_test < 2 or n_pairs < 4:
         raise ConfigError("--n-test must be >= 2 and --pairs >= 4")
+    if dlib:  # fail before loading the model or training probes
+        from lsi_ml.evaluation import _dlib_faces
+
+        _dlib_faces()
     trainer = _load_trainer(model)
     probe_set = _load_probes(trainer, model, probes, True, progress)
     decode = _bench_decoder(trainer, backend, seed)
     result = evaluate_decoder(decode, trainer.generator, probe_set, n_test=n_test,
                               n_pairs=n_pairs, seed=seed, progress=progress,
-                              with_ceiling=ceiling)
+                              with_ceiling=ceiling, dlib=dlib)
     ratio = _ratio(trainer)
     click.echo(f"model {_model_path(model)} (step {trainer.step}), backend {backend}, "
                f"noise {trainer.config.noise}, SynthFace {trainer.config.size} px")

@@ -20,10 +20,26 @@ decoders' ``train`` data), asks a decoder for latents and scores them:
 
 With ``with_ceiling=True`` the same metrics are computed for the oracle (true latents), so
 probe error can be told apart from decoder error.
+
+With ``dlib=True`` (optional ``faces`` extra) the paper's *Dlib* metrics are added, computed on
+IMAGES rather than latents: for the first ``dlib_faces`` test faces the scene image (original)
+and ``generator.synthesize(decoded)`` (reconstruction) are upsampled (bicubic) to at least
+256 px, dlib's HOG detector looks for a face in each, and
+
+* ``dlib_verification``: fraction of the faces found in the original whose reconstruction has
+  a face with a 128-d descriptor within Euclidean distance 0.6 of the original's (a
+  reconstruction in which dlib finds no face counts as a mismatch; originals without a
+  detected face are left out);
+* ``dlib_landmark_nme``: dlib's 68 landmarks on the reconstruction against dlib's 68 landmarks
+  on the original (x100 of the original landmarks' box diagonal), over faces found in both.
+
+These need a generator whose images dlib recognises as faces; on SynthFace dlib tells
+different identities apart poorly, so they are no substitute for the probe metrics.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +54,8 @@ from lsi_hw.errors import ConfigError
 from lsi_ml import metrics
 from lsi_ml.data.synthetic import SyntheticFaces, split_seed
 
-__all__ = ["Decoder", "EvalResult", "evaluate_decoder", "oracle_decoder"]
+__all__ = ["DLIB_MIN_SIZE", "Decoder", "EvalResult", "dlib_reconstruction_scores",
+           "evaluate_decoder", "oracle_decoder"]
 
 Decoder = Callable[[dict[str, Tensor]], Tensor]
 """``decode(batch) -> latent (B, L, D)``; ``batch`` has ``image`` (B, 3, H, W) in [0, 1]
@@ -47,6 +64,9 @@ and the true ``latent`` (only an oracle may use it)."""
 _PAIR_BLOCK = 1_000_003
 """Block index of ``split_seed`` used for the verification-pair streams (far beyond any
 data block, so pair latents never come from the test set's stream)."""
+
+DLIB_MIN_SIZE = 256
+"""Images are upsampled (bicubic) so that their shorter side is at least this before dlib."""
 
 
 def oracle_decoder(batch: dict[str, Tensor]) -> Tensor:
@@ -100,6 +120,22 @@ class EvalResult:
         Wall-clock time of the evaluation (s).
     ceiling : EvalResult or None
         The same metrics for the true latents (oracle decoder), if requested.
+    dlib_n_faces : int or None
+        Test faces given to dlib (``dlib=True`` only, like every ``dlib_*`` field; None
+        otherwise).
+    dlib_detected : float or None
+        Fraction of those originals (scene images) in which dlib's detector found a face.
+    dlib_reconstruction_detected : float or None
+        Fraction of the reconstructions ``synthesize(decoded)`` in which it found one.
+    dlib_verification : float or None
+        Fraction of the faces detected in the original whose reconstruction matches it
+        (descriptor distance < 0.6; no face found in the reconstruction = no match). NaN if
+        no original face was detected.
+    dlib_distance : float or None
+        Mean descriptor distance over the faces detected in both images (NaN if none).
+    dlib_landmark_nme : float or None
+        dlib landmarks of the reconstruction vs dlib landmarks of the original, NME x100 of
+        the box diagonal, over the faces detected in both (NaN if none).
     """
 
     n_test: int
@@ -125,6 +161,12 @@ class EvalResult:
     verification_val_accuracy: float
     seconds: float = float("nan")
     ceiling: EvalResult | None = field(default=None, repr=False)
+    dlib_n_faces: int | None = None
+    dlib_detected: float | None = None
+    dlib_reconstruction_detected: float | None = None
+    dlib_verification: float | None = None
+    dlib_distance: float | None = None
+    dlib_landmark_nme: float | None = None
 
     @property
     def fd_result(self) -> metrics.FrechetResult:
@@ -181,7 +223,115 @@ class EvalResult:
             lines.append("ceiling = the same probes and metrics on the true latents (oracle)")
         if not self.fd_is_inception:
             lines.append(f"note: {self.fd_label} is a substitute feature space, not FID")
+        if self.dlib_n_faces is not None:
+            lines.extend(self._dlib_lines(width))
         return "\n".join(lines)
+
+    def _dlib_lines(self, width: int) -> list[str]:
+        n = int(self.dlib_n_faces or 0)
+        n_orig = round((self.dlib_detected or 0.0) * n)
+        n_rec = round((self.dlib_reconstruction_detected or 0.0) * n)
+        rows = [("dlib verification (dist < 0.6)", "%", 100 * _nan(self.dlib_verification)),
+                ("dlib mean descriptor distance", "", _nan(self.dlib_distance)),
+                ("dlib landmark NME (x100 bbox)", "", _nan(self.dlib_landmark_nme))]
+        wide = max(width, max(len(name) for name, _, _ in rows) + 2)
+        lines = [f"dlib on generated images: synthesize(decoded) vs the original scene, "
+                 f"both >= {DLIB_MIN_SIZE} px (decoder only)"]
+        lines += [f"{name:{wide}}{value:12.3f} {unit}".rstrip() for name, unit, value in rows]
+        lines.append(f"  dlib found a face in {n_orig}/{n} originals and {n_rec}/{n} "
+                     f"reconstructions; the {n - n_orig} without one in the original")
+        lines.append("  are not counted in the match rate (no face in the reconstruction = "
+                     "mismatch); NME over faces found in both")
+        return lines
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _dlib_faces() -> Any:
+    """A :class:`lsi_ml.faces.DlibFaces`, or ConfigError naming the ``faces`` extra."""
+    try:
+        from lsi_ml.faces import DlibFaces
+
+        return DlibFaces()
+    except (ImportError, ConfigError) as exc:
+        raise ConfigError(f"dlib metrics (dlib=True, lsi-ml eval --dlib) need the optional "
+                          f'faces extra: pip install "lsi-toolkit[faces]" ({exc})') from exc
+
+
+def _upsample_for_dlib(images: Tensor) -> Tensor:
+    """``(n, 3, H, W)`` in [0, 1], enlarged by an integer factor (bicubic) to >= 256 px."""
+    images = images.detach().cpu().float()
+    factor = math.ceil(DLIB_MIN_SIZE / min(images.shape[-2:]))
+    if factor <= 1:
+        return images
+    size = (images.shape[-2] * factor, images.shape[-1] * factor)
+    return torch.nn.functional.interpolate(images, size=size, mode="bicubic",
+                                           align_corners=False).clamp_(0.0, 1.0)
+
+
+def dlib_reconstruction_scores(originals: Tensor, reconstructions: Tensor, *,
+                               faces: Any = None) -> dict[str, float | int]:
+    """The paper's Dlib verification and dlib landmark NME of reconstructions vs originals.
+
+    Parameters
+    ----------
+    originals, reconstructions : Tensor
+        ``(n, 3, H, W)`` images in [0, 1]; pair ``i`` is one face and its reconstruction.
+        Both are upsampled (bicubic, integer factor) to at least :data:`DLIB_MIN_SIZE` px.
+    faces : DlibFaces, optional
+        Detector / predictor / descriptor (default ``DlibFaces()``; ConfigError naming the
+        ``faces`` extra if it is not installed).
+
+    Returns
+    -------
+    dict
+        ``dlib_n_faces``, ``dlib_detected`` (fraction of originals with a detected face),
+        ``dlib_reconstruction_detected``, ``dlib_verification`` (fraction of the detected
+        originals whose reconstruction has a face at descriptor distance < 0.6; no face in
+        the reconstruction = no match), ``dlib_distance`` (mean distance) and
+        ``dlib_landmark_nme`` (x100 of the original's landmark box diagonal), both over the
+        faces detected in both images; NaN where nothing was detected.
+    """
+    from lsi_ml.faces import DLIB_THRESHOLD, to_uint8_rgb
+
+    if originals.dim() != 4 or originals.shape != reconstructions.shape:
+        raise ConfigError(f"need two (n, 3, H, W) batches of the same shape, got "
+                          f"{tuple(originals.shape)} and {tuple(reconstructions.shape)}")
+    f = faces if faces is not None else _dlib_faces()
+    orig, rec = _upsample_for_dlib(originals), _upsample_for_dlib(reconstructions)
+    n = int(orig.shape[0])
+    found_orig = found_rec = 0
+    same: list[bool] = []
+    dists: list[float] = []
+    lm_pred: list[np.ndarray] = []
+    lm_ref: list[np.ndarray] = []
+    for a_t, b_t in zip(orig, rec, strict=True):
+        a, b = to_uint8_rgb(a_t), to_uint8_rgb(b_t)
+        box_a, box_b = f.detect(a), f.detect(b)
+        found_rec += bool(box_b)
+        if not box_a:
+            continue  # dlib sees no face in the original: nothing to verify against
+        found_orig += 1
+        if not box_b:
+            same.append(False)
+            continue
+        dist = float(np.linalg.norm(f.descriptor(a, box_a[0]) - f.descriptor(b, box_b[0])))
+        dists.append(dist)
+        same.append(dist < DLIB_THRESHOLD)
+        lm_ref.append(f.landmarks(a, box_a[0]))
+        lm_pred.append(f.landmarks(b, box_b[0]))
+    nme = (metrics.landmark_nme(np.stack(lm_pred), np.stack(lm_ref)) if lm_ref
+           else float("nan"))
+    return {
+        "dlib_n_faces": n,
+        "dlib_detected": found_orig / n if n else float("nan"),
+        "dlib_reconstruction_detected": found_rec / n if n else float("nan"),
+        "dlib_verification": float(np.mean(same)) if same else float("nan"),
+        "dlib_distance": float(np.mean(dists)) if dists else float("nan"),
+        "dlib_landmark_nme": float(nme),
+    }
 
 
 def _check_decoded(decoded: Any, latent: Tensor) -> Tensor:
@@ -217,7 +367,9 @@ class _Accumulator:
         """Score one chunk; ``image`` = ``synthesize(latent)`` if already known."""
         if image is None:
             image = generator.synthesize(latent)
-        pred = probes.predict(latent)
+        from_image = getattr(generator, "features_from_image", None)
+        feats = from_image(image) if from_image is not None else None  # no second render
+        pred = probes.predict(latent, features=feats)
         self.latent.append(latent.cpu())
         self.attr_logits.append(pred["attribute_logits"].cpu())
         self.seg.append(pred["segmentation"].to(torch.uint8).cpu())
@@ -307,6 +459,8 @@ def evaluate_decoder(
     fd_features: Any = None,
     with_ceiling: bool = False,
     progress: bool = False,
+    dlib: bool = False,
+    dlib_faces: int = 128,
 ) -> EvalResult:
     """Score a latent decoder on a fixed seeded test set (see the module docstring).
 
@@ -338,6 +492,12 @@ def evaluate_decoder(
         Also compute every metric for the true latents (``result.ceiling``).
     progress : bool
         Show a tqdm progress bar (faces rendered).
+    dlib : bool
+        Also compute the Dlib metrics on images (``dlib_*`` fields; see the module docstring
+        and :func:`dlib_reconstruction_scores`); needs the optional ``faces`` extra.
+    dlib_faces : int
+        Test faces (the first ones) given to dlib (>= 1; dlib costs ~0.1 s per face on one
+        core).
 
     Returns
     -------
@@ -346,8 +506,8 @@ def evaluate_decoder(
     Raises
     ------
     ConfigError
-        Bad sizes, probes for another generator, or a decoder returning a wrong shape or
-        non-finite values.
+        Bad sizes, probes for another generator, a decoder returning a wrong shape or
+        non-finite values, or ``dlib=True`` without the ``faces`` extra.
     """
     t0 = time.perf_counter()
     if int(n_test) < 2:
@@ -358,6 +518,10 @@ def evaluate_decoder(
         raise ConfigError(f"batch={batch} must be >= 1")
     if int(seed) < 0:
         raise ConfigError(f"seed={seed} must be >= 0")
+    if dlib and int(dlib_faces) < 1:
+        raise ConfigError(f"dlib_faces={dlib_faces} must be >= 1")
+    dlib_model = _dlib_faces() if dlib else None  # fail before any rendering
+    n_dlib = min(int(dlib_faces), int(n_test)) if dlib else 0
     signature = getattr(probes, "signature", None)
     if signature is not None:
         from lsi_ml.probe_training import _generator_signature
@@ -378,6 +542,7 @@ def evaluate_decoder(
     truth: dict[str, list[Tensor]] = {k: [] for k in ("latent", "attributes", "segmentation",
                                                       "landmarks")}
     scene_feats = []
+    dlib_images: tuple[list[Tensor], list[Tensor]] = ([], [])
     with tqdm(total=total, desc="evaluate", unit="face", disable=not progress,
               leave=False) as bar:
         for lo in range(0, n_test, batch):
@@ -388,7 +553,12 @@ def evaluate_decoder(
             for key in truth:
                 truth[key].append(item[key])
             scene_feats.append(np.asarray(fd_features(scene.cpu().numpy())))
-            dec.add(generator, probes, decoded, scene, fd_features)
+            image = generator.synthesize(decoded)
+            dec.add(generator, probes, decoded, scene, fd_features, image=image)
+            keep = max(0, min(n_dlib - lo, latent.shape[0]))
+            if keep:
+                dlib_images[0].append(scene[:keep].cpu())
+                dlib_images[1].append(image[:keep].cpu())
             if ceil is not None:  # the oracle's image is the scene (same render chunk)
                 ceil.add(generator, probes, latent, scene, fd_features, image=scene)
             bar.update(latent.shape[0])
@@ -409,5 +579,10 @@ def evaluate_decoder(
         result.ceiling = _finish(ceil, truth, generator, probes, fd_features, feats, ceil_ver,
                                  n_pairs)
         result.ceiling.seconds = float("nan")
+    if dlib_model is not None:
+        scores_dlib = dlib_reconstruction_scores(torch.cat(dlib_images[0]),
+                                                 torch.cat(dlib_images[1]), faces=dlib_model)
+        for key, value in scores_dlib.items():
+            setattr(result, key, value)
     result.seconds = time.perf_counter() - t0
     return result
