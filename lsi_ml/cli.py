@@ -68,6 +68,40 @@ def _load_probes(trainer: Any, model: str | Path, probes: str | None,
     return probe_set
 
 
+def _parse_bench_options(items: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> options for :func:`lsi_hw.benches.make_bench` (values read
+    as JSON when they parse, e.g. numbers and true/false, else kept as strings)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--bench-option {item!r}: write KEY=VALUE, e.g. daq_device=Dev2")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def _make_bench(backend: str, trainer: Any, seed: int, options: dict[str, Any]) -> Any:
+    """The bench of ``backend`` set up like the model's simulated bench, plus ``options``."""
+    import inspect
+
+    from lsi_hw.benches import make_bench, open_hardware_bench
+    from lsi_hw.twin import FakeHardwareBench
+
+    base: dict[str, Any] = {"config": trainer.sim_config}
+    if backend == "fake-hw":
+        base["seed"] = seed
+    known = set(inspect.signature(FakeHardwareBench if backend == "fake-hw"
+                                  else open_hardware_bench).parameters) - {"self"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"--bench-option {unknown} not understood by the {backend} bench; "
+                          f"allowed: {', '.join(sorted(known))}")
+    return make_bench(backend, **{**base, **options})
+
+
 def _ratio(trainer: Any) -> str:
     pixels = trainer.config.size ** 2
     m = trainer.config.n_masks
@@ -145,6 +179,9 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
 @click.option("--probe-steps", type=int, default=None,
               help="Probe training steps (default: ProbeConfig's).")
 @click.option("--no-probes", is_flag=True, help="Do not train the probes after the decoder.")
+@click.option("--bench-option", "bench_options", multiple=True, metavar="KEY=VALUE",
+              help="fake-hw/hw bench setting, repeatable (e.g. daq_device=Dev2, "
+                   "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Processes (DDP, gloo on CPU) via torchrun; the global batch is split.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -152,12 +189,14 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
 def train(config_file: str | None, out: str, backend: str | None, init_from: str | None,
           size: int | None, n_masks: int | None, noise: str | None, steps: int | None,
           batch: int | None, seed: int | None, n_recorded: int | None,
-          probe_steps: int | None, no_probes: bool, nproc: int, progress: bool) -> None:
+          probe_steps: int | None, no_probes: bool, bench_options: tuple[str, ...], nproc: int,
+          progress: bool) -> None:
     """Train masks + decoder (sim) or fine-tune the decoder on bench recordings."""
     from lsi_ml.train import TrainConfig, Trainer, init_distributed
 
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be >= 1")
+    options = _parse_bench_options(bench_options)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_torchrun(nproc)
     run = Path(out)
@@ -205,6 +244,11 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
         if rank == 0:
             (run / "config.toml").write_text(config.to_toml(), encoding="utf-8")
         trainer = Trainer(config)
+    if options and trainer.config.backend == "sim":
+        raise ConfigError("--bench-option is for --backend fake-hw or hw")
+    if trainer.config.backend != "sim":  # open the bench now: errors before any work
+        trainer._bench = _make_bench(trainer.config.backend, trainer, trainer.config.seed,
+                                     options)
     if rank == 0:
         click.echo(f"training {_ratio(trainer)} ({trainer.config.n_masks} masks at "
                    f"{trainer.config.size} px, noise {trainer.config.noise}, backend "
@@ -234,7 +278,8 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
 
 
 # ---------------------------------------------------------------------------------- eval
-def _bench_decoder(trainer: Any, backend: str, seed: int) -> Any:
+def _bench_decoder(trainer: Any, backend: str, seed: int,
+                   options: dict[str, Any] | None = None) -> Any:
     """decode(batch) for evaluate_decoder: measure the batch's faces, then decode."""
     import torch
 
@@ -253,12 +298,7 @@ def _bench_decoder(trainer: Any, backend: str, seed: int) -> Any:
                 return trainer.decode(trainer.measure(images, generator=gens))
 
         return decode_sim
-    from lsi_hw.benches import make_bench
-
-    options: dict[str, Any] = {}
-    if backend == "fake-hw":
-        options = {"config": trainer.sim_config, "seed": seed}
-    bench = make_bench(backend, **options)
+    bench = _make_bench(backend, trainer, seed, options or {})
     patterns = trainer.optical.export_patterns(trainer.pattern_name)
 
     def decode_bench(batch: dict[str, Any]) -> Any:
@@ -286,10 +326,14 @@ def _bench_decoder(trainer: Any, backend: str, seed: int) -> Any:
                    'faces; needs pip install "lsi-toolkit[faces]").')
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every number to this JSON file.")
+@click.option("--bench-option", "bench_options", multiple=True, metavar="KEY=VALUE",
+              help="fake-hw/hw bench setting, repeatable (e.g. daq_device=Dev2, "
+                   "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @one_line_errors
 def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | None,
-          ceiling: bool, seed: int, dlib: bool, json_out: str | None, progress: bool) -> None:
+          ceiling: bool, seed: int, dlib: bool, json_out: str | None,
+          bench_options: tuple[str, ...], progress: bool) -> None:
     """Print a Table-1-style row: ratio, verification, FD, attributes, seg F1, NME."""
     from lsi_ml.evaluation import evaluate_decoder
 
@@ -299,9 +343,12 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
         from lsi_ml.evaluation import _dlib_faces
 
         _dlib_faces()
+    options = _parse_bench_options(bench_options)
+    if options and backend == "sim":
+        raise ConfigError("--bench-option is for --backend fake-hw or hw")
     trainer = _load_trainer(model)
+    decode = _bench_decoder(trainer, backend, seed, options)  # opens the bench first
     probe_set = _load_probes(trainer, model, probes, True, progress)
-    decode = _bench_decoder(trainer, backend, seed)
     result = evaluate_decoder(decode, trainer.generator, probe_set, n_test=n_test,
                               n_pairs=n_pairs, seed=seed, progress=progress,
                               with_ceiling=ceiling, dlib=dlib)

@@ -153,3 +153,18 @@ def test_fake_hw_finetune_through_the_cli(run: Path, tmp_path: Path) -> None:
     assert torch.equal(fine["extra"]["masks"], base["extra"]["masks"])
     assert fine["config"]["backend"] == "fake-hw" and fine["config"]["freeze_masks"]
     assert (out / "recording" / "manifest.json").is_file()
+
+
+def test_bench_options_reach_the_bench_or_fail_clearly(run: Path) -> None:
+    ok = _invoke(["eval", str(run), "--backend", "fake-hw", "--bench-option", "seed=5",
+                  "--n-test", "4", "--pairs", "4", "--no-progress", "--probes",
+                  str(run / "missing.pt")])
+    # the bench opened with the option; then the missing probe file is the (clear) error
+    assert ok.exit_code == 2 and "missing.pt" in ok.output
+    bad = _invoke(["eval", str(run), "--backend", "fake-hw", "--bench-option", "colour=red",
+                   "--no-progress"])
+    assert bad.exit_code == 2 and "colour" in bad.output and "allowed" in bad.output
+    bad = _invoke(["eval", str(run), "--bench-option", "nonsense", "--backend", "fake-hw"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+    bad = _invoke(["eval", str(run), "--bench-option", "seed=1"])
+    assert bad.exit_code == 2 and "fake-hw or hw" in bad.output
