@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lsi_hw.baselines import normalise_images
 from lsi_hw.errors import ConfigError
 from lsi_hw.patterns import PatternSet
 
@@ -44,7 +45,4 @@ def preview_reconstruction(
         images, method = (centred.T @ coef).T, "least squares"
     else:
         images, method = y @ centred, "adjoint"
-    images = images.reshape(len(vals), *patterns.shape)
-    lo = images.min(axis=(1, 2), keepdims=True)
-    span = np.ptp(images, axis=(1, 2), keepdims=True)
-    return (images - lo) / np.where(span > 0, span, 1.0), method
+    return normalise_images(images.reshape(len(vals), *patterns.shape)), method
