@@ -19,6 +19,8 @@ was wrong, the allowed range, and what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "CalibrationError",
     "ConfigError",
@@ -28,6 +30,7 @@ __all__ = [
     "PatternError",
     "ProtocolError",
     "TransportError",
+    "require_known_keys",
 ]
 
 
@@ -61,6 +64,14 @@ class DeviceTimeout(DeviceError, TimeoutError):
 
 class CalibrationError(LSIError):
     """A calibration routine failed or did not reach its stated tolerance."""
+
+
+def require_known_keys(keys: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Raise ConfigError naming the unknown ``keys`` of ``what`` and the known ones."""
+    allowed = sorted(set(known))
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; known: {allowed}")
 
 
 def require_in_range(name: str, value: float, lo: float, hi: float, unit: str = "") -> float:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lsi_hw.errors import ConfigError
+from lsi_hw.errors import ConfigError, require_known_keys
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
 from lsi_ml.probes import (
     AttributeProbe,
@@ -180,10 +180,7 @@ class ProbeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeConfig:
         """Config from :meth:`to_dict` output; unknown keys raise ConfigError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown probe config keys {unknown}; known: {sorted(known)}")
+        require_known_keys(data, (f.name for f in fields(cls)), "probe config keys")
         values = dict(data)
         if "landmark_maps" in values:
             values["landmark_maps"] = tuple(values["landmark_maps"])

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lsi_hw.errors import ConfigError
+from lsi_hw.errors import ConfigError, require_known_keys
 from lsi_hw.sim.forward import SimConfig
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
 from lsi_ml.data.recorded import RecordedMeasurements
@@ -259,20 +259,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Config from a dict as written by :meth:`to_dict` (unknown keys: ConfigError)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+        require_known_keys(data, (f.name for f in fields(cls)), "training config keys")
         values = dict(data)
         if "loss" in values:
             loss = values["loss"]
             if isinstance(loss, LossWeights):
                 pass
             elif isinstance(loss, dict):
-                loss_known = {f.name for f in fields(LossWeights)}
-                bad = sorted(set(loss) - loss_known)
-                if bad:
-                    raise ConfigError(f"unknown loss weights {bad}; known: {sorted(loss_known)}")
+                require_known_keys(loss, (f.name for f in fields(LossWeights)), "loss weights")
                 values["loss"] = LossWeights(**{k: float(v) for k, v in loss.items()})
             else:
                 raise ConfigError("loss must be a table of weights")
