@@ -70,7 +70,7 @@ _KILL_TIMEOUT_S = 2.0
 _ERROR_CLASSES: dict[str, type[LSIError]] = {
     cls.__name__: cls
     for cls in (getattr(_errors, name) for name in _errors.__all__)
-    if issubclass(cls, DeviceError | ConfigError)
+    if isinstance(cls, type) and issubclass(cls, DeviceError | ConfigError)
 }
 # SDL hints for the child (environment variables, set only if the user has not):
 _CHILD_SDL_DEFAULTS = {
