@@ -8,19 +8,14 @@ read back from the X server itself with ``xwd -root``, so the test sees what an 
 
 from __future__ import annotations
 
-import ast
 import os
-import select
-import shutil
-import struct
-import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from xserver import top_level_imports, xvfb, xwd_root
 
 from lsi_hw.drivers import display as D
 from lsi_hw.drivers.display import (
@@ -71,13 +66,7 @@ def rgb_ramp(h: int, w: int) -> np.ndarray:
 
 
 def test_module_imports_pygame_lazily_only():
-    tree = ast.parse(Path(D.__file__).read_text())
-    top = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module.split(".")[0])
+    top = top_level_imports(D.__file__)
     assert "pygame" not in top and "lsi_hw" in top
 
 
@@ -272,72 +261,21 @@ def test_missing_display(monkeypatch):
 # -- MonitorScene under Xvfb, read back from the X server -------------------------------
 
 
-def parse_xwd(data: bytes) -> np.ndarray:
-    """An XWD (X Window Dump, version 7, ZPixmap, 24/32 bpp TrueColor) as (H, W, 3) uint8."""
-    fields = struct.unpack(">25I", data[:100])
-    header_size, version, pixmap_format = fields[0:3]
-    width, height = fields[4], fields[5]
-    byte_order, bits_per_pixel, bytes_per_line = fields[7], fields[11], fields[12]
-    masks, ncolors = fields[14:17], fields[19]
-    assert version == 7 and pixmap_format == 2 and bits_per_pixel in (24, 32)
-    start = header_size + 12 * ncolors
-    bpp = bits_per_pixel // 8
-    rows = np.frombuffer(data, np.uint8, count=height * bytes_per_line, offset=start)
-    px = rows.reshape(height, bytes_per_line)[:, : width * bpp].reshape(height, width, bpp)
-    weights = 256 ** np.arange(bpp, dtype=np.uint64)
-    if byte_order == 1:  # MSBFirst
-        weights = weights[::-1]
-    value = (px.astype(np.uint64) * weights).sum(axis=2)
-    out = np.empty((height, width, 3), np.uint8)
-    for c, mask in enumerate(masks):
-        shift = (mask & -mask).bit_length() - 1
-        out[..., c] = (value >> np.uint64(shift)) & np.uint64(0xFF)
-    return out
-
-
 @pytest.fixture
-def xvfb(monkeypatch):
-    """An Xvfb server of 64 x 48 pixels on a free display number (``-displayfd``)."""
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        pytest.skip("Xvfb not installed (Debian/Ubuntu: apt install xvfb x11-apps)")
-    if shutil.which("xwd") is None:
-        pytest.skip("xwd not installed (Debian/Ubuntu: apt install x11-apps)")
+def xvfb_screen(monkeypatch):
+    """An Xvfb server of 64 x 48 pixels on a free display number, as pygame's display."""
     pygame = _pygame_or_skip()
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(
-        [exe, "-displayfd", str(write_fd), "-screen", "0", "64x48x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], 10.0)
-        number = os.read(read_fd, 32).decode().strip() if ready else ""
-        if not number.isdigit():
-            pytest.skip("Xvfb did not start within 10 s")
-        display = f":{number}"
+    with xvfb("64x48x24") as display:
         pygame.display.quit()
         monkeypatch.setenv("DISPLAY", display)
         monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
-        yield display
-    finally:
-        pygame.display.quit()
-        os.close(read_fd)
-        proc.terminate()
         try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield display
+        finally:
+            pygame.display.quit()
 
 
-def xwd_root(display: str) -> np.ndarray:
-    out = subprocess.run(["xwd", "-root", "-silent", "-display", display],
-                         capture_output=True, check=True, timeout=10)
-    return parse_xwd(out.stdout)
-
-
-def test_xvfb_fullscreen_frame_read_from_x_server(xvfb):
+def test_xvfb_fullscreen_frame_read_from_x_server(xvfb_screen):
     with MonitorScene(settle_frames=1) as s:
         assert s.settings()["video_driver"] == "x11"
         assert s.screen_size == (64, 48)
@@ -346,7 +284,7 @@ def test_xvfb_fullscreen_frame_read_from_x_server(xvfb):
         expected = compose_frame(img, (64, 48))
         got = None
         for _ in range(20):  # the X server may composite a moment after the swap
-            got = xwd_root(xvfb)
+            got = xwd_root(xvfb_screen)
             if np.array_equal(got, expected):
                 break
             time.sleep(0.05)
@@ -356,7 +294,7 @@ def test_xvfb_fullscreen_frame_read_from_x_server(xvfb):
         s.show(grey)
         expected = compose_frame(grey, (64, 48))
         for _ in range(20):
-            got = xwd_root(xvfb)
+            got = xwd_root(xvfb_screen)
             if np.array_equal(got, expected):
                 break
             time.sleep(0.05)

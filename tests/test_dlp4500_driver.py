@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import errno
 import sys
-import types
 from collections import deque
 
 import pytest
+from fake_usb import FakeUsbDevice, NoBackendError, USBError, install_fake_usb
 
 from lsi_hw.drivers.dlpc350 import protocol as P
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
@@ -257,97 +257,6 @@ def test_plan_is_pure_and_checked():
 # --------------------------------------------------------------------------------------
 
 
-class _USBError(OSError):
-    def __init__(self, strerror, error_code=None, errno_=None):
-        OSError.__init__(self, errno_, strerror)
-        self.backend_error_code = error_code
-
-
-class _USBTimeoutError(_USBError):
-    pass
-
-
-class _NoBackendError(ValueError):
-    pass
-
-
-class FakeUsbDevice:
-    """Looks like a pyusb Device; optionally wired to a FakeDLPC350."""
-
-    def __init__(self, emulator: FakeDLPC350 | None = None, kernel_active: bool = True):
-        self.emulator = emulator
-        self.kernel_active = kernel_active
-        self.calls: list[tuple] = []
-        self.write_error: BaseException | None = None
-        self.read_error: BaseException | None = None
-
-    def is_kernel_driver_active(self, i):
-        return self.kernel_active
-
-    def detach_kernel_driver(self, i):
-        self.calls.append(("detach", i))
-        self.kernel_active = False
-
-    def attach_kernel_driver(self, i):
-        self.calls.append(("attach", i))
-        self.kernel_active = True
-
-    def get_active_configuration(self):
-        return object()
-
-    def set_configuration(self):
-        self.calls.append(("set_configuration",))
-
-    def write(self, ep, data, timeout):
-        self.calls.append(("write", ep, len(data), timeout))
-        if self.write_error is not None:
-            raise self.write_error
-        if self.emulator is not None:
-            self.emulator.write(bytes(data))
-        return len(data)
-
-    def read(self, ep, size, timeout):
-        self.calls.append(("read", ep, size, timeout))
-        if self.read_error is not None:
-            raise self.read_error
-        if self.emulator is None:
-            raise _USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT)
-        try:
-            return bytearray(self.emulator.read(timeout / 1000))
-        except DeviceTimeout:
-            raise _USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT) from None
-
-
-def install_fake_usb(monkeypatch, *, device=None, find_error=None, claim_error=None):
-    core = types.ModuleType("usb.core")
-    core.USBError = _USBError
-    core.USBTimeoutError = _USBTimeoutError
-    core.NoBackendError = _NoBackendError
-
-    def find(idVendor=None, idProduct=None, backend=None):  # pyusb's argument names
-        assert (idVendor, idProduct) == (0x0451, 0x6401)
-        if find_error is not None:
-            raise find_error
-        return device
-
-    core.find = find
-    util = types.ModuleType("usb.util")
-
-    def claim_interface(dev, i):
-        if claim_error is not None:
-            raise claim_error
-        dev.calls.append(("claim", i))
-
-    util.claim_interface = claim_interface
-    util.release_interface = lambda dev, i: dev.calls.append(("release", i))
-    util.dispose_resources = lambda dev: dev.calls.append(("dispose",))
-    usb = types.ModuleType("usb")
-    usb.core, usb.util = core, util
-    monkeypatch.setitem(sys.modules, "usb", usb)
-    monkeypatch.setitem(sys.modules, "usb.core", core)
-    monkeypatch.setitem(sys.modules, "usb.util", util)
-
-
 def test_usb_pyusb_missing(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "usb", None)
     monkeypatch.setitem(sys.modules, "usb.core", None)
@@ -357,7 +266,7 @@ def test_usb_pyusb_missing(monkeypatch, capsys):
 
 
 def test_usb_no_backend(monkeypatch):
-    install_fake_usb(monkeypatch, find_error=_NoBackendError("No backend available"))
+    install_fake_usb(monkeypatch, find_error=NoBackendError("No backend available"))
     with pytest.raises(TransportError, match=r"install libusb-1\.0"):
         UsbHidTransport()
 
@@ -372,7 +281,7 @@ def test_usb_device_not_found(monkeypatch):
 def test_usb_permission_denied_prints_udev_rule(monkeypatch):
     dev = FakeUsbDevice()
     install_fake_usb(monkeypatch, device=dev,
-                     claim_error=_USBError("Access denied", -3, errno.EACCES))
+                     claim_error=USBError("Access denied", -3, errno.EACCES))
     with pytest.raises(TransportError) as info:
         UsbHidTransport()
     assert UDEV_RULE in str(info.value)
@@ -385,7 +294,7 @@ def test_usb_permission_denied_prints_udev_rule(monkeypatch):
 def test_usb_busy(monkeypatch):
     dev = FakeUsbDevice(kernel_active=False)
     install_fake_usb(monkeypatch, device=dev,
-                     claim_error=_USBError("Resource busy", -6, errno.EBUSY))
+                     claim_error=USBError("Resource busy", -6, errno.EBUSY))
     with pytest.raises(TransportError, match="another program"):
         UsbHidTransport()
 
@@ -412,13 +321,13 @@ def test_usb_errno_timeout_and_unplug(monkeypatch):
     dev = FakeUsbDevice()
     install_fake_usb(monkeypatch, device=dev)
     link = UsbHidTransport()
-    dev.read_error = _USBError("timed out", None, errno.ETIMEDOUT)
+    dev.read_error = USBError("timed out", None, errno.ETIMEDOUT)
     with pytest.raises(DeviceTimeout):
         link.read(0.01)
-    dev.write_error = _USBError("No such device", -4, errno.ENODEV)
+    dev.write_error = USBError("No such device", -4, errno.ENODEV)
     with pytest.raises(TransportError, match="unplugged"):
         link.write(bytes(64))
-    dev.read_error = _USBError("No such device", -4, None)  # backend code only
+    dev.read_error = USBError("No such device", -4, None)  # backend code only
     with pytest.raises(TransportError, match="unplugged"):
         link.read(0.01)
     link.close()
@@ -447,7 +356,7 @@ def test_dlp4500_over_usb_unplugged_mid_upload(monkeypatch):
     def write(ep, data, timeout):
         calls["n"] += 1
         if calls["n"] > 4:
-            raise _USBError("No such device (it may have been disconnected)", -4, errno.ENODEV)
+            raise USBError("No such device (it may have been disconnected)", -4, errno.ENODEV)
         return orig(ep, data, timeout)
 
     dev.write = write

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import errno
 import inspect
-import sys
 import time
-import types
 import uuid
 import warnings
 
 import numpy as np
 import pytest
+from fake_usb import FakeUsbDevice, USBError, install_fake_usb
 
 from lsi_hw.acquisition import acquire
 from lsi_hw.drivers.digitizers import FakeDigitizer
@@ -94,62 +93,6 @@ class FaultyDLPC350(FakeDLPC350):
 # --------------------------------------------------------------------------------------
 
 
-class _USBError(OSError):
-    def __init__(self, strerror, error_code=None, errno_=None):
-        OSError.__init__(self, errno_, strerror)
-        self.backend_error_code = error_code
-
-
-class _USBTimeoutError(_USBError):
-    pass
-
-
-class _FakeUsbDevice:
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-        self.kernel_active = True
-
-    def is_kernel_driver_active(self, interface):
-        return self.kernel_active
-
-    def detach_kernel_driver(self, interface):
-        self.calls.append(("detach", interface))
-        self.kernel_active = False
-
-    def attach_kernel_driver(self, interface):
-        self.calls.append(("attach", interface))
-        self.kernel_active = True
-
-    def get_active_configuration(self):
-        return object()
-
-    def set_configuration(self):
-        self.calls.append(("set_configuration",))
-
-
-def install_fake_usb(monkeypatch, *, device=None, claim_error=None) -> None:
-    core = types.ModuleType("usb.core")
-    core.USBError = _USBError
-    core.USBTimeoutError = _USBTimeoutError
-    core.NoBackendError = type("NoBackendError", (ValueError,), {})
-    core.find = lambda idVendor=None, idProduct=None, backend=None: device
-    util = types.ModuleType("usb.util")
-
-    def claim_interface(dev, interface):
-        if claim_error is not None:
-            raise claim_error
-        dev.calls.append(("claim", interface))
-
-    util.claim_interface = claim_interface
-    util.release_interface = lambda dev, i: dev.calls.append(("release", i))
-    util.dispose_resources = lambda dev: dev.calls.append(("dispose",))
-    usb = types.ModuleType("usb")
-    usb.core, usb.util = core, util
-    monkeypatch.setitem(sys.modules, "usb", usb)
-    monkeypatch.setitem(sys.modules, "usb.core", core)
-    monkeypatch.setitem(sys.modules, "usb.util", util)
-
-
 def test_device_absent_names_lsi_hw_info(monkeypatch):
     install_fake_usb(monkeypatch, device=None)
     with pytest.raises(DeviceError, match=r"not found.*lsi-hw info") as info:
@@ -159,9 +102,9 @@ def test_device_absent_names_lsi_hw_info(monkeypatch):
 
 
 def test_permission_denied_gives_the_udev_rule(monkeypatch):
-    dev = _FakeUsbDevice()
+    dev = FakeUsbDevice()
     install_fake_usb(monkeypatch, device=dev,
-                     claim_error=_USBError("Access denied (insufficient permissions)", -3,
+                     claim_error=USBError("Access denied (insufficient permissions)", -3,
                                            errno.EACCES))
     with pytest.raises(TransportError, match="permission denied") as info:
         DLP4500.open()
@@ -171,9 +114,9 @@ def test_permission_denied_gives_the_udev_rule(monkeypatch):
 
 
 def test_busy_device(monkeypatch):
-    dev = _FakeUsbDevice()
+    dev = FakeUsbDevice()
     install_fake_usb(monkeypatch, device=dev,
-                     claim_error=_USBError("Resource busy", -6, errno.EBUSY))
+                     claim_error=USBError("Resource busy", -6, errno.EBUSY))
     with pytest.raises(TransportError, match=r"busy.*another program"):
         DLP4500.open()
     assert ("attach", 0) in dev.calls

@@ -7,23 +7,17 @@ back from the X server with ``xwd -root``, i.e. what a monitor on that server re
 
 from __future__ import annotations
 
-import ast
 import gc
 import multiprocessing
 import os
-import select
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_display import xwd_root
+from xserver import top_level_imports, xvfb, xwd_root
 
 from lsi_hw.drivers import videoport as V
 from lsi_hw.drivers.dlpc350 import DLP4500, FakeDLPC350
@@ -58,13 +52,7 @@ def _children() -> set[int]:
 
 
 def test_module_imports_pygame_lazily_only():
-    tree = ast.parse(Path(V.__file__).read_text())
-    top = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module.split(".")[0])
+    top = top_level_imports(V.__file__)
     assert "pygame" not in top and "lsi_hw" in top
     assert FRAME_SIZE == (DMD_COLUMNS, DMD_ROWS)
 
@@ -224,36 +212,6 @@ def test_child_without_display_reports_device_error():
 
 
 # -- Xvfb: the frame as the X server has it ------------------------------------------------
-
-
-@contextmanager
-def xvfb(size: str) -> Iterator[str]:
-    """An Xvfb server with one ``size`` (``WxHxD``) screen on a free display number."""
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        pytest.skip("Xvfb not installed (Debian/Ubuntu: apt install xvfb x11-apps)")
-    if shutil.which("xwd") is None:
-        pytest.skip("xwd not installed (Debian/Ubuntu: apt install x11-apps)")
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(
-        [exe, "-displayfd", str(write_fd), "-screen", "0", size, "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], 10.0)
-        number = os.read(read_fd, 32).decode().strip() if ready else ""
-        if not number.isdigit():
-            pytest.skip("Xvfb did not start within 10 s")
-        yield f":{number}"
-    finally:
-        os.close(read_fd)
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_for_root(display: str, expected: np.ndarray) -> np.ndarray:
