@@ -26,6 +26,24 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+FACES_EXTRA_REASON = 'needs the optional faces extra: pip install "lsi-toolkit[faces]"'
+
+
+@pytest.fixture(scope="module")
+def dlib_faces():  # -> lsi_ml.faces.DlibFaces
+    """dlib's detector, landmarks and descriptor; skips without the ``faces`` extra."""
+    import importlib.util
+
+    pytest.importorskip("dlib", reason=FACES_EXTRA_REASON + " (dlib missing)")
+    # not importorskip: the package's __init__ imports pkg_resources, gone from new setuptools;
+    # lsi_ml.faces only needs its model files, found through find_spec
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip(FACES_EXTRA_REASON + " (face_recognition_models missing)")
+    from lsi_ml.faces import DlibFaces
+
+    return DlibFaces()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip hardware tests unless LSI_HARDWARE=1 says a device is connected."""
     if os.environ.get("LSI_HARDWARE") == "1":

@@ -15,7 +15,6 @@ Skipped cleanly when dlib or face_recognition_models is missing
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import sys
 import warnings
@@ -33,15 +32,6 @@ from lsi_ml.evaluation import EvalResult, evaluate_decoder, oracle_decoder
 from lsi_ml.generators.synthface import SynthFace
 
 SIZE = 64
-_REASON = 'needs the optional faces extra: pip install "lsi-toolkit[faces]"'
-
-
-@pytest.fixture(scope="module")
-def dlib_faces() -> faces_mod.DlibFaces:
-    pytest.importorskip("dlib", reason=_REASON + " (dlib missing)")
-    if importlib.util.find_spec("face_recognition_models") is None:
-        pytest.skip(_REASON + " (face_recognition_models missing)")
-    return faces_mod.DlibFaces()
 
 
 class ZeroProbes:

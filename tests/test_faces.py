@@ -6,7 +6,6 @@ Skipped cleanly when dlib or face_recognition_models is not installed
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
@@ -20,17 +19,6 @@ from lsi_ml.metrics import landmark_nme
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the test faces")
 
-_REASON = 'needs the optional faces extra: pip install "lsi-toolkit[faces]"'
-
-
-@pytest.fixture(scope="module")
-def dlib_faces() -> faces_mod.DlibFaces:
-    pytest.importorskip("dlib", reason=_REASON + " (dlib missing)")
-    # not importorskip: the package's __init__ imports pkg_resources, gone from new setuptools;
-    # lsi_ml.faces only needs its model files, found through find_spec
-    if importlib.util.find_spec("face_recognition_models") is None:
-        pytest.skip(_REASON + " (face_recognition_models missing)")
-    return faces_mod.DlibFaces()
 
 
 @pytest.fixture(scope="module")
