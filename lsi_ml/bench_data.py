@@ -23,7 +23,7 @@ from lsi_hw.recording import Recording
 from lsi_hw.types import image_id
 from lsi_ml.data.recorded import RecordedMeasurements
 
-__all__ = ["TARGETS_FILE", "faces_as_scenes", "record_faces"]
+__all__ = ["TARGETS_FILE", "bench_decoder", "faces_as_scenes", "record_faces"]
 
 TARGETS_FILE = "targets.npz"
 
@@ -115,3 +115,66 @@ def record_faces(
         if new:  # after the batch is committed: a crash in between re-renders its targets
             _save_targets(folder, targets)
     return RecordedMeasurements(folder, targets, expected_patterns=patterns.name)
+
+
+def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
+                  bench: Any = None, sim_config: Any = None) -> Any:
+    """``decode(batch) -> latent`` for :func:`lsi_ml.evaluation.evaluate_decoder`: show the
+    batch's faces on a bench, measure them with the trainer's masks, decode the readings.
+
+    Parameters
+    ----------
+    trainer : lsi_ml.train.Trainer
+        The model (masks + decoder).
+    backend : str
+        ``sim``: the differentiable torch model of the bench (noise drawn per face from
+        seeded generators, so a face's readings do not depend on its batch mates);
+        ``fake-hw``/``hw``: ``bench`` (opened by the caller) measures the faces.
+    seed : int
+        Seed of the ``sim`` noise.
+    bench : Bench or None
+        The opened bench for ``fake-hw``/``hw``.
+    sim_config : SimConfig or None
+        ``sim`` only: measure through THIS simulated bench instead of the one the model was
+        trained on (test-time misalignment, another photon budget, other ADC bits, ...);
+        the masks are the trainer's.
+
+    Returns
+    -------
+    callable
+    """
+    from lsi_hw.sim.torch_model import TorchForwardModel
+    from lsi_ml.train import _EVAL_STREAM, _as_8bit, _row_generators
+
+    if backend == "sim":
+        physics = None
+        if sim_config is not None:
+            size = tuple(trainer.optical.weights.shape[1:])
+            physics = TorchForwardModel(sim_config, size).to(trainer.device)
+        counter = [0]
+
+        def decode_sim(batch: dict[str, Any]) -> Any:
+            images = batch["image"]
+            rows = torch.arange(counter[0], counter[0] + len(images))
+            counter[0] += len(images)
+            gens = _row_generators(seed, _EVAL_STREAM + 1, 0, rows)
+            with torch.no_grad():
+                if physics is None:
+                    readings = trainer.measure(images, generator=gens)
+                else:
+                    scenes = _as_8bit(images.to(trainer.device)).permute(0, 2, 3, 1)
+                    readings = physics(scenes, trainer.optical.masks(), generator=gens)
+                return trainer.decode(readings).to(images.device)
+
+        return decode_sim
+    if bench is None:
+        raise ConfigError(f"backend {backend!r} needs an opened bench")
+    if sim_config is not None:
+        raise ConfigError("sim_config is for backend 'sim'; configure the bench instead")
+    patterns = trainer.optical.export_patterns(trainer.pattern_name)
+
+    def decode_bench(batch: dict[str, Any]) -> Any:
+        measurement = bench.measure(faces_as_scenes(batch["image"]), patterns)
+        return trainer.decode(torch.as_tensor(measurement.values, dtype=torch.float32))
+
+    return decode_bench

@@ -42,11 +42,11 @@ def _model_path(model: str | Path) -> Path:
     return path
 
 
-def _load_trainer(model: str | Path) -> Any:
+def _load_trainer(model: str | Path, device: str = "cpu") -> Any:
     from lsi_ml.train import Trainer
 
     return Trainer.resume(_model_path(model), progress=False, checkpoint=None,
-                          init_from=None)
+                          init_from=None, device=device)
 
 
 def _load_probes(trainer: Any, model: str | Path, probes: str | None,
@@ -91,8 +91,9 @@ def _make_bench(backend: str, trainer: Any, seed: int, options: dict[str, Any]) 
     from lsi_hw.twin import FakeHardwareBench
 
     base: dict[str, Any] = {"config": trainer.sim_config}
-    if backend == "fake-hw":
+    if backend == "fake-hw":  # the twin takes its noise from ``noise``, not from config
         base["seed"] = seed
+        base["noise"] = trainer.sim_config.noise
     known = set(inspect.signature(FakeHardwareBench if backend == "fake-hw"
                                   else open_hardware_bench).parameters) - {"self"}
     unknown = sorted(set(options) - known)
@@ -184,13 +185,15 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
                    "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Processes (DDP, gloo on CPU) via torchrun; the global batch is split.")
+@click.option("--device", default=None,
+              help="Torch device (cpu, cuda, cuda:1); a run may resume on another device.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @one_line_errors
 def train(config_file: str | None, out: str, backend: str | None, init_from: str | None,
           size: int | None, n_masks: int | None, noise: str | None, steps: int | None,
           batch: int | None, seed: int | None, n_recorded: int | None,
           probe_steps: int | None, no_probes: bool, bench_options: tuple[str, ...], nproc: int,
-          progress: bool) -> None:
+          device: str | None, progress: bool) -> None:
     """Train masks + decoder (sim) or fine-tune the decoder on bench recordings."""
     from lsi_ml.train import TrainConfig, Trainer, init_distributed
 
@@ -207,6 +210,8 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
                               n_recorded=n_recorded).items() if v is not None}
     overrides["progress"] = progress
     overrides["checkpoint"] = str(checkpoint)
+    if device is not None:
+        overrides["device"] = device
     if init_from:
         overrides["init_from"] = str(_model_path(init_from))
     rank, world = init_distributed()
@@ -217,7 +222,8 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
             raise ConfigError(f"{checkpoint} exists: rerun with only --out (and --steps to "
                               "train longer) to resume it, or pick another --out")
         trainer = Trainer.resume(checkpoint, progress=progress, checkpoint=str(checkpoint),
-                                 **({"steps": steps} if steps is not None else {}))
+                                 **({"steps": steps} if steps is not None else {}),
+                                 **({"device": device} if device is not None else {}))
         click.echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.config.steps}")
     else:
         if config_file:
@@ -269,7 +275,7 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
         if probes_path.exists():
             click.echo(f"probes kept: {probes_path}")
         else:
-            pcfg = ProbeConfig.cpu(progress=progress)
+            pcfg = ProbeConfig.cpu(progress=progress, device=str(trainer.device))
             if probe_steps is not None:
                 pcfg = replace(pcfg, steps=probe_steps)
             ProbeSet.fit(trainer.generator, pcfg).save(probes_path)
@@ -281,31 +287,10 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
 def _bench_decoder(trainer: Any, backend: str, seed: int,
                    options: dict[str, Any] | None = None) -> Any:
     """decode(batch) for evaluate_decoder: measure the batch's faces, then decode."""
-    import torch
+    from lsi_ml.bench_data import bench_decoder
 
-    from lsi_ml.bench_data import faces_as_scenes
-    from lsi_ml.train import _EVAL_STREAM, _row_generators
-
-    if backend == "sim":
-        counter = [0]
-
-        def decode_sim(batch: dict[str, Any]) -> Any:
-            images = batch["image"]
-            rows = torch.arange(counter[0], counter[0] + len(images))
-            counter[0] += len(images)
-            gens = _row_generators(seed, _EVAL_STREAM + 1, 0, rows)
-            with torch.no_grad():
-                return trainer.decode(trainer.measure(images, generator=gens))
-
-        return decode_sim
-    bench = _make_bench(backend, trainer, seed, options or {})
-    patterns = trainer.optical.export_patterns(trainer.pattern_name)
-
-    def decode_bench(batch: dict[str, Any]) -> Any:
-        measurement = bench.measure(faces_as_scenes(batch["image"]), patterns)
-        return trainer.decode(torch.as_tensor(measurement.values, dtype=torch.float32))
-
-    return decode_bench
+    bench = None if backend == "sim" else _make_bench(backend, trainer, seed, options or {})
+    return bench_decoder(trainer, backend, seed, bench=bench)
 
 
 @main.command("eval")

@@ -184,6 +184,21 @@ class TrainConfig:
         Folder of the bench recording (created or resumed) for ``fake-hw``/``hw``.
     n_recorded : int
         Training faces recorded on a ``fake-hw``/``hw`` bench.
+    sim : dict
+        Single settings of the simulated bench changed from the defaults, as
+        ``{"stage.field": value}`` (see :meth:`lsi_hw.sim.forward.SimConfig.with_overrides`),
+        applied after the ``noise`` preset; e.g. ``{"digitizer.bits": 12,
+        "optics.shift_px": [1.0, 0.0]}`` to train calibration-aware for a measured
+        misalignment. In TOML: a ``[sim]`` table with quoted keys (``"digitizer.bits" = 12``)
+        or nested tables (``[sim.digitizer]``).
+    refit_normalizer : bool
+        With ``init_from``: fit the measurement normaliser again on this run's bench
+        (``backend = "sim"``), e.g. after changing the detector gain or the photon budget,
+        instead of keeping the starting model's statistics.
+    device : str
+        Torch device of the models and of the rendering (``cpu``, ``cuda``, ``cuda:1``);
+        noise is drawn from the same CPU generators on any device. Not part of what a run
+        is: a run may be resumed on another device (numbers then agree to float rounding).
     """
 
     size: int = 64
@@ -214,10 +229,22 @@ class TrainConfig:
     backend: str = "sim"
     recording: str | None = None
     n_recorded: int = 1024
+    sim: dict[str, Any] = field(default_factory=dict)
+    refit_normalizer: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
             object.__setattr__(self, "loss", LossWeights(**self.loss))
+        if not isinstance(self.sim, dict):
+            raise ConfigError("sim must be a table of simulator settings {'stage.field': value}")
+        object.__setattr__(self, "sim", _flatten_settings(self.sim))
+        SimConfig().with_noise(self.noise if self.noise in NOISE_PRESETS else "none"
+                               ).with_overrides(self.sim)  # refuse bad settings now
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"device={self.device!r} is not a torch device") from exc
         if self.size < 32:
             raise ConfigError(f"size={self.size}: SynthFace renders 32 px or more")
         for name in ("n_masks", "batch", "n_train", "n_val", "eval_batch"):
@@ -301,12 +328,13 @@ class TrainConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"training config {source} is not valid TOML: {exc}") from exc
         if "train" in data:
-            extra = sorted(set(data) - {"train", "loss"})
+            extra = sorted(set(data) - {"train", "loss", "sim"})
             if extra:
                 raise ConfigError(f"{source}: unexpected tables/keys {extra} beside [train]")
             train = dict(data["train"])
-            if "loss" in data:
-                train["loss"] = data["loss"]
+            for table in ("loss", "sim"):
+                if table in data:
+                    train[table] = data[table]
             data = train
         return cls.from_dict(data)
 
@@ -314,20 +342,40 @@ class TrainConfig:
         """TOML text that :meth:`from_toml` reads back to an equal config (None omitted)."""
         lines: list[str] = []
         loss: dict[str, Any] = {}
+        sim: dict[str, Any] = {}
         for key, value in self.to_dict().items():
             if key == "loss":
                 loss = value
+            elif key == "sim":
+                sim = value
             elif value is not None:
                 lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
         lines.append("[loss]")
         lines += [f"{k} = {_toml_value(float(v))}" for k, v in loss.items()]
+        if sim:
+            lines += ["", "[sim]"]
+            lines += [f'"{k}" = {_toml_value(v)}' for k, v in sim.items()]
         return "\n".join(lines) + "\n"
+
+
+def _flatten_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (nested TOML tables of simulator settings)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten_settings(value, name + "."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
 
 
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -369,7 +417,8 @@ class Trainer:
                                          split="train")
         self.val_data = SyntheticFaces(self.generator, config.n_val, seed=config.seed,
                                        split="val")
-        self.sim_config = SimConfig().with_noise(config.noise)
+        self.sim_config = SimConfig().with_noise(config.noise).with_overrides(config.sim)
+        self.device = torch.device(config.device)
         self.optical = OpticalEncoder(config.n_masks, (config.size, config.size),
                                       self.sim_config, seed=config.seed)
         levels, dim = self.generator.latent_shape
@@ -380,6 +429,8 @@ class Trainer:
                 hidden=config.encoder_hidden, depth=config.encoder_depth,
                 block_hidden=config.encoder_block_hidden,
             ))
+        self.optical.to(self.device)
+        self.decoder.to(self.device)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.last_loss = float("nan")
@@ -388,6 +439,8 @@ class Trainer:
         if config.init_from:
             state = load_checkpoint(config.init_from)
             self._load_models(state["model"])
+            if config.refit_normalizer and config.backend == "sim":
+                self._fit_normalizer()
         elif config.backend == "sim":
             self._fit_normalizer()
         if config.freeze_masks:
@@ -421,9 +474,21 @@ class Trainer:
         """Readings (B, m), volts, of images through the masks and the simulated bench.
 
         ``images`` are shown as the 8-bit monitor shows them; ``generator`` is one
-        torch.Generator or one per image (see :mod:`lsi_hw.sim.torch_model`).
+        torch.Generator or one per image (see :mod:`lsi_hw.sim.torch_model`). The
+        readings are on the model's device.
         """
-        return self.optical(_as_8bit(images), noise=noise, generator=generator)
+        return self.optical(_as_8bit(images.to(self.device)), noise=noise,
+                            generator=generator)
+
+    def _train_images(self, indices: Tensor) -> dict[str, Tensor]:
+        """Images and latents of train items, on the model's device (rendered there when
+        the split is not cached: a GPU renders far faster than the CPU)."""
+        if self.device.type != "cpu" and not self.train_data.cache:
+            latent = self.train_data.latents(indices).to(self.device)
+            with torch.no_grad():
+                return {"image": self.generator.synthesize(latent), "latent": latent}
+        data = self.train_data.images(indices)
+        return {k: v.to(self.device) for k, v in data.items()}
 
     @torch.no_grad()
     def _fit_normalizer(self) -> None:
@@ -487,7 +552,7 @@ class Trainer:
     @property
     def pattern_name(self) -> str:
         """Name of this model's masks (recordings are checked against it)."""
-        masks = self.optical.masks().detach().to(torch.uint8).numpy()
+        masks = self.optical.masks().detach().to(torch.uint8).cpu().numpy()
         import hashlib
 
         return f"lsi-learned-{hashlib.sha1(masks.tobytes()).hexdigest()[:12]}"
@@ -499,7 +564,9 @@ class Trainer:
 
             options: dict[str, Any] = {}
             if self.config.backend == "fake-hw":
-                options = {"config": self.sim_config, "seed": self.config.seed}
+                # the twin takes its noise from ``noise``, not from ``config``
+                options = {"config": self.sim_config, "noise": self.sim_config.noise,
+                           "seed": self.config.seed}
             self._bench = make_bench(self.config.backend, **options)
         return self._bench
 
@@ -513,7 +580,7 @@ class Trainer:
         self.model.train()
         rows = self._global_rows(self.step)
         if cfg.backend == "sim":
-            data = self.train_data.images(self._batch_indices(self.step))
+            data = self._train_images(self._batch_indices(self.step))
             gens = _row_generators(cfg.seed, _NOISE_STREAM, self.step, rows)
             pred = self._net(data["image"], gens)
             target = data["latent"]
@@ -521,8 +588,8 @@ class Trainer:
             recorded = self.recorded_data()
             assert recorded.targets is not None
             idx = self._batch_indices(self.step, len(recorded))
-            pred = self._net(readings=recorded.readings[idx])
-            target = recorded.targets[idx]
+            pred = self._net(readings=recorded.readings[idx].to(self.device))
+            target = recorded.targets[idx].to(self.device)
         total = self._loss(pred, target)["total"]
         self._set_learning_rates()
         if cfg.mask_energy and not cfg.freeze_masks:
@@ -557,7 +624,7 @@ class Trainer:
         n = min(self.config.eval_batch, self.config.n_val)
         data = self.val_data.batch(range(n))
         gens = _row_generators(self.config.seed, _EVAL_STREAM, 0, torch.arange(n))
-        pred = self.decoder(self.measure(data["image"], generator=gens))
+        pred = self.decoder(self.measure(data["image"], generator=gens)).cpu()
         record = {"step": float(self.step), "loss": self.last_loss,
                   "val_latent_l1": float(torch.mean(torch.abs(pred - data["latent"])))}
         self.history.append(record)
@@ -565,9 +632,11 @@ class Trainer:
 
     @torch.no_grad()
     def decode(self, readings: Tensor) -> Tensor:
-        """Latents (B, L, D) of detector readings (B, m), volts, from any bench."""
+        """Latents (B, L, D) of detector readings (B, m), volts, from any bench (returned
+        on the readings' device; CPU for numpy input)."""
         self.decoder.eval()
-        return self.decoder(torch.as_tensor(readings, dtype=torch.float32))
+        values = torch.as_tensor(readings, dtype=torch.float32)
+        return self.decoder(values.to(self.device)).to(values.device)
 
     # ------------------------------------------------------------------ loop
     def train(self, steps: int | None = None) -> list[dict[str, float]]:

@@ -112,3 +112,16 @@ def test_one_model_decodes_sim_fake_hw_and_torch_alike(base_model: Path) -> None
     spread = float(trainer.decode(v_sim[::-1].copy()).sub(z_sim).abs().mean())
     assert float((z_sim - z_fake).abs().mean()) < 0.05 * spread
     assert float((z_sim - z_torch).abs().mean()) < 0.05 * spread
+
+
+def test_fake_hw_bench_keeps_the_models_noise(base_model: Path, tmp_path: Path) -> None:
+    """The twin takes its noise from its ``noise`` argument: the trainer and the CLI must
+    pass the model's, or fake-hw readings come out noise-free beside noisy sim ones."""
+    from lsi_ml.cli import _make_bench
+
+    cfg = replace(TINY, backend="fake-hw", freeze_masks=True, init_from=str(base_model),
+                  recording=str(tmp_path / "rec"), noise="shot")
+    trainer = Trainer(cfg)
+    assert trainer.sim_config.noise.shot
+    assert trainer.bench().sim_config.noise == trainer.sim_config.noise
+    assert _make_bench("fake-hw", trainer, 0, {}).sim_config.noise == trainer.sim_config.noise

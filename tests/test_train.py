@@ -193,3 +193,37 @@ def test_toml_round_trip(tmp_path: Path) -> None:
         TrainConfig(noise="loud")
     with pytest.raises(ConfigError):
         TrainConfig(size=16)
+
+
+def test_simulator_settings_reach_the_bench_and_round_trip(tmp_path: Path) -> None:
+    cfg = replace(TINY, sim={"digitizer": {"bits": 10}, "optics.shift_px": (1.5, -0.5)})
+    assert cfg.sim == {"digitizer.bits": 10, "optics.shift_px": [1.5, -0.5]}
+    path = tmp_path / "sim.toml"
+    path.write_text(cfg.to_toml(), encoding="utf-8")
+    assert TrainConfig.from_toml(path) == cfg
+    trainer = Trainer(cfg)
+    assert trainer.sim_config.digitizer.bits == 10
+    assert trainer.sim_config.optics.shift_px == (1.5, -0.5)
+    # 10-bit readings sit on the 10-bit grid of the +-10 V range
+    lsb = 2 * trainer.sim_config.digitizer.range_v / 2**10
+    images = trainer.val_data.batch(range(4))["image"]
+    volts = trainer.measure(images, noise=False)
+    steps = (volts - trainer.sim_config.digitizer.offset_v) / lsb
+    assert torch.allclose(steps, steps.round(), atol=1e-3)
+    plain = Trainer(TINY).measure(images, noise=False)
+    assert not torch.allclose(plain, volts)
+    with pytest.raises(ConfigError, match="allowed"):
+        replace(TINY, sim={"digitizer.bitz": 10})
+    with pytest.raises(ConfigError):
+        replace(TINY, sim={"digitizer.bits": 0})
+    with pytest.raises(ConfigError, match="device"):
+        replace(TINY, device="warp-drive")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_matches_cpu() -> None:
+    cpu = Trainer(TINY)
+    gpu = Trainer(replace(TINY, device="cuda"))
+    cpu.train(4)
+    gpu.train(4)
+    assert abs(cpu.last_loss - gpu.last_loss) < 1e-3 * max(1.0, abs(cpu.last_loss))

@@ -9,7 +9,8 @@ the same chain from the same configs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,58 @@ class SimConfig:
     def with_noise(self, preset: str) -> SimConfig:
         """Copy with a noise preset (``none``, ``shot``, ``read``, ``full``)."""
         return replace(self, noise=NoiseConfig.from_preset(preset))
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> SimConfig:
+        """Copy with single settings changed, addressed as ``"stage.field"``.
+
+        Parameters
+        ----------
+        overrides : mapping of str to value, or None
+            E.g. ``{"digitizer.bits": 12, "optics.shift_px": [1.5, 0.0],
+            "monitor.peak_luminance_cd_m2": 30.0}``; units are those of the field names
+            (see each stage's config class). Lists become tuples. ``"noise.preset"`` picks a
+            noise preset (``none``, ``shot``, ``read``, ``full``) before the other noise
+            fields are applied.
+
+        Returns
+        -------
+        SimConfig
+            A new config; every changed stage is re-validated by its own checks.
+
+        Raises
+        ------
+        ConfigError
+            Unknown stage or field (the allowed names are listed), or a value the stage
+            refuses.
+        """
+        if not overrides:
+            return self
+        stages = tuple(self.to_dict())
+        per_stage: dict[str, dict[str, Any]] = {}
+        for key, value in overrides.items():
+            stage, sep, name = str(key).partition(".")
+            if not sep or stage not in stages:
+                raise ConfigError(f"simulator setting {key!r}: write STAGE.FIELD with STAGE one "
+                                  f"of {', '.join(stages)}")
+            allowed = {f.name for f in fields(getattr(self, stage))}
+            if name not in allowed:
+                raise ConfigError(f"simulator setting {key!r}: {stage} has no field {name!r}; "
+                                  f"allowed: {', '.join(sorted(allowed))}")
+            per_stage.setdefault(stage, {})[name] = (
+                tuple(value) if isinstance(value, list) else value)
+        out = self
+        for stage, values in per_stage.items():
+            current = getattr(out, stage)
+            if stage == "noise":
+                if "preset" in values:
+                    current = NoiseConfig.from_preset(str(values.pop("preset")))
+                if values:
+                    values["preset"] = "custom"
+            try:
+                out = replace(out, **{stage: replace(current, **values)})
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"simulator settings {values} for {stage}: {exc}") from exc
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Settings snapshot of every stage."""

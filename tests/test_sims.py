@@ -1,0 +1,144 @@
+"""The sims/ studies: one tiny run of each (default suite) and the --quick run (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lsi_hw.errors import ConfigError
+from sims.common import Context, load_study_config, measurements_for_ratio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "train": {"size": 32, "steps": 12, "batch": 8, "eval_every": 6, "encoder_hidden": 32,
+              "encoder_depth": 1, "encoder_block_hidden": 16},
+    "probes": {"steps": 8, "n_train": 64, "batch": 8},
+    "latent_probes": {"steps": 8, "n_train": 64, "batch": 8},
+    "eval": {"n_test": 16, "n_pairs": 8, "seed": 0},
+    "figure_faces": 2,
+    "finetune_steps": 4,
+}
+
+
+def _ctx(out: Path, **overrides: object) -> Context:
+    return Context(out, quick=True, jobs=1, progress=False, overrides={**TINY, **overrides})
+
+
+def test_configs_parse_and_ratios() -> None:
+    for study in ("compression_sweep", "baselines", "noise_sweep", "misalignment_sweep",
+                  "sim_vs_fakehw"):
+        for quick in (False, True):
+            cfg = load_study_config(study, quick)
+            assert cfg["train"]["size"] >= 32
+    full = load_study_config("compression_sweep", False)
+    assert full["ratios"] == [16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+    assert measurements_for_ratio(64, 16) == 256
+    assert measurements_for_ratio(64, 4096) == 1
+    assert measurements_for_ratio(64, 8192) == 0
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_study_config("no_such_study", True)
+
+
+def test_compression_sweep_tiny_run_and_resume(tmp_path: Path) -> None:
+    from sims import compression_sweep
+
+    ctx = _ctx(tmp_path, ratios=[16, 1024, 4096])
+    out = compression_sweep.run(ctx)
+    assert [r["m"] for r in out["rows"]] == [64, 1]
+    assert out["skipped"] == [4096]
+    md = (tmp_path / "compression_sweep.md").read_text()
+    assert "1:16 " in md and "Skipped" in md and "1:4096" in md
+    assert "true latent (probe ceiling)" in md
+    for name in ("compression_sweep.csv", "compression_curves.png",
+                 "compression_reconstructions.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    ceiling = out["ceiling"][0]
+    assert ceiling["verification_accuracy"] == pytest.approx(1.0)  # true latents
+    # a rerun reuses every finished cell (nothing retrained or re-evaluated)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.json")}
+    again = compression_sweep.run(ctx)
+    assert again["rows"] == out["rows"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_settings_sweep_tiny_run(tmp_path: Path) -> None:
+    from sims import misalignment_sweep
+
+    sweeps = [{"name": "shift", "x": [0.0, 3.0],
+               "settings": [{"optics.shift_px": [0.0, 0.0]}, {"optics.shift_px": [3.0, 0.0]}]}]
+    out = misalignment_sweep.run(_ctx(tmp_path, sweeps=sweeps))
+    rows = out["rows"]
+    assert [(r["x"], r["mode"]) for r in rows] == [
+        (0.0, "as trained"), (0.0, "adapted"), (3.0, "as trained"), (3.0, "adapted")]
+    assert (tmp_path / "misalignment_sweep_shift.png").exists()
+    # the adapted model was fine-tuned through the shifted bench
+    configs = [p.read_text() for p in (tmp_path / "cache" / "models").glob("*/config.toml")]
+    assert any('"optics.shift_px" = [3.0, 0.0]' in c for c in configs)
+    bad = [{"name": "x", "x": [1.0], "settings": [{"optics.nonsense": 1}]}]
+    with pytest.raises(ConfigError, match="nonsense"):
+        misalignment_sweep.run(_ctx(tmp_path / "bad", sweeps=bad))
+
+
+def test_sim_vs_fakehw_agreement_logic(tmp_path: Path) -> None:
+    from sims.sim_vs_fakehw import agreement
+
+    base = {"verification_accuracy": 0.8, "attribute_accuracy": 0.7, "segmentation_f1": 0.4,
+            "landmark_nme": 6.0, "latent_l1": 0.7}
+    noisy = {**base, "verification_accuracy": 0.79}
+    ok, _ = agreement([base, noisy, {**base, "verification_accuracy": 0.78}])
+    assert ok
+    ok, lines = agreement([base, noisy, {**base, "attribute_accuracy": 0.6}])
+    assert not ok and any("DIFFER" in line for line in lines)
+
+
+def test_sims_cli_refuses_bad_input_before_work(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for args, message in ((["nonsense"], "unknown study"),
+                          (["compression_sweep", "--jobs", "0"], "--jobs"),
+                          (["all", "--config", str(ROOT / "sims/configs/baselines.toml")],
+                           "one study")):
+        proc = subprocess.run([sys.executable, "-m", "sims", *args, "--out",
+                               str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert proc.returncode != 0
+        assert message in proc.stderr + proc.stdout
+        assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_every_study_under_20_minutes(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sims", "all", "--quick", "--jobs", "2",
+                           "--no-progress", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1500, check=False)
+    minutes = (time.perf_counter() - t0) / 60
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert minutes < 20, f"--quick took {minutes:.1f} min"
+    for name in ("compression_sweep.md", "baselines.md", "baselines_table2.md",
+                 "noise_sweep.md", "misalignment_sweep.md", "sim_vs_fakehw.md",
+                 "compression_reconstructions.png", "baselines_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    prov = json.loads((tmp_path / "PROVENANCE.json").read_text())
+    assert set(prov) == {"compression_sweep", "baselines", "noise_sweep",
+                         "misalignment_sweep", "sim_vs_fakehw"}
+    assert all(p["mode"] == "quick" for p in prov.values())
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_compression_sweep_on_cuda(tmp_path: Path) -> None:
+    import math
+
+    from sims import compression_sweep
+
+    ctx = Context(tmp_path, quick=True, jobs=1, progress=False, device="cuda",
+                  overrides={**TINY, "ratios": [16]})
+    rows = compression_sweep.run(ctx)["rows"]
+    assert math.isfinite(rows[0]["landmark_nme"])
