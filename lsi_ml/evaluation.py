@@ -446,6 +446,47 @@ def _verification(scores_val: np.ndarray, same_val: Tensor, scores_test: np.ndar
     }
 
 
+def _check_sizes(n_test: int, n_pairs: int, batch: int, seed: int) -> None:
+    """ConfigError unless the evaluation sizes and seed are valid (shared with
+    :func:`lsi_ml.image_evaluation.evaluate_images`)."""
+    if int(n_test) < 2:
+        raise ConfigError(f"n_test={n_test} must be >= 2 (the Frechet distance needs two)")
+    if int(n_pairs) < 4:
+        raise ConfigError(f"n_pairs={n_pairs} must be >= 4")
+    if int(batch) < 1:
+        raise ConfigError(f"batch={batch} must be >= 1")
+    if int(seed) < 0:
+        raise ConfigError(f"seed={seed} must be >= 0")
+
+
+def _check_probe_signature(probes: Any, generator: Any) -> None:
+    """ConfigError if ``probes`` carry a generator signature other than ``generator``'s."""
+    signature = getattr(probes, "signature", None)
+    if signature is not None:
+        from lsi_ml.probe_training import _generator_signature
+
+        if _generator_signature(generator) != signature:
+            raise ConfigError("the probes were trained for another generator configuration")
+
+
+def _test_set_and_pairs(generator: Any, n_test: int, n_pairs: int, seed: int
+                        ) -> tuple[SyntheticFaces, dict[str, tuple[Tensor, ...]]]:
+    """The seeded test faces and the val / test verification pairs of an evaluation.
+
+    Returns ``SyntheticFaces(generator, n_test, seed=seed, split="test")`` (uncached) and
+    ``{"val": pairs, "test": pairs}`` with ``pairs = (latent_a, latent_b, same, hard)`` of
+    ``generator.verification_pairs(n_pairs, return_hard=True)`` drawn from their own seeded
+    streams. Every evaluation route (latent and image) reads these, so the same seed gives
+    the same faces.
+    """
+    data = SyntheticFaces(generator, int(n_test), seed=int(seed), split="test", cache=False)
+    pair_sets = {}
+    for split in ("val", "test"):
+        gen = torch.Generator().manual_seed(split_seed(int(seed), split, _PAIR_BLOCK))
+        pair_sets[split] = generator.verification_pairs(int(n_pairs), gen, return_hard=True)
+    return data, pair_sets
+
+
 @torch.no_grad()
 def evaluate_decoder(
     decode: Decoder,
@@ -510,32 +551,16 @@ def evaluate_decoder(
         non-finite values, or ``dlib=True`` without the ``faces`` extra.
     """
     t0 = time.perf_counter()
-    if int(n_test) < 2:
-        raise ConfigError(f"n_test={n_test} must be >= 2 (the Frechet distance needs two)")
-    if int(n_pairs) < 4:
-        raise ConfigError(f"n_pairs={n_pairs} must be >= 4")
-    if int(batch) < 1:
-        raise ConfigError(f"batch={batch} must be >= 1")
-    if int(seed) < 0:
-        raise ConfigError(f"seed={seed} must be >= 0")
+    _check_sizes(n_test, n_pairs, batch, seed)
     if dlib and int(dlib_faces) < 1:
         raise ConfigError(f"dlib_faces={dlib_faces} must be >= 1")
     dlib_model = _dlib_faces() if dlib else None  # fail before any rendering
     n_dlib = min(int(dlib_faces), int(n_test)) if dlib else 0
-    signature = getattr(probes, "signature", None)
-    if signature is not None:
-        from lsi_ml.probe_training import _generator_signature
-
-        if _generator_signature(generator) != signature:
-            raise ConfigError("the probes were trained for another generator configuration")
+    _check_probe_signature(probes, generator)
     fd_features = fd_features if fd_features is not None else metrics.RandomConvFeatures()
     n_test, n_pairs, batch = int(n_test), int(n_pairs), int(batch)
 
-    data = SyntheticFaces(generator, n_test, seed=seed, split="test", cache=False)
-    pair_sets = {}
-    for split in ("val", "test"):
-        gen = torch.Generator().manual_seed(split_seed(seed, split, _PAIR_BLOCK))
-        pair_sets[split] = generator.verification_pairs(n_pairs, gen, return_hard=True)
+    data, pair_sets = _test_set_and_pairs(generator, n_test, n_pairs, seed)
 
     total = n_test + 4 * n_pairs
     dec, ceil = _Accumulator(), (_Accumulator() if with_ceiling else None)

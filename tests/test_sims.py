@@ -142,3 +142,25 @@ def test_compression_sweep_on_cuda(tmp_path: Path) -> None:
                   overrides={**TINY, "ratios": [16]})
     rows = compression_sweep.run(ctx)["rows"]
     assert math.isfinite(rows[0]["landmark_nme"])
+
+
+def test_baselines_tiny_run(tmp_path: Path) -> None:
+    from sims import baselines
+
+    ctx = _ctx(tmp_path, ratios=[16, 1024], table2_ratio=16,
+               image_probes={"steps": 4, "n_train": 64, "batch": 8},
+               image_net={"steps": 3, "batch": 8}, tv={"iters": 5},
+               generative_prior={"steps": 2, "restarts": 1, "batch": 16})
+    rows = baselines.run(ctx)["rows"]
+    got = {(r["method_id"], r["ratio"]) for r in rows}
+    methods = ("lsi_latent", "lsi_image", "hadamard", "tv", "dgi", "generative_prior",
+               "image_net")
+    assert got == {("scene", "-")} | {(m, r) for m in methods for r in ("1:16", "1:1024")}
+    scene = next(r for r in rows if r["method_id"] == "scene")
+    assert scene["psnr"] is None and scene["ssim"] == pytest.approx(1.0)  # no camera
+    for r in rows:
+        if r["method_id"] != "scene":
+            assert r["ssim"] < 1.0 and r["m"] in (64, 1)
+    table2 = (tmp_path / "baselines_table2.md").read_text()
+    assert "1:16 " in table2 and "1:1024" not in table2
+    assert (tmp_path / "baselines_reconstructions.png").stat().st_size > 0

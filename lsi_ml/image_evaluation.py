@@ -1,0 +1,307 @@
+"""Table-1-style evaluation of IMAGE reconstructions (the image route).
+
+:func:`evaluate_images` scores any method that reconstructs an image from the camera
+(Hadamard least squares, TV, ghost imaging, an image-to-image network, or a latent decoder
+followed by the generator: :func:`latent_route_reconstructor`) with the same metrics,
+test faces and verification pairs as :func:`lsi_ml.evaluation.evaluate_decoder`, so both
+kinds of method fill the same Table-1 columns:
+
+* attribute accuracy: an :class:`~lsi_ml.image_probes.ImageProbeSet` reads the attributes
+  off the reconstruction;
+* segmentation F1 and landmark NME: the segmentation and landmark heads of the latent
+  :class:`~lsi_ml.probe_training.ProbeSet`, which read ``generator.features_from_image``
+  maps, applied to the reconstruction's maps (its latent attribute head is not used);
+* face verification on the same seeded val / test pairs: both faces of a pair are rendered
+  and reconstructed, the score is the Euclidean distance between the image probes' identity
+  embeddings of the two reconstructions, the threshold is chosen on the val pairs; the
+  hard-negative accuracy is reported too;
+* PSNR (dB), SSIM and the Frechet distance in the same NAMED substitute feature space
+  (reconstruction vs scene);
+* latent L1 / MSE / L2: NaN (an image method has no latent).
+
+With ``with_ceiling=True`` the same metrics are computed for the ORIGINAL images (a perfect
+reconstruction) in ``result.ceiling``, so probe error can be told apart from reconstruction
+error. The ceiling of this route differs from ``evaluate_decoder``'s (image probes vs
+latent probes and true identities) in attribute accuracy and verification only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lsi_hw.errors import ConfigError
+from lsi_ml import metrics
+from lsi_ml.evaluation import (
+    Decoder,
+    EvalResult,
+    _check_decoded,
+    _check_probe_signature,
+    _check_sizes,
+    _nan_dict,
+    _test_set_and_pairs,
+    _verification,
+)
+from lsi_ml.image_probes import check_images
+
+__all__ = ["Reconstructor", "evaluate_images", "identity_reconstructor",
+           "latent_route_reconstructor"]
+
+Reconstructor = Callable[[dict[str, Tensor]], Tensor]
+"""``reconstruct(batch) -> images (B, 3, H, W)`` in [0, 1]; ``batch`` has ``image`` (the
+scenes, (B, 3, H, W) in [0, 1]) and the true ``latent`` (only oracles and noise models may
+use it)."""
+
+
+def identity_reconstructor(batch: dict[str, Tensor]) -> Tensor:
+    """The perfect reconstruction: returns the scene image (the ceiling reference)."""
+    return batch["image"]
+
+
+def latent_route_reconstructor(decode: Decoder, generator: Any) -> Reconstructor:
+    """Turn a latent decoder into an image reconstructor: ``synthesize(decode(batch))``.
+
+    Parameters
+    ----------
+    decode : callable
+        ``decode(batch) -> latent (B, L, D)`` as for
+        :func:`~lsi_ml.evaluation.evaluate_decoder`.
+    generator
+        The generator that renders the decoded latents.
+
+    Returns
+    -------
+    callable
+        ``reconstruct(batch) -> generator.synthesize(decoded)``, so an LSI decoder is scored
+        through the image route with the same probes as the image methods (the fair
+        comparison). Its segmentation, landmark, PSNR, SSIM and FD scores equal
+        ``evaluate_decoder``'s; attributes and verification come from the image probes.
+
+    Raises
+    ------
+    ConfigError
+        (when called) if the decoder returns a wrong shape or non-finite values.
+    """
+    def reconstruct(batch: dict[str, Tensor]) -> Tensor:
+        latent = batch["latent"]
+        decoded = _check_decoded(decode(batch), latent)
+        return generator.synthesize(decoded)
+
+    return reconstruct
+
+
+def _reconstruct(reconstruct: Reconstructor, image: Tensor, latent: Tensor,
+                 size: int) -> Tensor:
+    """Call ``reconstruct`` and validate its output against the scene batch."""
+    out = reconstruct({"image": image, "latent": latent})
+    if isinstance(out, Tensor) and out.dim() == 4 and out.shape[0] != image.shape[0]:
+        raise ConfigError(f"reconstruct returned {out.shape[0]} images for a batch of "
+                          f"{image.shape[0]} (shape {tuple(out.shape)})")
+    return check_images(out, size, "reconstruct output").to(image.device)
+
+
+class _ImageAccumulator:
+    """Per-chunk predictions and image scores of one reconstruction method."""
+
+    def __init__(self) -> None:
+        self.attr_logits: list[Tensor] = []
+        self.seg: list[Tensor] = []
+        self.landmarks: list[Tensor] = []
+        self.psnr: list[np.ndarray] = []
+        self.ssim: list[np.ndarray] = []
+        self.fd_feats: list[np.ndarray] = []
+
+    def add(self, generator: Any, probes: Any, image_probes: Any, recon: Tensor,
+            scene: Tensor, fd_features: Any) -> None:
+        feats = generator.features_from_image(recon)
+        n_levels, level_dim = generator.latent_shape
+        dummy = torch.zeros(recon.shape[0], n_levels, level_dim, device=recon.device)
+        pred = probes.predict(dummy, features=feats)  # its attribute output is not used
+        self.attr_logits.append(image_probes.predict(recon)["attribute_logits"].cpu())
+        self.seg.append(pred["segmentation"].to(torch.uint8).cpu())
+        self.landmarks.append(pred["landmarks"].cpu())
+        self.psnr.append(np.asarray(metrics.psnr(recon, scene, reduction="none")))
+        self.ssim.append(np.asarray(metrics.ssim(recon, scene, reduction="none")))
+        self.fd_feats.append(np.asarray(fd_features(recon.cpu().numpy())))
+
+    def finish(self, truth: dict[str, list[Tensor]], probes: Any, image_probes: Any,
+               fd_features: Any, scene_feats: np.ndarray, ver: dict[str, float],
+               n_pairs: int) -> EvalResult:
+        attr_mean, attr_per = metrics.attribute_accuracy(torch.cat(self.attr_logits),
+                                                         torch.cat(truth["attributes"]))
+        n_classes = len(probes.class_names)
+        seg_mean, seg_per = metrics.segmentation_f1(torch.cat(self.seg).long(),
+                                                    torch.cat(truth["segmentation"]),
+                                                    n_classes)
+        nme = metrics.landmark_nme(torch.cat(self.landmarks), torch.cat(truth["landmarks"]))
+        fd = metrics.frechet_distance(np.concatenate(self.fd_feats), scene_feats)
+        nan = float("nan")
+        return EvalResult(
+            n_test=int(sum(t.shape[0] for t in truth["attributes"])),
+            n_pairs=int(n_pairs),
+            attribute_accuracy=attr_mean,
+            attribute_accuracy_per_attribute=_nan_dict(image_probes.attribute_names,
+                                                       attr_per),
+            segmentation_f1=seg_mean,
+            segmentation_f1_per_class=_nan_dict(probes.class_names, seg_per),
+            landmark_nme=nme,
+            latent_l1=nan,
+            latent_mse=nan,
+            latent_l2=nan,
+            psnr=float(np.mean(np.concatenate(self.psnr))),
+            ssim=float(np.mean(np.concatenate(self.ssim))),
+            fd=fd,
+            fd_space=str(fd_features.name),
+            fd_is_inception=bool(getattr(fd_features, "is_inception", False)),
+            **ver,
+        )
+
+
+def _pair_distances(reconstruct: Reconstructor | None, generator: Any, image_probes: Any,
+                    pairs: tuple[Tensor, ...], batch: int, bar: Any) -> np.ndarray:
+    """Identity-embedding distances of the two (reconstructed) faces of each pair;
+    ``reconstruct=None`` scores the original renders (the ceiling)."""
+    latent_a, latent_b = pairs[0], pairs[1]
+    size = int(generator.size)
+    dists = []
+    for lo in range(0, latent_a.shape[0], batch):
+        emb = []
+        for lat in (latent_a[lo:lo + batch], latent_b[lo:lo + batch]):
+            image = generator.synthesize(lat)
+            if reconstruct is not None:
+                image = _reconstruct(reconstruct, image, lat, size)
+            emb.append(image_probes.predict(image)["identity"])
+        dists.append(torch.linalg.vector_norm(emb[0] - emb[1], dim=1).cpu().numpy())
+        if bar is not None:
+            bar.update(2 * min(batch, latent_a.shape[0] - lo))
+    return np.concatenate(dists).astype(np.float64)
+
+
+def _check_image_probes(image_probes: Any, generator: Any) -> None:
+    for name in ("predict", "attribute_names"):
+        if not hasattr(image_probes, name):
+            raise ConfigError(f"image_probes must be an ImageProbeSet (no {name!r}), got "
+                              f"{type(image_probes).__name__}")
+    try:
+        _check_probe_signature(image_probes, generator)
+    except ConfigError as exc:
+        raise ConfigError("the image probes were trained for another generator "
+                          "configuration") from exc
+    if tuple(image_probes.attribute_names) != tuple(generator.attribute_names):
+        raise ConfigError("the image probes' attributes differ from the generator's")
+
+
+@torch.no_grad()
+def evaluate_images(
+    reconstruct: Reconstructor,
+    generator: Any,
+    probes: Any,
+    image_probes: Any,
+    *,
+    n_test: int = 512,
+    n_pairs: int = 512,
+    seed: int = 0,
+    batch: int = 64,
+    fd_features: Any = None,
+    with_ceiling: bool = False,
+    progress: bool = False,
+) -> EvalResult:
+    """Score an image-reconstruction method on the evaluation's seeded test set.
+
+    Parameters
+    ----------
+    reconstruct : callable
+        ``reconstruct(batch) -> images`` with ``batch = {"image": (B, 3, H, W) scenes in
+        [0, 1], "latent": (B, L, D) true latents}``; must return a finite ``(B, 3, H, W)``
+        tensor in [0, 1] (1e-4 of rounding tolerated and clamped). A real method uses only
+        the image (in practice: its simulated measurements of it).
+    generator
+        The ground-truth generator (e.g. ``SynthFace(64)``).
+    probes : ProbeSet
+        Latent probes of ``generator``; only their segmentation and landmark heads are used,
+        on ``generator.features_from_image(reconstruction)``.
+    image_probes : ImageProbeSet
+        Image probes of ``generator`` (attributes and identity embedding).
+    n_test : int
+        Test faces (``test`` split of ``SyntheticFaces(generator, n_test, seed=seed)``: the
+        same faces as ``evaluate_decoder`` with the same seed).
+    n_pairs : int
+        Verification pairs in each of the val and test pair sets (>= 4), the same pairs as
+        ``evaluate_decoder``.
+    seed : int
+        Base seed of the test faces and of the two pair streams.
+    batch : int
+        Faces per render / reconstruct call.
+    fd_features : FeatureSpace or None
+        Feature space of the Frechet distance; default
+        :class:`~lsi_ml.metrics.RandomConvFeatures` (a labelled substitute, not FID).
+    with_ceiling : bool
+        Also compute every metric for the original images (``result.ceiling``).
+    progress : bool
+        Show a tqdm progress bar (faces rendered).
+
+    Returns
+    -------
+    EvalResult
+        The class ``evaluate_decoder`` returns (same ``table1_row``/``summary``); the latent
+        fields are NaN and ``verification_threshold`` is in identity-embedding units
+        (standardised identity).
+
+    Raises
+    ------
+    ConfigError
+        Bad sizes, probes or image probes for another generator, or a reconstruction with a
+        wrong type or shape, non-finite values or values outside [0, 1].
+    """
+    t0 = time.perf_counter()
+    _check_sizes(n_test, n_pairs, batch, seed)
+    if not callable(reconstruct):
+        raise ConfigError(f"reconstruct must be callable, got {type(reconstruct).__name__}")
+    _check_probe_signature(probes, generator)
+    _check_image_probes(image_probes, generator)
+    fd_features = fd_features if fd_features is not None else metrics.RandomConvFeatures()
+    n_test, n_pairs, batch = int(n_test), int(n_pairs), int(batch)
+    size = int(generator.size)
+
+    data, pair_sets = _test_set_and_pairs(generator, n_test, n_pairs, seed)
+    total = n_test + 4 * n_pairs
+    rec, ceil = _ImageAccumulator(), (_ImageAccumulator() if with_ceiling else None)
+    truth: dict[str, list[Tensor]] = {k: [] for k in ("attributes", "segmentation",
+                                                      "landmarks")}
+    scene_feats = []
+    with tqdm(total=total, desc="evaluate images", unit="face", disable=not progress,
+              leave=False) as bar:
+        for lo in range(0, n_test, batch):
+            item = data.batch(range(lo, min(lo + batch, n_test)))
+            scene = item["image"]
+            recon = _reconstruct(reconstruct, scene, item["latent"], size)
+            for key in truth:
+                truth[key].append(item[key])
+            scene_feats.append(np.asarray(fd_features(scene.cpu().numpy())))
+            rec.add(generator, probes, image_probes, recon, scene, fd_features)
+            if ceil is not None:
+                ceil.add(generator, probes, image_probes, scene, scene, fd_features)
+            bar.update(scene.shape[0])
+        scores = {s: _pair_distances(reconstruct, generator, image_probes, pair_sets[s],
+                                     batch, bar) for s in ("val", "test")}
+    feats = np.concatenate(scene_feats)
+    ver = _verification(scores["val"], pair_sets["val"][2], scores["test"],
+                        pair_sets["test"][2], pair_sets["test"][3])
+    result = rec.finish(truth, probes, image_probes, fd_features, feats, ver, n_pairs)
+    if ceil is not None:
+        ceil_scores = {s: _pair_distances(None, generator, image_probes, pair_sets[s], batch,
+                                          None) for s in ("val", "test")}
+        ceil_ver = _verification(ceil_scores["val"], pair_sets["val"][2],
+                                 ceil_scores["test"], pair_sets["test"][2],
+                                 pair_sets["test"][3])
+        result.ceiling = ceil.finish(truth, probes, image_probes, fd_features, feats,
+                                     ceil_ver, n_pairs)
+        result.ceiling.seconds = float("nan")
+    result.seconds = time.perf_counter() - t0
+    return result
