@@ -117,7 +117,7 @@ class _Meter:
             if isinstance(masks, np.ndarray):
                 masks = torch.from_numpy(masks.astype(np.float32))
             return self.physics(_as_8bit(scenes).permute(0, 2, 3, 1),
-                                masks.to(torch.float32), generator=gens)
+                                masks.detach().to("cpu", torch.float32), generator=gens)
 
 
 def _lsi_config(cfg: dict[str, Any], m: int) -> Any:
@@ -200,7 +200,7 @@ def reconstructor(ctx: Context, method: str, m: int, cfg: dict[str, Any]) -> Any
             volts = meter(scenes_of(batch), masks)
             out = generative_prior_reconstruct(volts, masks, face, sim_config, seed=seed,
                                                **settings)
-            return to_luminance(out["image"].detach())
+            return to_luminance(out["image"].detach().cpu())
 
         return reconstruct_prior
     if method == "image_net":
@@ -209,7 +209,7 @@ def reconstructor(ctx: Context, method: str, m: int, cfg: dict[str, Any]) -> Any
         def reconstruct_net(batch: dict[str, Any]) -> Any:
             masks = net.optical.masks().detach()
             with torch.no_grad():
-                return to_luminance(net.reconstruct(meter(scenes_of(batch), masks)))
+                return to_luminance(net.reconstruct(meter(scenes_of(batch), masks)).cpu())
 
         return reconstruct_net
     if method == "lsi_image":

@@ -412,6 +412,8 @@ def provenance(ctx: Context, argv: Sequence[str]) -> dict[str, Any]:
                                check=False).stdout.strip()
     except OSError:
         rev, dirty = "", ""
+    if not rev:  # a copy of the tree without git (e.g. on a remote GPU machine)
+        rev, dirty = os.environ.get("LSI_GIT_REVISION", "unknown"), ""
     return {
         "command": "python -m sims " + " ".join(argv),
         "mode": "quick" if ctx.quick else "full",
