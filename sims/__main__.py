@@ -83,6 +83,11 @@ def main(studies: tuple[str, ...], quick: bool, out: str | None, config_path: st
                     if prov_path.exists() else {})
             prov[name] = entry
             write_bytes_atomic(prov_path, json.dumps(prov, indent=1).encode())
+    from sims.report import write_summary
+
+    summary = write_summary(folder)
+    if summary:
+        click.echo(f"summary with the paper's numbers beside ours: {summary}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ def test_compression_sweep_tiny_run_and_resume(tmp_path: Path) -> None:
     for name in ("compression_sweep.csv", "compression_curves.png",
                  "compression_reconstructions.png"):
         assert (tmp_path / name).stat().st_size > 0
+    from sims.report import write_summary
+
+    summary = write_summary(tmp_path).read_text()
+    assert "| 1:16 | 64 |" in summary and "| 1:1024 | 1 |" in summary
+    assert "| 1:1024 | 1 | " in summary and "/ 88.74 |" in summary  # paper's attr at 1:1024
+    assert "Table 2" not in summary  # no baselines run here
     ceiling = out["ceiling"][0]
     assert ceiling["verification_accuracy"] == pytest.approx(1.0)  # true latents
     # a rerun reuses every finished cell (nothing retrained or re-evaluated)
@@ -164,3 +170,7 @@ def test_baselines_tiny_run(tmp_path: Path) -> None:
     table2 = (tmp_path / "baselines_table2.md").read_text()
     assert "1:16 " in table2 and "1:1024" not in table2
     assert (tmp_path / "baselines_reconstructions.png").stat().st_size > 0
+    from sims.report import write_summary
+
+    summary = write_summary(tmp_path).read_text()
+    assert "Table 2 style" in summary and "SAUNet (8-bit masks) | 39.47" in summary
