@@ -9,16 +9,18 @@ vectors (readings of SynthFace val faces through the simulated bench, noise pres
 * (b) decoder + attribute probe (one linear layer on the latent);
 * (c) decoder + all probes: :meth:`~lsi_ml.probe_training.ProbeSet.predict`, i.e.
   attributes, segmentation and landmarks; the last two read ``generator.features(latent)``
-  = a SynthFace render of the latent + the fixed random conv encoder.
+  = a SynthFace render of the latent + the fixed random conv encoder.  Timed for two probe
+  presets: ``ProbeConfig.cpu()`` (what ``lsi-ml`` trains by default) and
+  ``ProbeConfig.fast()`` (3x cheaper dense heads, lower segmentation F1; see the
+  ProbeConfig notes for both presets' ceilings).
 
-The probes are UNTRAINED (``ProbeSet(generator, ProbeConfig())``, default architecture):
-weights do not change the cost, so the timings hold for trained probes.  Each variant runs
-with torch threads = 1 and = 2; repeats of all variants and both thread counts are
-interleaved (other jobs on the shared machine then slow all of them alike).  If (c) misses
-the target, a breakdown (render vs conv features vs probe heads) follows, with what-if
-timings of cheaper settings (not the library's defaults) that the breakdown points to.
+The probes are UNTRAINED (same architecture as trained ones; weights do not change the
+cost).  Each variant runs with torch threads = 1 and = 2; repeats of all variants and both
+thread counts are interleaved (other jobs on the shared machine then slow all of them
+alike).  The headline lines give (c) against the target for each preset and thread count
+(PASS/MISS); a breakdown (decoder, render, conv features, heads) of (c) follows.
 
-    python benchmarks/bench_decode.py            # full run (~3-6 minutes on 2 cores)
+    python benchmarks/bench_decode.py            # full run (~5-10 minutes on 2 cores)
     python benchmarks/bench_decode.py --quick    # 64 px only, one repeat (smoke test)
 
 Every number is a median of several timed runs after a warm-up, measured in this run.
@@ -42,12 +44,16 @@ TARGET = 1000.0  # measurement vectors per second
 BATCH = 64
 N_MASKS = 256
 THREADS = (1, 2)
+#: probe presets timed in (c): name -> ProbeConfig factory
+PRESETS: dict[str, Callable[..., ProbeConfig]] = {"cpu": ProbeConfig.cpu,
+                                                   "fast": ProbeConfig.fast}
 #: calls per timed run: the fast variants are timed over several calls (timer resolution)
-CALLS = {"a": 50, "b": 50, "c": 1}
+CALLS = {"a": 50, "b": 50, "c-cpu": 1, "c-fast": 1}
 VARIANTS = {
     "a": "decoder only",
     "b": "decoder + attribute probe",
-    "c": "decoder + all probes",
+    "c-cpu": "decoder + all probes, cpu",
+    "c-fast": "decoder + all probes, fast",
 }
 
 
@@ -81,19 +87,22 @@ class Case:
         self.trainer = Trainer(cfg)  # encoder defaults; normaliser fitted on a train batch
         self.generator = self.trainer.generator
         self.decoder = self.trainer.decoder.eval()
-        self.probes = ProbeSet(self.generator, ProbeConfig(progress=False)).eval()
+        self.probes = {name: ProbeSet(self.generator, make(progress=False)).eval()
+                       for name, make in PRESETS.items()}
         with torch.no_grad():
             images = self.trainer.val_data.batch(range(BATCH))["image"]
             gen = torch.Generator().manual_seed(1)
             self.readings = self.trainer.measure(images, generator=gen).contiguous()
 
     def variant(self, key: str) -> Callable[[], Any]:
-        dec, probes, y = self.decoder, self.probes, self.readings
+        dec, y = self.decoder, self.readings
         if key == "a":
             return lambda: dec(y)
         if key == "b":
-            return lambda: probes.attributes(dec(y)) > 0
-        return lambda: probes.predict(dec(y))
+            attributes = self.probes["fast"].attributes  # the same linear layer in both
+            return lambda: attributes(dec(y)) > 0
+        probes = self.probes[key.removeprefix("c-")]
+        return lambda: probes.predict(dec(y), batch=BATCH)
 
 
 def throughput_table(cases: list[Case], repeats: int, budget_s: float
@@ -123,81 +132,49 @@ def throughput_table(cases: list[Case], repeats: int, budget_s: float
             {cell: len(ts) for cell, ts in samples.items()})
 
 
-def conv_features(generator: Any, images: torch.Tensor) -> list[torch.Tensor]:
-    """The fixed conv encoder of ``SynthFace.features`` applied to rendered images."""
-    return generator.features_from_image(images)
+def describe(config: ProbeConfig) -> str:
+    """One line: the architecture settings of a probe preset."""
+    return (f"seg FPN width {config.seg_width}, depth {config.seg_depth}, trunk level "
+            f"{config.seg_trunk_level}, fine width {config.seg_fine_width}, upscale "
+            f"{config.seg_upscale}; landmarks {config.landmark_head} on maps "
+            f"{config.landmark_maps}, width {config.landmark_width}, depth "
+            f"{config.landmark_depth}, trunk level {config.landmark_trunk_level}")
 
 
-def breakdown(case: Case, threads: int, repeats: int, total_c: float) -> None:
-    """Where the time of (c) goes, and what cheaper settings would cost."""
-    from lsi_ml.generators.synthface import SynthFace
-
+def breakdown(case: Case, threads: int, repeats: int, measured: dict[str, float]) -> None:
+    """Where the time of (c) goes, per preset (each piece timed alone)."""
     torch.set_num_threads(threads)
-    g, probes, size = case.generator, case.probes, case.size
+    g, size = case.generator, case.size
     with torch.inference_mode():
         z = case.decoder(case.readings)
         images = g.synthesize(z)
-        feats = conv_features(g, images)
-        parts = [
+        feats = [f.contiguous(memory_format=torch.channels_last)
+                 for f in g.features_from_image(images)]
+        shared = [
             ("decoder (readings -> latent)", lambda: case.decoder(case.readings)),
             ("render: generator.synthesize(latent)", lambda: g.synthesize(z)),
-            ("conv features (fixed encoder, 4 convs)", lambda: conv_features(g, images)),
-            ("attribute head", lambda: probes.attributes(z) > 0),
-            ("segmentation head (FPN, argmax)",
-             lambda: probes.segmentation(feats, (size, size)).argmax(1)),
-            ("landmark head (heatmaps, soft-argmax)",
-             lambda: probes.to_pixels(probes._landmark_norm(feats))),
+            ("conv features (fixed encoder, 4 convs)", lambda: g.features_from_image(images)),
+            ("attribute head", lambda: case.probes["fast"].attributes(z) > 0),
         ]
-        times = [(name, median_time(fn, repeats)) for name, fn in parts]
-        total = sum(t for _, t in times)
+        base = [(name, median_time(fn, repeats)) for name, fn in shared]
         print(f"\n(c) breakdown, {size} px, {threads} thread(s), batch {BATCH}; median ms per "
               f"batch (each piece timed alone); load average {os.getloadavg()[0]:.1f}")
-        for name, t in times:
-            print(f"  {name:<42} {t * 1e3:9.1f} ms  {100 * t / total:5.1f} %  "
-                  f"alone: {BATCH / t:9.0f} vectors/s")
-        print(f"  {'sum of pieces':<42} {total * 1e3:9.1f} ms  (measured (c): "
-              f"{total_c * 1e3:.1f} ms)")
-        fmap = ", ".join(f"{c}x{h}x{w}" for c, h, w in probes.feature_shapes)
-        print(f"  feature maps (C x H x W): {fmap}; landmark head reads maps "
-              f"{probes.config.landmark_maps} at the finest one's resolution, width "
-              f"{probes.config.landmark_width}, {probes.config.landmark_depth} 3x3 convs; "
-              f"segmentation FPN width {probes.config.seg_width}")
-
-        # what-if timings (informational: settings other than the defaults; the probes
-        # would need retraining for them)
-        half = SynthFace(size, seed=g.seed, internal_size=size // 2)
-        lm_coarse = ProbeSet(g, ProbeConfig(progress=False, landmark_maps=(1, 2))).eval()
-        seg_narrow = ProbeSet(g, ProbeConfig(progress=False, seg_width=32)).eval()
-        cl = ProbeSet(g, ProbeConfig(progress=False)).eval()  # same seed: same weights
-        cl.to(memory_format=torch.channels_last)
-        feats_cl = [f.contiguous(memory_format=torch.channels_last) for f in feats]
-        small = SynthFace(size // 2, seed=g.seed)
-        small_probes = ProbeSet(small, ProbeConfig(progress=False)).eval()
-
-        def all_small() -> None:
-            zz = case.decoder(case.readings)
-            ff = conv_features(small, small.synthesize(zz))
-            small_probes.attributes(zz)
-            small_probes.segmentation(ff, (size, size)).argmax(1)
-            small_probes._landmark_norm(ff)
-        whatif = [
-            ("seg head channels_last + max(1).indices",
-             lambda: cl.segmentation(feats_cl, (size, size)).max(1).indices),
-            ("landmark head channels_last",
-             lambda: cl.to_pixels(cl._landmark_norm(feats_cl))),
-            (f"render at internal_size={size // 2}", lambda: half.synthesize(z)),
-            ("landmark head on maps (1, 2) (1/4 res)",
-             lambda: lm_coarse.to_pixels(lm_coarse._landmark_norm(feats))),
-            ("segmentation FPN width 32",
-             lambda: seg_narrow.segmentation(feats, (size, size)).argmax(1)),
-            (f"all of (c) with features of a {size // 2} px render",
-             all_small),
-        ]
-        print("  what-if (not the defaults; the channels_last lines keep the weights and the "
-              "outputs (to ~1e-7), the others need retrained probes):")
-        for name, fn in whatif:
-            t = median_time(fn, repeats)
-            print(f"  {name:<42} {t * 1e3:9.1f} ms  -> {BATCH / t:7.0f} vectors/s alone")
+        for name, t in base:
+            print(f"  {name:<42} {t * 1e3:9.1f} ms  alone: {BATCH / t:9.0f} vectors/s")
+        for preset, probes in case.probes.items():
+            heads = [
+                ("segmentation head (class ids)",
+                 lambda p=probes: p.segmentation.predict_classes(feats, (size, size))),
+                ("landmark head (heatmaps, soft-argmax)",
+                 lambda p=probes: p.to_pixels(p._landmark_norm(feats))),
+            ]
+            times = [(name, median_time(fn, repeats)) for name, fn in heads]
+            total = sum(t for _, t in base) + sum(t for _, t in times)
+            print(f"  preset {preset}: {describe(probes.config)}")
+            for name, t in times:
+                print(f"    {name:<40} {t * 1e3:9.1f} ms")
+            print(f"    {'sum of pieces':<40} {total * 1e3:9.1f} ms -> {BATCH / total:6.0f} "
+                  f"vectors/s (measured (c): {measured[preset] * 1e3:.1f} ms)")
 
 
 def main() -> None:
@@ -216,7 +193,7 @@ def main() -> None:
           "(same cost as trained); timings on a shared machine are noisy\n")
     cases = [Case(size) for size in sizes]
     med, runs = throughput_table(cases, repeats, budget_s)
-    print(f"{'size':>4} {'variant':<28} {'threads':>7} {'ms/batch':>10} {'vectors/s':>11} "
+    print(f"{'size':>4} {'variant':<33} {'threads':>7} {'ms/batch':>10} {'vectors/s':>11} "
           f"{'target':>7}  result  runs")
     for case in cases:
         for key, name in VARIANTS.items():
@@ -224,12 +201,27 @@ def main() -> None:
                 t = med[(case.size, key, threads)]
                 vps = BATCH / t
                 verdict = "PASS" if vps >= TARGET else "MISS"
-                print(f"{case.size:4d} ({key}) {name:<24} {threads:7d} {t * 1e3:10.2f} "
+                print(f"{case.size:4d} ({key:<6}) {name:<24} {threads:7d} {t * 1e3:10.2f} "
                       f"{vps:11.0f} {TARGET:7.0f}  {verdict:6}  {runs[(case.size, key, threads)]}")
+    print(f"\nheadline: decoder + ALL probes (ProbeSet.predict), batch {BATCH}, target "
+          f">= {TARGET:.0f} vectors/s")
     for case in cases:
-        best = min(THREADS, key=lambda th: med[(case.size, "c", th)])
-        if BATCH / med[(case.size, "c", best)] < TARGET:
-            breakdown(case, 1, repeats if args.quick else 3, med[(case.size, "c", 1)])
+        for preset, probes in case.probes.items():
+            for threads in THREADS:
+                vps = BATCH / med[(case.size, f"c-{preset}", threads)]
+                verdict = "PASS" if vps >= TARGET else "MISS"
+                print(f"  {case.size:3d} px  probes ProbeConfig.{preset}()  torch threads "
+                      f"{threads}: {vps:6.0f} vectors/s  {verdict}")
+            print(f"          {preset}: {describe(probes.config)}")
+        best = max(((p, th) for p in PRESETS for th in THREADS),
+                   key=lambda pt: BATCH / med[(case.size, f"c-{pt[0]}", pt[1])])
+        vps = BATCH / med[(case.size, f"c-{best[0]}", best[1])]
+        print(f"  {case.size:3d} px  best: ProbeConfig.{best[0]}(), torch threads {best[1]}: "
+              f"{vps:.0f} vectors/s -> {'PASS' if vps >= TARGET else 'MISS'} "
+              f"(target {TARGET:.0f})")
+    for case in cases:
+        breakdown(case, 1, repeats if args.quick else 3,
+                  {p: med[(case.size, f"c-{p}", 1)] for p in PRESETS})
 
 
 if __name__ == "__main__":

@@ -86,6 +86,14 @@ class ProbeConfig:
         landmark probe reads; ``"regression"`` uses the first one.
     landmark_width, landmark_depth : int
         Width and 3x3 convolutions of the landmark probe.
+    seg_trunk_level, seg_fine_width : int
+        Where the FPN's 3x3 convolutions run (0 = finest map, 1 = the next coarser one:
+        about 4x fewer operations) and the width of the narrow full-resolution path that
+        then carries the finer maps to the head (0 = none); see
+        :class:`~lsi_ml.probes.SegmentationProbe`. 0 / 0 = the original FPN.
+    landmark_trunk_level : int
+        Level among ``landmark_maps`` (0 = finest) at which the landmark probe's 3x3 stack
+        runs (see :class:`~lsi_ml.probes.HeatmapLandmarkProbe`); 0 = the original probe.
     render_batch : int
         Faces per ``render``/``features`` call while building the training set.
     device : str
@@ -106,6 +114,26 @@ class ProbeConfig:
     CPU budget of a few minutes buys only a few hundred steps: far from these ceilings
     (after 2000 steps on 4096 faces: about 0.976 / 0.76 / 3-5.5). Train on a GPU, or
     once and save the probes (:meth:`ProbeSet.save`).
+
+    Presets at size 64, 2000 steps on 4096 faces (the same budget), trained on one core of
+    the shared 2-core dev machine (H100 in brackets; TF32 there), 512 test latents:
+    attribute accuracy / macro seg F1 / landmark NME, and the cost per batch of 64 on one
+    core (untrained = trained cost; the machine is shared, so +-30 %):
+
+    * :meth:`cpu`: 0.976 / 0.760 / 3.51, 447 s training (H100: 0.976 / 0.760 /
+      4.6-4.8). Heads (segmentation + landmarks) about 145-170 ms; ``predict`` of 64
+      latents (render + encoder + heads) about 220 ms = ~290 latents/s.
+    * :meth:`fast`: 0.976 / 0.700 / 4.89, 159 s training (H100: 0.976 / 0.701 / 4.86).
+      Heads about 45-55 ms (3x cheaper: segmentation trunk at 1/4 of the image size +
+      32-channel full-resolution path, landmark heatmaps at 1/8 from maps (2, 3));
+      ``predict`` about 115 ms = ~550 latents/s. The seg F1 cost falls on the thin
+      classes (brows, eyes, lips: 0.52-0.63 instead of 0.57-0.70); landmarks are 40 %
+      worse. ``ProbeConfig.fast(landmark_maps=(1, 2, 3), landmark_width=48,
+      landmark_depth=4)`` gets NME 4.49 for about 15 ms more.
+
+    The SynthFace render that ``predict`` needs for the feature maps costs 40-75 ms of
+    those per 64 latents on one core by itself, so neither preset reaches 1000 latents/s
+    on one core (``benchmarks/bench_decode.py``).
     """
 
     steps: int = 5000
@@ -125,6 +153,9 @@ class ProbeConfig:
     landmark_maps: tuple[int, ...] = (0, 1, 2)
     landmark_width: int = 96
     landmark_depth: int = 3
+    seg_trunk_level: int = 0
+    seg_fine_width: int = 0
+    landmark_trunk_level: int = 0
     render_batch: int = 256
     device: str = "cpu"
     progress: bool = True
@@ -135,7 +166,8 @@ class ProbeConfig:
                      "landmark_width", "landmark_depth", "render_batch"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("steps", "warmup", "seed"):
+        for name in ("steps", "warmup", "seed", "seg_trunk_level", "landmark_trunk_level",
+                     "seg_fine_width"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         for name in ("lr", "lr_attributes"):
@@ -158,18 +190,40 @@ class ProbeConfig:
             raise ConfigError(f"landmark_maps={self.landmark_maps} must be non-empty, >= 0")
         if len(set(self.landmark_maps)) != len(self.landmark_maps):
             raise ConfigError(f"landmark_maps={self.landmark_maps} has duplicates")
+        if self.landmark_trunk_level >= len(self.landmark_maps):
+            raise ConfigError(f"landmark_trunk_level={self.landmark_trunk_level} must be < "
+                              f"len(landmark_maps)={len(self.landmark_maps)}")
 
     @classmethod
     def cpu(cls, **overrides: Any) -> ProbeConfig:
         """The laptop-CPU preset (what ``lsi-ml`` trains by default): 2000 steps on 4096
         faces, landmark head on the coarser maps (1, 2, 3) with 4 convolutions; about
         0.14 s a step on one core at 64 px (~5 min). Measured ceiling at 64 px (one
-        shared core): attributes 0.976, seg F1 0.760, NME 3.5 -- the quality defaults
-        (``ProbeConfig()``, ideally on a GPU) are far better."""
+        shared core): attributes 0.976, seg F1 0.760, NME 3.5 (remeasured: 3.51; same
+        budget on an H100: 0.976 / 0.760 / 4.6-4.8) -- the quality defaults
+        (``ProbeConfig()``, ideally on a GPU) are far better. :meth:`fast` is a variant with
+        3x cheaper heads for scoring."""
         values: dict[str, Any] = {"steps": 2000, "n_train": 4096, "landmark_maps": (1, 2, 3),
                                   "landmark_depth": 4}
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> ProbeConfig:
+        """:meth:`cpu` with about 3x cheaper dense heads, for high-throughput scoring.
+
+        Segmentation: FPN trunk (width 48, 2 convolutions) at the second-finest map, then
+        a 32-channel path at the finest map (``seg_trunk_level=1, seg_fine_width=32``).
+        Landmarks: heatmaps from maps (2, 3) (1/8 of the image size), width 96, 3
+        convolutions. Same training budget as :meth:`cpu`; about 3x cheaper heads and 2x
+        faster :meth:`ProbeSet.predict` on a CPU, for segmentation F1 0.76 -> 0.70 and
+        landmark NME 3.5 -> 4.9 at 64 px (see the class notes).
+        """
+        values: dict[str, Any] = {"seg_width": 48, "seg_trunk_level": 1,
+                                  "seg_fine_width": 32, "landmark_maps": (2, 3),
+                                  "landmark_width": 96, "landmark_depth": 3}
+        values.update(overrides)
+        return cls.cpu(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (``landmark_maps`` as a list); :meth:`from_dict` inverts it."""
@@ -244,13 +298,14 @@ class ProbeSet(nn.Module):
             self.attributes = AttributeProbe(n_levels * level_dim, len(self.attribute_names))
             self.segmentation = SegmentationProbe(
                 [c for c, _, _ in self.feature_shapes], len(self.class_names),
-                width=cfg.seg_width, depth=cfg.seg_depth, upscale=cfg.seg_upscale)
+                width=cfg.seg_width, depth=cfg.seg_depth, upscale=cfg.seg_upscale,
+                trunk_level=cfg.seg_trunk_level, fine_width=cfg.seg_fine_width)
             lm_shapes = [self.feature_shapes[i] for i in cfg.landmark_maps]
             self.landmarks: nn.Module
             if cfg.landmark_head == "heatmap":
                 self.landmarks = HeatmapLandmarkProbe(
                     [c for c, _, _ in lm_shapes], n_points=68, width=cfg.landmark_width,
-                    depth=cfg.landmark_depth)
+                    depth=cfg.landmark_depth, trunk_level=cfg.landmark_trunk_level)
             else:
                 c, h, w = lm_shapes[0]
                 self.landmarks = LandmarkProbe(c, (h, w), n_points=68,
@@ -322,8 +377,8 @@ class ProbeSet(nn.Module):
                     # and upsampling on CPU; max(1).indices is much faster than argmax(1)
                     feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
                     logits.append(self.attributes(z))
-                    seg_logits = self.segmentation(feats, (self.size, self.size))
-                    segs.append(seg_logits.max(1).indices)
+                    segs.append(self.segmentation.predict_classes(feats, (self.size,
+                                                                          self.size)))
                     lms.append(self.to_pixels(self._landmark_norm(feats)))
         finally:
             self.train(was_training)
@@ -466,11 +521,16 @@ class ProbeSet(nn.Module):
     def load(cls, path: str | Path, generator: Any) -> ProbeSet:
         """Read probes written by :meth:`save` for ``generator``.
 
+        Files saved before the ``seg_trunk_level`` / ``seg_fine_width`` /
+        ``landmark_trunk_level`` options load unchanged (their defaults are the original
+        architecture).
+
         Raises
         ------
         ConfigError
-            If the file is not a probe checkpoint, or was written for a generator with a
-            different class, size, seed, latent shape, class names or attribute names.
+            If the file is not a probe checkpoint, was written for a generator with a
+            different class, size, seed, latent shape, class names or attribute names, or
+            its config or weights do not fit this version's probes (config mismatch).
         """
         payload = load_checkpoint(path)
         extra = payload.get("extra") or {}
@@ -484,9 +544,20 @@ class ProbeSet(nn.Module):
             raise ConfigError(f"{path}: probes were trained for another generator "
                               f"(differs in {diff}: saved {[(saved or {}).get(k) for k in diff]}"
                               f", given {[current.get(k) for k in diff]})")
-        config = ProbeConfig.from_dict(payload["config"])
+        try:
+            config = ProbeConfig.from_dict(payload["config"])
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: the saved probe config does not fit this version "
+                              f"of ProbeConfig ({exc}); retrain the probes") from exc
         probes = cls(generator, config)
-        probes.load_state_dict(payload["model"])
+        try:
+            probes.load_state_dict(payload["model"])
+        except RuntimeError as exc:  # missing / unexpected / mis-shaped weights
+            first = str(exc).strip().splitlines()
+            raise ConfigError(f"{path}: the saved weights do not match the probe "
+                              f"architecture of its config (config mismatch, e.g. a file "
+                              f"from another version); retrain the probes. "
+                              f"{first[0] if first else ''}") from exc
         probes.eval()
         return probes
 

