@@ -1,7 +1,7 @@
 """What every study shares: configs, cached cells, models, probes, tables, figures, provenance.
 
 A study is a list of independent *cells* (one trained model or one evaluated setting each).
-Every finished cell writes its result row to ``OUT/cache/cells/<study>/<key>.json``
+Every finished cell writes its result row to ``OUT/cache/cells/<study>/<config digest>/<key>.json``
 (atomically), so an interrupted run loses at most the cells in progress: rerunning the same
 command skips the finished ones. Trained models live in
 ``OUT/cache/models/<hash of their TrainConfig>/model.pt`` (checkpointed every 200 steps,
@@ -100,6 +100,8 @@ class Context:
     config_path: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    computed: int = 0
+    """Cells computed (not read back) by this context so far."""
 
     def study_config(self, study: str) -> dict[str, Any]:
         """The config table of ``study`` for this mode, with :attr:`overrides` merged in
@@ -113,7 +115,11 @@ class Context:
         return cfg
 
     def cell_path(self, study: str, key: str) -> Path:
-        return self.out / "cache" / "cells" / study / f"{key}.json"
+        """Where the row of cell ``key`` is kept: under a digest of the study's whole
+        config, so a changed config (or --quick vs full) never reads back stale rows."""
+        text = json.dumps(self.study_config(study), sort_keys=True, default=str)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+        return self.out / "cache" / "cells" / study / digest / f"{key}.json"
 
     def run_cells(self, study: str, fn: Callable[..., dict[str, Any]],
                   cells: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -124,9 +130,10 @@ class Context:
         done. Returns the rows in the order of ``cells``.
         """
         todo = [(k, kw) for k, kw in cells if not self.cell_path(study, k).exists()]
+        self.computed += len(todo)
         if len(todo) < len(cells):
             print(f"[{study}] {len(cells) - len(todo)} of {len(cells)} cells already done "
-                  f"(reusing {self.out / 'cache' / 'cells' / study})")
+                  f"(reusing {self.cell_path(study, 'x').parent})")
         if todo:
             if self.jobs > 1 and len(todo) > 1:
                 with ProcessPoolExecutor(max_workers=min(self.jobs, len(todo)),
@@ -288,6 +295,8 @@ def _fmt(key: str, value: Any) -> str:
         return value
     if key in PERCENT_KEYS:
         return f"{100 * float(value):.1f}"
+    if key == "x":  # a setting: as written in the config (0.001, 1.05, 40)
+        return f"{value:g}" if isinstance(value, (int, float)) else str(value)
     if key == "ssim":
         return f"{float(value):.3f}"
     if isinstance(value, float):

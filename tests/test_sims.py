@@ -174,3 +174,16 @@ def test_baselines_tiny_run(tmp_path: Path) -> None:
 
     summary = write_summary(tmp_path).read_text()
     assert "Table 2 style" in summary and "SAUNet (8-bit masks) | 39.47" in summary
+
+
+def test_cells_are_kept_per_config(tmp_path: Path) -> None:
+    """A changed config (or --quick vs full) must not read back another config's rows."""
+    a = _ctx(tmp_path)
+    b = _ctx(tmp_path, eval={"n_test": 24, "n_pairs": 8, "seed": 0})
+    assert a.cell_path("compression_sweep", "ratio-16") != b.cell_path("compression_sweep",
+                                                                      "ratio-16")
+    assert a.cell_path("compression_sweep", "ratio-16") == _ctx(tmp_path).cell_path(
+        "compression_sweep", "ratio-16")
+    full = Context(tmp_path, quick=False)
+    assert full.cell_path("compression_sweep", "k") != Context(tmp_path, quick=True).cell_path(
+        "compression_sweep", "k")
