@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from sims.common import (
     PERCENT_KEYS,
     TABLE1_COLUMNS,
@@ -38,6 +40,7 @@ def backend_cell(ctx: Context, backend: str, noise_seed: int, cfg: dict[str, Any
     """Score the model on one backend with one noise seed."""
     from lsi_hw.benches import make_bench
     from lsi_ml.bench_data import bench_decoder
+    from lsi_ml.data.synthetic import SyntheticFaces
     from lsi_ml.evaluation import evaluate_decoder
 
     size = int(cfg["train"]["size"])
@@ -52,7 +55,32 @@ def backend_cell(ctx: Context, backend: str, noise_seed: int, cfg: dict[str, Any
     ev = cfg["eval"]
     result = evaluate_decoder(decode, trainer.generator, probes, n_test=ev["n_test"],
                               n_pairs=ev["n_pairs"], seed=ev["seed"])
+    # the decoded latents of the first test faces, for a face-by-face comparison
+    faces = SyntheticFaces(trainer.generator, ev["n_test"], seed=ev["seed"], split="test")
+    batch = faces.batch(range(min(64, ev["n_test"])))
+    decoded = bench_decoder(trainer, backend, noise_seed, bench=bench)(batch)
+    path = ctx.cell_path(STUDY, f"{backend}-{noise_seed}").with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, decoded=decoded.numpy(), truth=batch["latent"].numpy())
     return {"backend": backend, "noise_seed": noise_seed, **evaluation_row(result)}
+
+
+def face_by_face(ctx: Context) -> list[str]:
+    """Mean |decoded latent| differences between backends on the same faces, against the
+    noise-only difference (sim seed A vs B) and the spread between faces."""
+    files = {k: ctx.cell_path(STUDY, k).with_suffix(".npz")
+             for k in ("sim-0", "sim-1", "fake-hw-0")}
+    if not all(f.exists() for f in files.values()):
+        return []
+    lat = {k: np.load(f)["decoded"] for k, f in files.items()}
+    between = float(np.mean(np.abs(lat["sim-0"] - lat["sim-0"].mean(0, keepdims=True))))
+    d_backend = float(np.mean(np.abs(lat["sim-0"] - lat["fake-hw-0"])))
+    d_noise = float(np.mean(np.abs(lat["sim-0"] - lat["sim-1"])))
+    n = lat["sim-0"].shape[0]
+    return [f"Face by face ({n} test faces, mean |difference| of the decoded latents): "
+            f"sim vs fake-hw {d_backend:.4f}, sim noise seed A vs B {d_noise:.4f}, spread "
+            f"between faces {between:.4f} (ratio sim-vs-fake-hw / between-face spread "
+            f"{d_backend / max(between, 1e-12):.3f})."]
 
 
 def agreement(rows: list[dict[str, Any]]) -> tuple[bool, list[str]]:
@@ -89,6 +117,7 @@ def run(ctx: Context) -> dict[str, Any]:
              ("fake-hw-0", {"backend": "fake-hw", "noise_seed": 0, "cfg": cfg})]
     rows = ctx.run_cells(STUDY, backend_cell, cells)
     ok, lines = agreement(rows)
+    lines += face_by_face(ctx)
     notes = [f"Model: 1:{cfg['ratio']} at {size} px, noise {cfg['train'].get('noise')}; "
              f"{cfg['eval']['n_test']} test faces, {cfg['eval']['n_pairs']} pairs, the same "
              "for every row.",

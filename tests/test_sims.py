@@ -187,3 +187,13 @@ def test_cells_are_kept_per_config(tmp_path: Path) -> None:
     full = Context(tmp_path, quick=False)
     assert full.cell_path("compression_sweep", "k") != Context(tmp_path, quick=True).cell_path(
         "compression_sweep", "k")
+
+
+def test_sim_vs_fakehw_tiny_run(tmp_path: Path) -> None:
+    from sims import sim_vs_fakehw
+
+    out = sim_vs_fakehw.run(_ctx(tmp_path, ratio=64))
+    assert [r["backend"] for r in out["rows"]] == ["sim", "sim", "fake-hw"]
+    assert out["agree"] is True
+    md = (tmp_path / "sim_vs_fakehw.md").read_text()
+    assert "AGREE" in md and "Face by face (16 test faces" in md
