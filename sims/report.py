@@ -82,7 +82,8 @@ def write_summary(out: Path) -> Path | None:
         return (f"{entry.get('mode', '?')} run: `{entry.get('command', '?')}`, "
                 f"{entry.get('minutes', '?')} min, revision {entry.get('git_revision', '?')}")
 
-    modes = sorted({p.get("mode", "?") for p in prov.values()})
+    modes = sorted({prov[k].get("mode", "?") for k in ("compression_sweep", "baselines")
+                    if k in prov})
     lines.append("Generated from the CSV files of `sims/results/` (exact versions in "
                  "`PROVENANCE.json`). Ours: SynthFace 64 px (ratio = m : "
                  "4096 pixels), verification from decoded identity vectors, FD in a random-conv "
@@ -135,6 +136,11 @@ def write_summary(out: Path) -> Path | None:
         lines += ["", "The paper's Table 2 (1:256 of 256 px, CelebA-HQ; verification VGGFace / "
                   "Dlib %, FID):", "", "| method | VGGFace % | Dlib % | FID |", "|---|---|---|---|"]
         lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
+    others = [f"`{k}` ({v.get('mode', '?')} run, {v.get('minutes', '?')} min)"
+              for k, v in prov.items() if k not in ("compression_sweep", "baselines")]
+    if others:
+        lines += ["", "Also in `sims/results/`: " + ", ".join(others) + "; see their "
+                  "`.md` tables and figures."]
     path = out / "summary.md"
     write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
     return path
