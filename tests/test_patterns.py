@@ -855,8 +855,8 @@ def test_take_from_dmd_inverts_place_on_dmd(m, h, w, diamond, seed):
     np.testing.assert_array_equal(take_from_dmd(placed, (h, w), diamond=diamond), masks)
     if h * w > 1 and placed.any():
         broken = placed.copy()
-        r, c = np.argwhere(broken[0])[0]
-        broken[0, r, c] = 0
-        if broken[0].sum() and (take_from_dmd.__name__):
+        k, r, c = np.argwhere(broken)[0]  # a lit mirror of the first mask that has one
+        broken[k, r, c] = 0
+        if broken[k].sum():
             with pytest.raises(PatternError, match="uniform"):
                 take_from_dmd(broken, (h, w), diamond=diamond)
