@@ -65,6 +65,7 @@ from lsi_hw.errors import ConfigError
 from lsi_hw.patterns import PatternSet
 from lsi_hw.sim.forward import SimConfig
 from lsi_hw.sim.torch_model import TorchForwardModel
+from lsi_ml.inversion import prior_statistics
 
 __all__ = ["CALIBRATIONS", "generative_prior_reconstruct"]
 
@@ -257,15 +258,10 @@ def generative_prior_reconstruct(
     shape = tuple(int(s) for s in generator.latent_shape)
 
     stats_gen = torch.Generator().manual_seed(_restart_seed(seed, 0))
+    mean, mu, sigma = prior_statistics(generator, prior, stats_gen)
+    if prior != "empirical":
+        mean = torch.zeros_like(mean)  # restart 0 starts at the prior's mode
     with torch.no_grad():
-        samples = generator.sample_latent(1024 if prior == "empirical" else 256,
-                                          generator=stats_gen).detach()
-        mean = samples.mean(0, keepdim=True)
-        if prior == "empirical":
-            mu, sigma = mean, samples.std(0, keepdim=True).clamp_min(1e-8)
-        else:
-            mu, sigma = torch.zeros_like(mean), torch.ones_like(mean)
-            mean = torch.zeros_like(mean)
         probe = generator.synthesize(mean)
     if probe.ndim != 4 or probe.shape[1] != 3:
         raise ConfigError(f"generator.synthesize gave shape {tuple(probe.shape)}; "

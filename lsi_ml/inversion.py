@@ -97,6 +97,23 @@ def _recon(out: Tensor, target: Tensor, loss: str) -> Tensor:
     return diff.abs().mean(1) + diff.pow(2).mean(1)
 
 
+@torch.no_grad()
+def prior_statistics(generator: Any, prior: str, stats_gen: torch.Generator
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(mean, mu, sigma)`` of the latent prior, each ``(1, L, D)``.
+
+    ``mean`` is the mean of prior samples drawn with ``stats_gen`` (1024 for
+    ``prior="empirical"``, 256 otherwise); the prior term penalises ``((z - mu) / sigma)^2``
+    with ``mu, sigma`` = the samples' mean and std (``empirical``) or 0 and 1 (``normal``).
+    """
+    samples = generator.sample_latent(1024 if prior == "empirical" else 256,
+                                      generator=stats_gen).detach()
+    mean = samples.mean(0, keepdim=True)
+    if prior == "empirical":
+        return mean, mean, samples.std(0, keepdim=True).clamp_min(1e-8)
+    return mean, torch.zeros_like(mean), torch.ones_like(mean)
+
+
 def _restart_seed(seed: int, restart: int) -> int:
     state = np.random.SeedSequence([int(seed), int(restart)])
     return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
@@ -179,14 +196,8 @@ def invert(
     shape = tuple(int(s) for s in generator.latent_shape)
     # restart 0 starts from the prior mean, so its seed draws the prior statistics instead
     stats_gen = torch.Generator().manual_seed(_restart_seed(seed, 0))
+    mean, mu, sigma = prior_statistics(generator, prior, stats_gen)
     with torch.no_grad():
-        samples = generator.sample_latent(1024 if prior == "empirical" else 256,
-                                          generator=stats_gen).detach()
-        mean = samples.mean(0, keepdim=True)
-        if prior == "empirical":
-            mu, sigma = mean, samples.std(0, keepdim=True).clamp_min(1e-8)
-        else:
-            mu, sigma = torch.zeros_like(mean), torch.ones_like(mean)
         probe = generator.synthesize(mean)
     device = probe.device
     target = target.to(device)
