@@ -48,6 +48,7 @@ from lsi_ml.data.synthetic import SyntheticFaces
 from lsi_ml.encoder import MeasurementNormalizer
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.optical import OpticalEncoder
+from lsi_ml.train import _as_8bit, warmup_cosine
 
 __all__ = ["ImageDecoder", "ImageReconConfig", "ImageReconTrainer", "psnr"]
 
@@ -66,11 +67,6 @@ def _seed(*key: int) -> int:
 
 def _row_generators(seed: int, stream: int, step: int, n: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(_seed(seed, stream, step, r)) for r in range(n)]
-
-
-def _as_8bit(images: Tensor) -> Tensor:
-    """Images as the 8-bit monitor shows them (drive fractions on 256 levels)."""
-    return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
@@ -321,12 +317,7 @@ class ImageReconTrainer:
 
     def lr_factor(self, step: int) -> float:
         """Learning-rate multiplier at ``step``: linear warm-up, then cosine to 2 %."""
-        cfg = self.config
-        warmup = min(100, cfg.steps // 10)
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
-        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
+        return warmup_cosine(step, self.config.steps, 100)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """MSE (+ ``l1_weight`` x L1) between images (B, 3, H, W)."""

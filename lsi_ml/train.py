@@ -359,6 +359,19 @@ class TrainConfig:
         return "\n".join(lines) + "\n"
 
 
+def warmup_cosine(step: int, steps: int, warmup: int, schedule: str = "cosine") -> float:
+    """Learning-rate multiplier at ``step`` of a ``steps``-step run: a linear warm-up over
+    ``min(warmup, steps // 10)`` steps, then a half cosine from 1 to 0.02 (``cosine``) or
+    1 (``constant``). A pure function of the step, so a resumed run follows it exactly."""
+    warm = min(int(warmup), int(steps) // 10)
+    if warm and step < warm:
+        return (step + 1) / warm
+    if schedule == "constant" or steps <= warm:
+        return 1.0
+    t = min(1.0, (step - warm) / max(1, steps - warm))
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def _flatten_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (nested TOML tables of simulator settings)."""
     flat: dict[str, Any] = {}
@@ -509,13 +522,7 @@ class Trainer:
     def lr_factor(self, step: int) -> float:
         """Learning-rate multiplier at ``step`` (a pure function of the step: resumable)."""
         cfg = self.config
-        warmup = min(cfg.warmup, cfg.steps // 10)
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if cfg.lr_schedule == "constant" or cfg.steps <= warmup:
-            return 1.0
-        t = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
-        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
+        return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr_schedule)
 
     def _set_learning_rates(self) -> None:
         factor = self.lr_factor(self.step)
