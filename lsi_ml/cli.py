@@ -180,6 +180,12 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
 @click.option("--probe-steps", type=int, default=None,
               help="Probe training steps (default: ProbeConfig's).")
 @click.option("--no-probes", is_flag=True, help="Do not train the probes after the decoder.")
+@click.option("--mask-init", type=click.Choice(["random", "hadamard"]), default=None,
+              help="Initial masks: uniform random weights (the paper; default) or the "
+                   "lowest-sequency Walsh-Hadamard masks.")
+@click.option("--bank-steps", type=int, default=None,
+              help="Decoder-only steps on a measurement bank after the end-to-end steps "
+                   "(masks frozen; scenes rendered once; see TrainConfig.bank_steps).")
 @click.option("--bench-option", "bench_options", multiple=True, metavar="KEY=VALUE",
               help="fake-hw/hw bench setting, repeatable (e.g. daq_device=Dev2, "
                    "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
@@ -192,8 +198,10 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
 def train(config_file: str | None, out: str, backend: str | None, init_from: str | None,
           size: int | None, n_masks: int | None, noise: str | None, steps: int | None,
           batch: int | None, seed: int | None, n_recorded: int | None,
-          probe_steps: int | None, no_probes: bool, bench_options: tuple[str, ...], nproc: int,
-          device: str | None, progress: bool) -> None:
+          probe_steps: int | None, no_probes: bool, mask_init: str | None,
+          bank_steps: int | None,
+          bench_options: tuple[str, ...], nproc: int, device: str | None,
+          progress: bool) -> None:
     """Train masks + decoder (sim) or fine-tune the decoder on bench recordings."""
     from lsi_ml.train import TrainConfig, Trainer, init_distributed
 
@@ -207,7 +215,9 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
     overrides: dict[str, Any] = {
         k: v for k, v in dict(size=size, n_masks=n_masks, noise=noise, steps=steps,
                               batch=batch, seed=seed, backend=backend,
-                              n_recorded=n_recorded).items() if v is not None}
+                              n_recorded=n_recorded, bank_steps=bank_steps,
+                              mask_init=mask_init).items()
+        if v is not None}
     overrides["progress"] = progress
     overrides["checkpoint"] = str(checkpoint)
     if device is not None:
@@ -218,13 +228,15 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
     if checkpoint.exists():
         if config_file or init_from or any(
                 k in overrides for k in ("size", "n_masks", "noise", "batch", "seed",
-                                         "backend")):
+                                         "backend", "mask_init")):
             raise ConfigError(f"{checkpoint} exists: rerun with only --out (and --steps to "
                               "train longer) to resume it, or pick another --out")
         trainer = Trainer.resume(checkpoint, progress=progress, checkpoint=str(checkpoint),
                                  **({"steps": steps} if steps is not None else {}),
+                                 **({"bank_steps": bank_steps} if bank_steps is not None
+                                    else {}),
                                  **({"device": device} if device is not None else {}))
-        click.echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.config.steps}")
+        click.echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.total_steps}")
     else:
         if config_file:
             base = TrainConfig.from_toml(config_file)

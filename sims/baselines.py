@@ -286,9 +286,11 @@ def run(ctx: Context) -> dict[str, Any]:
     only = {k: set(v) for k, v in cfg.get("only_at", {}).items()}
     cells: list[tuple[str, dict[str, Any]]] = [
         ("scene", {"method": "scene", "ratio": None, "m": None, "cfg": cfg})]
+    skipped: list[str] = []
     for ratio in cfg["ratios"]:
         m = measurements_for_ratio(size, ratio)
         if m < 1:
+            skipped.append(f"1:{ratio}")
             continue
         if "lsi" in methods:  # the LSI model first: other cells reuse it
             trained_model(ctx, _lsi_config(cfg, m))
@@ -311,6 +313,13 @@ def run(ctx: Context) -> dict[str, Any]:
         "(random conv net), not Inception FID; PSNR/SSIM against the grey scene (classic "
         "reconstructions are min-max normalised first).",
     ]
+    if only:
+        notes.append("Methods run at fewer ratios (cost): " + "; ".join(
+            f"{LABELS.get(k, k)} at " + ", ".join(f"1:{r}" for r in sorted(v))
+            for k, v in sorted(only.items())) + ".")
+    if skipped:
+        notes.append(f"Skipped (fewer than one reading of a {size} x {size} px scene): "
+                     f"{', '.join(skipped)}; a larger `size` reaches them.")
     write_table(rows, COLUMNS, ctx.out / STUDY, title="LSI vs image-space baselines",
                 notes=notes)
     t2 = int(cfg.get("table2_ratio", 256))

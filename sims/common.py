@@ -223,6 +223,11 @@ def config_key(config: Any) -> str:
     values = config.to_dict()
     for name in ("progress", "checkpoint", "checkpoint_every", "device", "init_from"):
         values.pop(name, None)
+    if not values.get("bank_steps"):  # no bank phase: its settings do not shape the run
+        for name in ("bank_steps", "bank_size", "bank_batch", "lr_bank"):
+            values.pop(name, None)
+    if values.get("mask_init") == "random":  # the default (keys written before it existed)
+        values.pop("mask_init")
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -254,7 +259,7 @@ def _train_or_load(ctx: Context, config: Any, folder: Path, init_from: Path | No
                       progress=ctx.progress and ctx.jobs == 1, device=ctx.device,
                       init_from=str(init_from) if init_from else None)
         trainer = Trainer(cfg)
-    if trainer.step < trainer.config.steps:
+    if trainer.step < trainer.total_steps:
         trainer.train()
     return trainer
 

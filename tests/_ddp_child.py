@@ -15,7 +15,8 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = TrainConfig(size=32, n_masks=16, steps=4, batch=8, eval_every=0, n_val=8,
                       eval_batch=8, encoder_hidden=32, encoder_block_hidden=16,
-                      progress=False, noise="full", lr_masks=0.05, seed=3)
+                      progress=False, noise="full", lr_masks=0.05, seed=3,
+                      bank_steps=3, bank_size=32, bank_batch=8)
     trainer = Trainer(cfg)
     trainer.train()
     if rank == 0:

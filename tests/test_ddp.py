@@ -1,5 +1,7 @@
 """DDP: two CPU processes (torchrun, gloo) train exactly like one process on the same
-global batch, because each scene's noise is keyed by its position in the global batch."""
+global batch, because each scene's noise is keyed by its position in the global batch.
+The child run ends with decoder-only steps on a measurement bank (``bank_steps``), so the
+bank phase's batch split and its DDP wrapper are compared too."""
 
 from __future__ import annotations
 

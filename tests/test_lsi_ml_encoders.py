@@ -85,3 +85,41 @@ def test_latent_encoder_learns_a_linear_map():
         loss.backward()
         opt.step()
     assert loss.item() < 0.05 * y.var().item()
+
+
+def test_optical_encoder_power_then_detect_equals_forward() -> None:
+    """forward = detect(power): the split the measurement bank relies on (same noise)."""
+    from lsi_hw.sim.forward import SimConfig
+    from lsi_ml.optical import OpticalEncoder
+
+    enc = OpticalEncoder(8, (16, 16), SimConfig().with_noise("full"), seed=2)
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    whole = enc(images, generator=torch.Generator().manual_seed(9))
+    split = enc.detect(enc.power(images), generator=torch.Generator().manual_seed(9))
+    assert torch.equal(whole, split)
+    rows = [torch.Generator().manual_seed(i) for i in range(3)]
+    rows2 = [torch.Generator().manual_seed(i) for i in range(3)]
+    assert torch.equal(enc(images, generator=rows), enc.detect(enc.power(images),
+                                                                generator=rows2))
+    noiseless = enc.detect(enc.power(images), noise=False)
+    assert not torch.equal(noiseless, whole)  # the noise is really drawn in detect
+
+
+def test_hadamard_mask_init() -> None:
+    """init='hadamard': the first m sequency-ordered Walsh-Hadamard masks, trainable."""
+    from lsi_hw.patterns import PatternSet
+    from lsi_ml.optical import initial_weights
+
+    enc = OpticalEncoder(8, (16, 16), init="hadamard")
+    expected = PatternSet.hadamard(16, 8, order="sequency").masks
+    assert np.array_equal(enc.masks().detach().numpy().astype(np.uint8), expected)
+    assert float(enc.masks()[0].detach().mean()) == 1.0  # row 0: all mirrors on
+    # stored off the 0.5 threshold by 0.25: a few optimizer steps can flip a mirror
+    assert set(torch.unique(enc.weights.detach()).tolist()) == {0.25, 0.75}
+    assert not torch.equal(initial_weights(8, (16, 16), "random", seed=1),
+                           initial_weights(8, (16, 16), "random", seed=2))
+    for shape, m in (((16, 8), 4), ((12, 12), 4), ((4, 4), 17)):
+        with pytest.raises(ConfigError):
+            initial_weights(m, shape, "hadamard")
+    with pytest.raises(ConfigError):
+        initial_weights(4, (8, 8), "dct")

@@ -168,3 +168,29 @@ def test_bench_options_reach_the_bench_or_fail_clearly(run: Path) -> None:
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
     bad = _invoke(["eval", str(run), "--bench-option", "seed=1"])
     assert bad.exit_code == 2 and "fake-hw or hw" in bad.output
+
+
+def test_train_bank_phase_and_mask_init_from_the_cli(run: Path, tmp_path: Path) -> None:
+    """--bank-steps extends a finished run with decoder-only bank steps (masks frozen);
+    --mask-init starts from Hadamard masks; bad settings fail before any training."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    masks = load_checkpoint(copy / "model.pt")["extra"]["masks"]
+    result = _invoke(["train", "--out", str(copy), "--bank-steps", "2", "--no-probes",
+                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    payload = load_checkpoint(copy / "model.pt")
+    assert payload["step"] == 5 and payload["config"]["bank_steps"] == 2
+    assert torch.equal(payload["extra"]["masks"], masks)
+    out = tmp_path / "had"
+    result = _invoke(["train", "--config", str(run / "config.toml"), "--out", str(out),
+                      "--mask-init", "hadamard", "--steps", "1", "--no-probes",
+                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "model.pt")["config"]["mask_init"] == "hadamard"
+    result = _invoke(["train", "--out", str(tmp_path / "bad"), "--bank-steps", "-1",
+                      "--no-progress"])
+    assert result.exit_code == 2 and "bank_steps" in result.output
+    assert not (tmp_path / "bad" / "model.pt").exists()

@@ -197,3 +197,18 @@ def test_sim_vs_fakehw_tiny_run(tmp_path: Path) -> None:
     assert out["agree"] is True
     md = (tmp_path / "sim_vs_fakehw.md").read_text()
     assert "AGREE" in md and "Face by face (16 test faces" in md
+
+
+def test_model_cache_key_ignores_unused_bank_settings() -> None:
+    """Models cached before the bank phase existed keep their keys; a bank run gets its own."""
+    from dataclasses import replace
+
+    from lsi_ml.train import TrainConfig
+    from sims.common import config_key
+
+    base = TrainConfig(size=32, n_masks=8, steps=10)
+    assert config_key(base) == config_key(replace(base, bank_size=128, lr_bank=0.5))
+    banked = replace(base, bank_steps=5)
+    assert config_key(banked) != config_key(base)
+    assert config_key(banked) != config_key(replace(banked, bank_size=512))
+    assert config_key(base) == config_key(replace(base, progress=False, device="cuda"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -227,3 +228,89 @@ def test_training_on_cuda_matches_cpu() -> None:
     cpu.train(4)
     gpu.train(4)
     assert abs(cpu.last_loss - gpu.last_loss) < 1e-3 * max(1.0, abs(cpu.last_loss))
+
+
+# ----------------------------------------------------------------------- measurement bank
+BANKED = replace(TINY, steps=3, bank_steps=4, bank_size=32, bank_batch=8, eval_every=0)
+
+
+def test_bank_phase_freezes_masks_and_trains_decoder() -> None:
+    trainer = Trainer(BANKED)
+    assert trainer.total_steps == 7
+    trainer.train(3)  # end-to-end phase: the masks move
+    assert not torch.equal(trainer.optical.weights, Trainer(BANKED).optical.weights)
+    masks = trainer.optical.weights.detach().clone()
+    decoder = {k: v.clone() for k, v in trainer.decoder.state_dict().items()}
+    assert trainer.bank is None and trainer.in_bank_phase()
+    trainer.train()
+    assert trainer.step == 7 and trainer.history[-1]["step"] == 7
+    assert torch.equal(trainer.optical.weights, masks)  # frozen in the bank phase
+    assert not _state_equal(trainer.decoder.state_dict(), decoder)
+    bank = trainer.bank
+    assert bank is not None and len(bank) == 32 and bank.power.shape == (32, 32)
+    # the bank holds the train scenes' powers through the (final) masks
+    scenes = trainer.train_data.images(torch.arange(4))
+    from lsi_ml.train import _as_8bit
+
+    with torch.no_grad():
+        expected = trainer.optical.power(_as_8bit(scenes["image"]))
+    assert torch.allclose(bank.power[:4], expected, rtol=1e-6, atol=0)
+    assert torch.equal(bank.latents[:4], scenes["latent"])
+
+
+def test_bank_phase_learning_rate_schedule() -> None:
+    trainer = Trainer(replace(BANKED, steps=20, warmup=2, bank_steps=20))
+    e2e = [trainer.lr_factor(s) for s in range(20)]
+    bank = [trainer.lr_factor(s) for s in range(20, 40)]
+    assert e2e[:2] == [0.5, 1.0] and e2e[-1] < 0.05  # warm-up, then the cosine decays
+    assert bank[:2] == [0.5, 1.0] and bank[-1] < 0.05  # the bank phase starts afresh
+    assert trainer.in_bank_phase(20) and not trainer.in_bank_phase(19)
+
+
+def test_bank_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    whole = Trainer(BANKED)
+    whole.train()
+    path = tmp_path / "run.pt"
+    first = Trainer(replace(BANKED, checkpoint=str(path)))
+    first.train(5)  # stop inside the bank phase; the bank is rebuilt on resume
+    resumed = Trainer.resume(path)
+    assert resumed.step == 5 and resumed.bank is None
+    resumed.train()
+    assert _state_equal(resumed.decoder.state_dict(), whole.decoder.state_dict())
+    assert _state_equal(resumed.optical.state_dict(), whole.optical.state_dict())
+
+
+def test_bank_phase_improves_the_decoder() -> None:
+    """Cheap bank steps take a short e2e run's decoder well below the prior's error."""
+    cfg = replace(TINY, steps=20, batch=32, n_train=1_000_000, n_val=128, eval_batch=128,
+                  eval_every=20, bank_steps=580, bank_size=4096, bank_batch=64,
+                  encoder_hidden=128, encoder_depth=1, lr_bank=1e-2)
+    trainer = Trainer(cfg)
+    trainer.train()
+    after_e2e, last = trainer.history[0], trainer.history[-1]
+    assert after_e2e["step"] == 20 and last["step"] == 600
+    prior_l1 = math.sqrt(2 / math.pi)  # E|z| for z ~ N(0, 1): decoding the mean
+    assert last["val_latent_l1"] < 0.98 * prior_l1
+    assert last["val_latent_l1"] < 0.98 * after_e2e["val_latent_l1"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"bank_steps": -1}, {"bank_steps": 2, "bank_size": 4, "bank_batch": 8},
+    {"bank_steps": 2, "bank_size": 0}, {"lr_bank": float("nan")},
+    {"bank_steps": 2, "backend": "fake-hw", "freeze_masks": True, "recording": "x"},
+])
+def test_bank_config_refused(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        replace(TINY, **bad)
+
+
+def test_mask_init_setting() -> None:
+    trainer = Trainer(replace(TINY, mask_init="hadamard"))
+    from lsi_hw.patterns import PatternSet
+
+    expected = PatternSet.hadamard(32, TINY.n_masks, order="sequency").masks
+    assert (trainer.optical.masks().detach().numpy() == expected).all()
+    for bad in ({"mask_init": "dct"}, {"mask_init": "hadamard", "size": 48},
+                {"mask_init": "hadamard", "n_masks": 32 * 32 + 1}):
+        with pytest.raises(ConfigError):
+            replace(TINY, **bad)

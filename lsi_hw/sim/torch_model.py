@@ -735,9 +735,38 @@ class TorchForwardModel(torch.nn.Module):
         Tensor
             (B, m) volts, model dtype, scenes' device.
         """
+        power = self.optical_power(self.irradiance(scenes), masks)
+        return self.detect(power, noise=noise, generator=generator, quantize=quantize)
+
+    def detect(
+        self,
+        power: Tensor,
+        *,
+        noise: bool | None = None,
+        generator: NoiseSource = None,
+        quantize: bool = True,
+    ) -> Tensor:
+        """Detector readings, volts, (B, m) of the optical power on the photodiode.
+
+        The second half of :meth:`forward` (``forward(s, M) == detect(optical_power(
+        irradiance(s), M))``, same noise draws for the same generator): everything after
+        the masks, so readings of a fixed mask set can be drawn again with fresh noise from
+        stored powers (e.g. a measurement bank) without rendering the scenes again.
+
+        Parameters
+        ----------
+        power : Tensor
+            (B, m) optical power on the detector, W (:meth:`optical_power`).
+        noise, generator, quantize
+            As in :meth:`forward`.
+
+        Returns
+        -------
+        Tensor
+            (B, m) volts, model dtype, power's device.
+        """
         nz = self.config.noise
         use_noise = nz.any if noise is None else bool(noise)
-        power = self.optical_power(self.irradiance(scenes), masks)
         if not use_noise:
             volts = self._volts(self._responsivity * power + self._dark_a)
         else:
