@@ -32,6 +32,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -317,6 +318,28 @@ def main() -> None:
     for cfg, step_tr, step_pl, trainer, plain, steps in results:
         print(f"\nbreakdown, {cfg.size} px / {cfg.n_masks} masks / batch {cfg.batch}:")
         breakdown(trainer, plain, repeats, step_tr, step_pl, blocks, steps)
+    bank_speed(results[0][0], results[0][1], blocks, quick=args.quick)
+
+
+def bank_speed(cfg: TrainConfig, step_e2e: float, blocks: int, quick: bool) -> None:
+    """Decoder-only steps on a measurement bank (``bank_steps``) vs end-to-end steps:
+    scenes per second of each (the bank is built once; its build time is printed)."""
+    bank_cfg = replace(cfg, steps=0, bank_steps=10**6, bank_size=1024 if quick else 4096,
+                       bank_batch=256)
+    trainer = Trainer(bank_cfg)
+    start = time.perf_counter()
+    bank = trainer.measurement_bank()
+    build = time.perf_counter() - start
+    step_bank = statistics.median(block_time(trainer.train_step, 2 if quick else 10)
+                                  for _ in range(blocks))
+    e2e_rate, bank_rate = cfg.batch / step_e2e, bank_cfg.bank_batch / step_bank
+    print(f"\nmeasurement bank ({cfg.size} px, m={cfg.n_masks}): built {len(bank)} scenes in "
+          f"{build:.1f} s ({len(bank) / build:.0f} scenes/s, {bank.nbytes / 2**20:.1f} MiB)")
+    print(f"  end-to-end step  B={cfg.batch:<4} {step_e2e * 1e3:9.2f} ms  {e2e_rate:9.1f} scenes/s")
+    print(f"  bank step        B={bank_cfg.bank_batch:<4} {step_bank * 1e3:9.2f} ms  "
+          f"{bank_rate:9.1f} scenes/s")
+    print(f"  -> a bank step passes {bank_rate / e2e_rate:.1f}x more scenes per second through "
+          "the decoder (masks frozen; the bank build is paid once)")
 
 
 if __name__ == "__main__":

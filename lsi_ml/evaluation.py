@@ -118,6 +118,16 @@ class EvalResult:
         Accuracy of that threshold on the val pairs.
     seconds : float
         Wall-clock time of the evaluation (s).
+    latent_r2 : float
+        Mean over latent dimensions of the per-dimension R^2 of the decoded latents
+        (:func:`lsi_ml.metrics.latent_r2`; 1 exact, 0 = the mean latent).
+    latent_r2_per_level : dict of str to float
+        The same mean per latent level (e.g. SynthFace's coarse / middle / fine / texture).
+    identity_r2 : float
+        Mean R^2 over the identity dimensions (what verification reads).
+    latent_r2_per_dim : list of float
+        Every dimension's R^2, in the flattened latent's order (find which parameters a
+        camera + decoder recover and which it does not).
     ceiling : EvalResult or None
         The same metrics for the true latents (oracle decoder), if requested.
     dlib_n_faces : int or None
@@ -160,6 +170,10 @@ class EvalResult:
     verification_threshold: float
     verification_val_accuracy: float
     seconds: float = float("nan")
+    latent_r2: float = float("nan")
+    latent_r2_per_level: dict[str, float] = field(default_factory=dict)
+    identity_r2: float = float("nan")
+    latent_r2_per_dim: list[float] = field(default_factory=list, repr=False)
     ceiling: EvalResult | None = field(default=None, repr=False)
     dlib_n_faces: int | None = None
     dlib_detected: float | None = None
@@ -204,6 +218,8 @@ class EvalResult:
             ("landmark NME (x100 bbox diag)", "", lambda r: r.landmark_nme),
             ("latent L1 (per element)", "", lambda r: r.latent_l1),
             ("latent L2 (per face)", "", lambda r: r.latent_l2),
+            ("latent R^2 (mean over dims)", "", lambda r: r.latent_r2),
+            ("  identity dims R^2", "", lambda r: r.identity_r2),
             ("PSNR", "dB", lambda r: r.psnr),
             ("SSIM", "", lambda r: r.ssim),
             (self.fd_label, "", lambda r: r.fd),
@@ -219,6 +235,9 @@ class EvalResult:
             if self.ceiling is not None:
                 cell += f"{get(self.ceiling):12.3f}"
             lines.append(f"{name:{width}}{cell} {unit}".rstrip())
+        if self.latent_r2_per_level:
+            lines.append("latent R^2 per level: " + ", ".join(
+                f"{name} {value:.2f}" for name, value in self.latent_r2_per_level.items()))
         if self.ceiling is not None:
             lines.append("ceiling = the same probes and metrics on the true latents (oracle)")
         if not self.fd_is_inception:
@@ -407,6 +426,7 @@ def _finish(acc: _Accumulator, truth: dict[str, list[Tensor]], generator: Any, p
                                                 torch.cat(truth["segmentation"]), n_classes)
     nme = metrics.landmark_nme(torch.cat(acc.landmarks), torch.cat(truth["landmarks"]))
     lat = metrics.latent_errors(latent, true_latent)
+    r2 = _latent_r2_summary(latent, true_latent, generator)
     feats = np.concatenate(acc.fd_feats)
     fd = metrics.frechet_distance(feats, scene_feats)
     return EvalResult(
@@ -425,8 +445,29 @@ def _finish(acc: _Accumulator, truth: dict[str, list[Tensor]], generator: Any, p
         fd=fd,
         fd_space=str(fd_features.name),
         fd_is_inception=bool(getattr(fd_features, "is_inception", False)),
+        **r2,
         **ver,
     )
+
+
+def _latent_r2_summary(latent: Tensor, true_latent: Tensor, generator: Any) -> dict[str, Any]:
+    """Per-dimension R^2 of decoded latents, with its means overall, per level, identity."""
+    per_dim = metrics.latent_r2(latent, true_latent)
+    finite = np.isfinite(per_dim)
+    out: dict[str, Any] = {
+        "latent_r2": float(np.mean(per_dim[finite])) if finite.any() else float("nan"),
+        "latent_r2_per_dim": [float(v) for v in per_dim],
+    }
+    levels = getattr(generator, "levels", ())
+    out["latent_r2_per_level"] = {
+        str(level.name): float(np.nanmean(per_dim[level.flat])) for level in levels
+        if hasattr(level, "flat") and np.isfinite(per_dim[level.flat]).any()}
+    if hasattr(generator, "identity"):
+        with torch.no_grad():
+            ids = metrics.latent_r2(generator.identity(latent), generator.identity(true_latent))
+        out["identity_r2"] = float(np.nanmean(ids)) if np.isfinite(ids).any() \
+            else float("nan")
+    return out
 
 
 def _verification(scores_val: np.ndarray, same_val: Tensor, scores_test: np.ndarray,

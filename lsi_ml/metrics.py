@@ -421,6 +421,35 @@ def latent_errors(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
     }
 
 
+def latent_r2(pred: ArrayLike, target: ArrayLike) -> np.ndarray:
+    """Coefficient of determination per latent dimension: which dims a decoder recovers.
+
+    ``R2_k = 1 - mean_i (pred_ik - target_ik)^2 / var_i(target_ik)`` over the samples ``i``
+    of the flattened latents ``(n, K)``: 1 = exact, 0 = no better than the targets' mean,
+    < 0 worse. Dimensions whose targets do not vary get NaN.
+
+    Parameters
+    ----------
+    pred, target : array_like, shape (n, ...)
+        Decoded and true latents, n >= 2.
+
+    Returns
+    -------
+    numpy.ndarray
+        (K,) float64, K = elements per sample.
+    """
+    p = _to_numpy(pred)
+    t = _to_numpy(target)
+    if p.shape != t.shape or p.ndim < 1 or p.shape[0] < 2:
+        raise ValueError(f"need two (n >= 2, ...) arrays of one shape; got {p.shape}, {t.shape}")
+    p = p.reshape(p.shape[0], -1).astype(np.float64)
+    t = t.reshape(t.shape[0], -1).astype(np.float64)
+    var = t.var(axis=0)
+    mse = np.mean((p - t) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var > 0, 1.0 - mse / np.where(var > 0, var, 1.0), np.nan)
+
+
 # --------------------------------------------------------------------------------------------
 # image quality
 # --------------------------------------------------------------------------------------------

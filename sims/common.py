@@ -421,8 +421,13 @@ def provenance(ctx: Context, argv: Sequence[str]) -> dict[str, Any]:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent,
+        # changes under the results folder itself (this run's outputs) do not count
+        root = Path(__file__).resolve().parent.parent
+        out = ctx.out.resolve()
+        exclude = ([f":(exclude){out.relative_to(root).as_posix()}"]
+                   if out.is_relative_to(root) else [])
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", *exclude],
+                               capture_output=True, text=True, cwd=root,
                                check=False).stdout.strip()
     except OSError:
         rev, dirty = "", ""

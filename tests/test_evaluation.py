@@ -49,6 +49,9 @@ def test_oracle_is_perfect_where_it_must_be(oracle: EvalResult) -> None:
     assert oracle.verification_accuracy == 1.0
     assert oracle.verification_hard_accuracy == 1.0
     assert oracle.latent_l1 == 0.0 and oracle.latent_l2 == 0.0
+    assert oracle.latent_r2 == 1.0 and oracle.identity_r2 == 1.0
+    assert set(oracle.latent_r2_per_level) == {"coarse", "middle", "fine", "texture"}
+    assert len(oracle.latent_r2_per_dim) == 96
     assert oracle.psnr == math.inf or oracle.psnr > 60
     assert oracle.ssim == pytest.approx(1.0, abs=1e-6)
     assert oracle.fd == pytest.approx(0.0, abs=1e-6)
@@ -67,6 +70,7 @@ def test_report_formats(oracle: EvalResult) -> None:
     assert "FD, substitute: random-conv-256" in row and "FID" not in row
     text = oracle.summary()
     assert "ceiling" in text and "not FID" in text and "landmark NME" in text
+    assert "identity dims R^2" in text
     data = oracle.as_dict()
     assert data["fd_label"] == oracle.fd_label
     assert data["ceiling"]["latent_l1"] == 0.0
@@ -78,7 +82,7 @@ def test_every_metric_degrades_with_latent_noise(generator: SynthFace, probes: P
     runs = [oracle] + [evaluate_decoder(noisy(std), generator, probes, **KW)
                        for std in (0.7, 2.0)]  # beyond ~3 the faces are random
     higher_better = ("verification_accuracy", "attribute_accuracy", "segmentation_f1",
-                     "psnr", "ssim")
+                     "psnr", "ssim", "latent_r2", "identity_r2")
     lower_better = ("landmark_nme", "latent_l1", "latent_l2", "fd")
     for name in higher_better:
         vals = [getattr(r, name) for r in runs]

@@ -230,6 +230,25 @@ def test_latent_errors_hand() -> None:
 
 
 # ------------------------------------------------------------------------------ PSNR / SSIM
+def test_latent_r2_hand() -> None:
+    """Targets (n=4, 3 dims): exact dim -> 1, the mean -> 0, a constant target -> NaN."""
+    from lsi_ml.metrics import latent_r2
+
+    target = np.array([[1.0, 0.0, 5.0], [-1.0, 2.0, 5.0], [1.0, 4.0, 5.0], [-1.0, 6.0, 5.0]])
+    pred = target.copy()
+    pred[:, 1] = 3.0  # the mean of dim 1: R^2 = 0
+    pred[:, 0] = [0.0, 0.0, 2.0, -2.0]  # errors -1, 1, 1, -1: mse 1 = var 1 -> 0
+    r2 = latent_r2(pred, target)
+    assert r2[0] == pytest.approx(0.0) and r2[1] == pytest.approx(0.0)
+    assert np.isnan(r2[2])
+    pred[:, 0] = target[:, 0]
+    pred[:, 1] = target[:, 1] + 1.0  # mse 1, var 5 -> 0.8
+    r2 = latent_r2(pred, target)
+    assert r2[0] == 1.0 and r2[1] == pytest.approx(0.8)
+    with pytest.raises(ValueError):
+        latent_r2(pred[:1], target[:1])
+
+
 def test_psnr_known_mse() -> None:
     a = np.zeros((2, 3, 8, 8))
     b = np.full((2, 3, 8, 8), 0.1)
