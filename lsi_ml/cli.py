@@ -323,19 +323,24 @@ def _bench_decoder(trainer: Any, backend: str, seed: int,
                    'faces; needs pip install "lsi-toolkit[faces]").')
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write every number to this JSON file.")
+@click.option("--per-dim", "per_dim", type=int, default=None, metavar="N",
+              help="Also list the N best and N worst decoded latent dimensions by R^2, "
+                   "by parameter name (0: all of them).")
 @click.option("--bench-option", "bench_options", multiple=True, metavar="KEY=VALUE",
               help="fake-hw/hw bench setting, repeatable (e.g. daq_device=Dev2, "
                    "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @one_line_errors
 def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | None,
-          ceiling: bool, seed: int, dlib: bool, json_out: str | None,
+          ceiling: bool, seed: int, dlib: bool, json_out: str | None, per_dim: int | None,
           bench_options: tuple[str, ...], progress: bool) -> None:
     """Print a Table-1-style row: ratio, verification, FD, attributes, seg F1, NME."""
     from lsi_ml.evaluation import evaluate_decoder
 
     if n_test < 2 or n_pairs < 4:
         raise ConfigError("--n-test must be >= 2 and --pairs >= 4")
+    if per_dim is not None and per_dim < 0:
+        raise ConfigError(f"--per-dim {per_dim} must be >= 0 (0: every dimension)")
     if dlib:  # fail before loading the model or training probes
         from lsi_ml.evaluation import _dlib_faces
 
@@ -353,6 +358,9 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     click.echo(f"model {_model_path(model)} (step {trainer.step}), backend {backend}, "
                f"noise {trainer.config.noise}, SynthFace {trainer.config.size} px")
     click.echo(result.summary())
+    if per_dim is not None:
+        click.echo("")
+        click.echo(result.r2_report(per_dim or None))
     click.echo("")
     from lsi_ml.metrics import INCEPTION_NAME, table1_header
 

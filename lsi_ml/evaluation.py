@@ -128,6 +128,10 @@ class EvalResult:
     latent_r2_per_dim : list of float
         Every dimension's R^2, in the flattened latent's order (find which parameters a
         camera + decoder recover and which it does not).
+    latent_dim_names : list of str
+        ``level.parameter`` name of each dimension (from the generator's ``levels``;
+        ``level[k]`` where a level names no parameters); empty if the generator has no
+        levels.
     ceiling : EvalResult or None
         The same metrics for the true latents (oracle decoder), if requested.
     dlib_n_faces : int or None
@@ -174,6 +178,7 @@ class EvalResult:
     latent_r2_per_level: dict[str, float] = field(default_factory=dict)
     identity_r2: float = float("nan")
     latent_r2_per_dim: list[float] = field(default_factory=list, repr=False)
+    latent_dim_names: list[str] = field(default_factory=list, repr=False)
     ceiling: EvalResult | None = field(default=None, repr=False)
     dlib_n_faces: int | None = None
     dlib_detected: float | None = None
@@ -244,6 +249,33 @@ class EvalResult:
             lines.append(f"note: {self.fd_label} is a substitute feature space, not FID")
         if self.dlib_n_faces is not None:
             lines.extend(self._dlib_lines(width))
+        return "\n".join(lines)
+
+    def r2_report(self, top: int | None = None) -> str:
+        """Per-dimension R^2 of the decoded latents, best first: which parameters of the
+        scene the camera + decoder recover (1), and which not at all (<= 0).
+
+        ``top`` keeps that many best and that many worst dimensions (all by default).
+        """
+        if not self.latent_r2_per_dim:
+            return "no per-dimension R^2 (evaluation of an older version)"
+        names = self.latent_dim_names or [f"dim[{k}]"
+                                          for k in range(len(self.latent_r2_per_dim))]
+        order = sorted(range(len(names)), key=lambda k: (
+            -self.latent_r2_per_dim[k] if math.isfinite(self.latent_r2_per_dim[k])
+            else math.inf))
+        if top is not None and 2 * top < len(order):
+            order = [*order[:top], -1, *order[-top:]]
+        width = max(len(n) for n in names) + 2
+        lines = [f"per-dimension R^2 of the decoded latent ({len(names)} dims, best first; "
+                 "1 = exact, 0 = no better than the mean)"]
+        for k in order:
+            if k < 0:
+                lines.append("  ...")
+                continue
+            value = self.latent_r2_per_dim[k]
+            bar = "#" * max(0, min(20, round(20 * value))) if math.isfinite(value) else ""
+            lines.append(f"  {names[k]:{width}}{value:7.3f}  {bar}".rstrip())
         return "\n".join(lines)
 
     def _dlib_lines(self, width: int) -> list[str]:
@@ -459,6 +491,15 @@ def _latent_r2_summary(latent: Tensor, true_latent: Tensor, generator: Any) -> d
         "latent_r2_per_dim": [float(v) for v in per_dim],
     }
     levels = getattr(generator, "levels", ())
+    names = [""] * len(per_dim)
+    for level in levels:
+        flat = getattr(level, "flat", None)
+        if not isinstance(flat, slice):
+            continue
+        params = tuple(getattr(level, "params", ()) or ())
+        for j, k in enumerate(range(*flat.indices(len(per_dim)))):
+            names[k] = f"{level.name}.{params[j]}" if j < len(params) else f"{level.name}[{j}]"
+    out["latent_dim_names"] = names if all(names) else []
     out["latent_r2_per_level"] = {
         str(level.name): float(np.nanmean(per_dim[level.flat])) for level in levels
         if hasattr(level, "flat") and np.isfinite(per_dim[level.flat]).any()}

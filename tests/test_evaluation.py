@@ -71,6 +71,11 @@ def test_report_formats(oracle: EvalResult) -> None:
     text = oracle.summary()
     assert "ceiling" in text and "not FID" in text and "landmark NME" in text
     assert "identity dims R^2" in text
+    assert len(oracle.latent_dim_names) == 96 and oracle.latent_dim_names[0] == "coarse.yaw"
+    report = oracle.r2_report(top=3)
+    assert len(report.splitlines()) == 1 + 3 + 1 + 3  # header, 3 best, "...", 3 worst
+    assert "1.000" in report and "..." in report
+    assert len(oracle.r2_report().splitlines()) == 1 + 96
     data = oracle.as_dict()
     assert data["fd_label"] == oracle.fd_label
     assert data["ceiling"]["latent_l1"] == 0.0

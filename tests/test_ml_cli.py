@@ -194,3 +194,28 @@ def test_train_bank_phase_and_mask_init_from_the_cli(run: Path, tmp_path: Path) 
                       "--no-progress"])
     assert result.exit_code == 2 and "bank_steps" in result.output
     assert not (tmp_path / "bad" / "model.pt").exists()
+
+
+def test_eval_lists_decoded_dimensions_by_name(run: Path, tmp_path: Path) -> None:
+    """eval --per-dim N: the N best and N worst latent dimensions by R^2, named."""
+    from lsi_ml.generators.synthface import SynthFace
+    from lsi_ml.probe_training import ProbeConfig, ProbeSet
+
+    probes = tmp_path / "probes.pt"
+    seed = load_checkpoint(run / "model.pt")["config"]["seed"]
+    ProbeSet.fit(SynthFace(32, seed=seed), ProbeConfig(
+        steps=2, n_train=32, batch=16, render_batch=32, seg_width=8, seg_depth=1,
+        landmark_maps=(1, 2), landmark_width=8, landmark_depth=1, progress=False,
+    )).save(probes)
+    result = _invoke(["eval", str(run), "--n-test", "8", "--pairs", "4", "--probes",
+                      str(probes), "--per-dim", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("per-dimension R^2"))
+    rows = lines[start + 1:start + 6]
+    assert rows[2] == "  ..."
+    assert all(r.split()[0].split(".")[0] in {"coarse", "middle", "fine", "texture"}
+               for r in rows[:2] + rows[3:])
+    assert "latent R^2 per level: coarse" in result.output
+    bad = _invoke(["eval", str(run), "--per-dim", "-1", "--no-progress"])
+    assert bad.exit_code == 2 and "--per-dim" in bad.output
