@@ -314,3 +314,13 @@ def test_mask_init_setting() -> None:
                 {"mask_init": "hadamard", "n_masks": 32 * 32 + 1}):
         with pytest.raises(ConfigError):
             replace(TINY, **bad)
+
+
+def test_example_recipes_parse() -> None:
+    """The shipped training recipes are valid configs (refused settings would fail here)."""
+    folder = Path(__file__).resolve().parent.parent / "examples" / "configs"
+    recipes = sorted(folder.glob("*.toml"))
+    assert recipes, f"no recipes in {folder}"
+    for path in recipes:
+        cfg = TrainConfig.from_toml(path)
+        assert cfg.bank_steps > 0 and cfg.mask_init == "hadamard", path.name
