@@ -17,6 +17,18 @@ from lsi_ml.probes import (
 )
 
 
+def _fit(probe: torch.nn.Module, loss, inputs, target: torch.Tensor,
+         steps: int) -> tuple[float, float]:
+    """Loss before and after ``steps`` Adam steps (lr 1e-2) of ``probe`` on one batch."""
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    first = loss(probe(inputs), target).item()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss(probe(inputs), target).backward()
+        opt.step()
+    return first, loss(probe(inputs), target).item()
+
+
 def test_focal_loss_reduces_to_cross_entropy_and_down_weights_easy_pixels():
     logits = torch.tensor([[[[2.0]], [[0.0]]]])  # (1, 2, 1, 1): p(class 0) = e^2/(e^2+1)
     target = torch.zeros(1, 1, 1, dtype=torch.long)
@@ -58,13 +70,8 @@ def test_attribute_and_landmark_probes_learn():
     feat = torch.randn(64, 3, 4, 4)
     pts = torch.sigmoid(feat[:, :1].flatten(1)[:, :10]).view(64, 5, 2)
     lm = LandmarkProbe(3, (4, 4), n_points=5, width=8)
-    opt = torch.optim.Adam(lm.parameters(), lr=1e-2)
-    first = LandmarkProbe.loss(lm(feat), pts).item()
-    for _ in range(200):
-        opt.zero_grad()
-        LandmarkProbe.loss(lm(feat), pts).backward()
-        opt.step()
-    assert LandmarkProbe.loss(lm(feat), pts).item() < 0.2 * first
+    first, last = _fit(lm, LandmarkProbe.loss, feat, pts, steps=200)
+    assert last < 0.2 * first
 
 
 def _pyramid(batch: int = 3) -> list[torch.Tensor]:
@@ -126,13 +133,8 @@ def test_heatmap_landmarks_with_coarse_trunk(trunk_level: int) -> None:
         HeatmapLandmarkProbe([16, 32], trunk_level=2)
     # it learns: fit the points to a function of the inputs
     target = torch.sigmoid(feats[1][:, :5, 0, :2])
-    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
-    first = HeatmapLandmarkProbe.loss(probe(feats), target).item()
-    for _ in range(80):
-        opt.zero_grad()
-        HeatmapLandmarkProbe.loss(probe(feats), target).backward()
-        opt.step()
-    assert HeatmapLandmarkProbe.loss(probe(feats), target).item() < 0.5 * first
+    first, last = _fit(probe, HeatmapLandmarkProbe.loss, feats, target, steps=80)
+    assert last < 0.5 * first
 
 
 def test_segmentation_probe_with_fine_path_fits_a_toy_problem() -> None:
