@@ -19,27 +19,34 @@ from lsi_hw.patterns import PatternSet
 from lsi_hw.sim.forward import SimConfig
 from lsi_hw.sim.torch_model import TorchForwardModel, binarize_ste, round_ste
 
-__all__ = ["MASK_INITS", "OpticalEncoder", "initial_weights"]
+__all__ = ["MASK_INITS", "OpticalEncoder", "check_mask_init", "initial_weights"]
 
 #: mask initialisations of :class:`OpticalEncoder`
 MASK_INITS: tuple[str, ...] = ("random", "hadamard")
 
 
-def initial_weights(n_masks: int, mask_shape: tuple[int, int], init: str = "random",
-                    seed: int = 0) -> Tensor:
-    """Initial mask weights ``(m, H, W)`` in [0, 1] (see :class:`OpticalEncoder`'s ``init``)."""
+def check_mask_init(n_masks: int, mask_shape: tuple[int, int], init: str) -> None:
+    """Raise ConfigError unless ``init`` can start ``n_masks`` masks of ``mask_shape``."""
     h, w = (int(v) for v in mask_shape)
-    if init == "random":
-        generator = torch.Generator().manual_seed(int(seed))
-        return torch.rand(int(n_masks), h, w, generator=generator)
+    if init not in MASK_INITS:
+        raise ConfigError(f"mask init {init!r} is not one of {MASK_INITS}")
     if init == "hadamard":
         if h != w or h < 2 or h & (h - 1):
             raise ConfigError(f"init='hadamard' needs square power-of-two masks; got {h} x {w}")
         if n_masks > h * w:
             raise ConfigError(f"init='hadamard': {n_masks} masks > {h * w} Hadamard rows")
+
+
+def initial_weights(n_masks: int, mask_shape: tuple[int, int], init: str = "random",
+                    seed: int = 0) -> Tensor:
+    """Initial mask weights ``(m, H, W)`` in [0, 1] (see :class:`OpticalEncoder`'s ``init``)."""
+    check_mask_init(n_masks, mask_shape, init)
+    h, w = (int(v) for v in mask_shape)
+    if init == "hadamard":
         masks = PatternSet.hadamard(h, int(n_masks), order="sequency").masks
         return 0.25 + 0.5 * torch.from_numpy(masks.astype("float32"))
-    raise ConfigError(f"mask init {init!r} is not one of {MASK_INITS}")
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.rand(int(n_masks), h, w, generator=generator)
 
 
 class OpticalEncoder(nn.Module):

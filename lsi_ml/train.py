@@ -45,7 +45,7 @@ from lsi_ml.encoder import EncoderConfig, LatentEncoder
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.losses import LossWeights, encoder_losses
 from lsi_ml.measurement_bank import MeasurementBank
-from lsi_ml.optical import MASK_INITS, OpticalEncoder
+from lsi_ml.optical import OpticalEncoder, check_mask_init
 
 __all__ = ["TrainConfig", "Trainer", "init_distributed"]
 
@@ -289,12 +289,7 @@ class TrainConfig:
         for name in ("steps", "eval_every", "checkpoint_every", "seed", "bank_steps"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        if self.mask_init not in MASK_INITS:
-            raise ConfigError(f"mask_init={self.mask_init!r} is not one of {MASK_INITS}")
-        if self.mask_init == "hadamard" and (self.size & (self.size - 1)
-                                             or self.n_masks > self.size ** 2):
-            raise ConfigError(f"mask_init='hadamard' needs size a power of two and n_masks <= "
-                              f"size**2; got size={self.size}, n_masks={self.n_masks}")
+        check_mask_init(int(self.n_masks), (self.size, self.size), self.mask_init)
         if self.bank_steps and self.backend != "sim":
             raise ConfigError(f"bank_steps={self.bank_steps}: the measurement bank is "
                               "rendered through the simulated bench (backend 'sim'); a "
@@ -474,6 +469,9 @@ class Trainer:
         if config.batch % self.world:
             raise ConfigError(f"batch={config.batch} must be divisible by the {self.world} "
                               "processes (the global batch is split evenly)")
+        if config.bank_steps and config.bank_batch % self.world:
+            raise ConfigError(f"bank_batch={config.bank_batch} must be divisible by the "
+                              f"{self.world} processes (the global batch is split evenly)")
         self.generator = SynthFace(config.size, seed=config.seed)
         self.train_data = SyntheticFaces(self.generator, config.n_train, seed=config.seed,
                                          split="train")
@@ -699,9 +697,6 @@ class Trainer:
         rows = self._global_rows(self.step)
         bank_phase = self.in_bank_phase()
         if bank_phase:
-            if cfg.bank_batch % self.world:
-                raise ConfigError(f"bank_batch={cfg.bank_batch} must be divisible by the "
-                                  f"{self.world} processes")
             readings, target = self._bank_batch()
             pred = self._bank_network()(readings)
         elif cfg.backend == "sim":
