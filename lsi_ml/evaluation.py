@@ -490,19 +490,19 @@ def _latent_r2_summary(latent: Tensor, true_latent: Tensor, generator: Any) -> d
         "latent_r2": float(np.mean(per_dim[finite])) if finite.any() else float("nan"),
         "latent_r2_per_dim": [float(v) for v in per_dim],
     }
-    levels = getattr(generator, "levels", ())
     names = [""] * len(per_dim)
-    for level in levels:
+    per_level: dict[str, float] = {}
+    for level in getattr(generator, "levels", ()):
         flat = getattr(level, "flat", None)
         if not isinstance(flat, slice):
             continue
         params = tuple(getattr(level, "params", ()) or ())
         for j, k in enumerate(range(*flat.indices(len(per_dim)))):
             names[k] = f"{level.name}.{params[j]}" if j < len(params) else f"{level.name}[{j}]"
+        if np.isfinite(per_dim[flat]).any():
+            per_level[str(level.name)] = float(np.nanmean(per_dim[flat]))
     out["latent_dim_names"] = names if all(names) else []
-    out["latent_r2_per_level"] = {
-        str(level.name): float(np.nanmean(per_dim[level.flat])) for level in levels
-        if hasattr(level, "flat") and np.isfinite(per_dim[level.flat]).any()}
+    out["latent_r2_per_level"] = per_level
     if hasattr(generator, "identity"):
         with torch.no_grad():
             ids = metrics.latent_r2(generator.identity(latent), generator.identity(true_latent))

@@ -655,10 +655,9 @@ class Trainer:
             def render(idx: Tensor) -> dict[str, Tensor]:
                 return self._train_images(idx % cfg.n_train)
 
-            with torch.no_grad():
-                self.bank = MeasurementBank.build(
-                    render, lambda images: self.optical.power(_as_8bit(images)),
-                    cfg.bank_size, progress=cfg.progress and self.rank == 0)
+            self.bank = MeasurementBank.build(  # build() runs under torch.no_grad
+                render, lambda images: self.optical.power(_as_8bit(images)),
+                cfg.bank_size, progress=cfg.progress and self.rank == 0)
         return self.bank
 
     def _bank_batch(self) -> tuple[Tensor, Tensor]:
