@@ -49,21 +49,49 @@ def _load_trainer(model: str | Path, device: str = "cpu") -> Any:
                           init_from=None, device=device)
 
 
+def _default_probe_config(device: Any, progress: bool) -> Any:
+    """What ``lsi-ml`` trains when a run has no probes: the laptop preset on a CPU, the
+    quality defaults (``ProbeConfig()``: ~1 min on an H100 at 64 px) on a GPU."""
+    import torch
+
+    from lsi_ml.probe_training import ProbeConfig
+
+    device = str(device)
+    if torch.device(device).type == "cpu":
+        return ProbeConfig.cpu(progress=progress, device=device)
+    return ProbeConfig(progress=progress, device=device)
+
+
+def _device_type(device: str) -> str:
+    """``"cpu"``, ``"cuda"``, ... of a device string; ConfigError if torch does not know it
+    or (for CUDA) sees no such device."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"--device {device!r} is not a torch device") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA "
+                          "device; use --device cpu")
+    return kind
+
+
 def _load_probes(trainer: Any, model: str | Path, probes: str | None,
                  train_if_missing: bool, progress: bool) -> Any:
-    """Probes from ``--probes``, else ``RUN/probes.pt``; trained (and cached) if absent."""
-    from lsi_ml.probe_training import ProbeConfig, ProbeSet
+    """Probes from ``--probes``, else ``RUN/probes.pt``; trained (and cached) if absent.
+    They are returned on the trainer's device."""
+    from lsi_ml.probe_training import ProbeSet
 
     path = Path(probes) if probes else _model_path(model).with_name(PROBES_FILE)
     if path.exists():
-        return ProbeSet.load(path, trainer.generator)
+        return ProbeSet.load(path, trainer.generator).to(trainer.device)
     if probes:
         raise ConfigError(f"--probes {path} does not exist")
     if not train_if_missing:
         return None
     click.echo(f"no probes at {path}: training them on generator samples (cached there)")
-    config = ProbeConfig.cpu(progress=progress)
-    probe_set = ProbeSet.fit(trainer.generator, config)
+    probe_set = ProbeSet.fit(trainer.generator, _default_probe_config(trainer.device, progress))
     probe_set.save(path)
     return probe_set
 
@@ -281,13 +309,13 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
     click.echo(f"step {trainer.step}: val latent L1 {last.get('val_latent_l1', float('nan')):.4f}"
                f"; wrote {checkpoint}, patterns.npz, history.json, training_curve.png")
     if not no_probes:
-        from lsi_ml.probe_training import ProbeConfig, ProbeSet
+        from lsi_ml.probe_training import ProbeSet
 
         probes_path = run / PROBES_FILE
         if probes_path.exists():
             click.echo(f"probes kept: {probes_path}")
         else:
-            pcfg = ProbeConfig.cpu(progress=progress, device=str(trainer.device))
+            pcfg = _default_probe_config(trainer.device, progress)
             if probe_steps is not None:
                 pcfg = replace(pcfg, steps=probe_steps)
             ProbeSet.fit(trainer.generator, pcfg).save(probes_path)
@@ -329,11 +357,14 @@ def _bench_decoder(trainer: Any, backend: str, seed: int,
 @click.option("--bench-option", "bench_options", multiple=True, metavar="KEY=VALUE",
               help="fake-hw/hw bench setting, repeatable (e.g. daq_device=Dev2, "
                    "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Torch device of the decoder and probes (cpu, cuda, cuda:1); the "
+                   "simulated bench noise is drawn the same on every device.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @one_line_errors
 def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | None,
           ceiling: bool, seed: int, dlib: bool, json_out: str | None, per_dim: int | None,
-          bench_options: tuple[str, ...], progress: bool) -> None:
+          bench_options: tuple[str, ...], device: str, progress: bool) -> None:
     """Print a Table-1-style row: ratio, verification, FD, attributes, seg F1, NME."""
     from lsi_ml.evaluation import evaluate_decoder
 
@@ -348,7 +379,8 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     options = _parse_bench_options(bench_options)
     if options and backend == "sim":
         raise ConfigError("--bench-option is for --backend fake-hw or hw")
-    trainer = _load_trainer(model)
+    _device_type(device)  # a bad --device fails before any loading
+    trainer = _load_trainer(model, device)
     decode = _bench_decoder(trainer, backend, seed, options)  # opens the bench first
     probe_set = _load_probes(trainer, model, probes, True, progress)
     result = evaluate_decoder(decode, trainer.generator, probe_set, n_test=n_test,

@@ -219,3 +219,52 @@ def test_eval_lists_decoded_dimensions_by_name(run: Path, tmp_path: Path) -> Non
     assert "latent R^2 per level: coarse" in result.output
     bad = _invoke(["eval", str(run), "--per-dim", "-1", "--no-progress"])
     assert bad.exit_code == 2 and "--per-dim" in bad.output
+
+
+def test_eval_device_is_checked_before_any_loading(run: Path) -> None:
+    """--device: an unknown device, or CUDA on a torch without it, is a one-line error."""
+    bad = _invoke(["eval", str(run), "--device", "cpux", "--no-progress"])
+    assert bad.exit_code == 2 and "'cpux' is not a torch device" in bad.output
+    if not torch.cuda.is_available():
+        missing = _invoke(["eval", str(run), "--device", "cuda", "--no-progress"])
+        assert missing.exit_code == 2 and "sees no CUDA device" in missing.output
+
+
+def test_default_probes_are_the_cpu_preset_on_a_cpu_only() -> None:
+    from lsi_ml.cli import _default_probe_config
+    from lsi_ml.probe_training import ProbeConfig
+
+    assert _default_probe_config("cpu", False) == ProbeConfig.cpu(progress=False)
+    assert _default_probe_config("cuda:0", False) == ProbeConfig(progress=False,
+                                                                device="cuda:0")
+
+
+def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path) -> None:
+    """examples/train_for_budget.py: calibrated steps, finished schedule, a loadable run."""
+    import importlib.util
+
+    from lsi_ml.train import Trainer
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "train_for_budget", root / "examples" / "train_for_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML.replace("steps = 3", "steps = 1000"))
+    out = tmp_path / "budget"
+    result = CliRunner().invoke(module.main, ["--config", str(config), "--minutes", "0.05",
+                                              "--out", str(out), "--no-progress",
+                                              "--chunk", "20"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "budget.json").read_text())
+    assert report["steps_done"] == report["steps_planned"] >= 1
+    assert not report["stopped_early"]
+    assert report["steps_planned"] != 1000  # set by the clock, not by the config
+    trainer = Trainer.resume(out / "model.pt", progress=False)
+    assert trainer.step == report["steps_planned"] == trainer.config.steps
+    again = CliRunner().invoke(module.main, ["--config", str(config), "--minutes", "0.05",
+                                             "--out", str(out)])
+    assert again.exit_code == 1 and "exists" in again.output
+    zero = CliRunner().invoke(module.main, ["--minutes", "0", "--out", str(tmp_path / "z")])
+    assert zero.exit_code == 2 and "--minutes" in zero.output

@@ -151,7 +151,9 @@ class SynthFace:
     """Faces are rendered in chunks of about this many pixels (speed only, same result to
     within float rounding: <= 2e-7 measured, same segmentation). ``1 << 17`` keeps one
     float map of a chunk at 512 KiB, inside a 1 MiB L2 cache: at 64 px it renders about
-    1.5x faster on one core than ``1 << 18`` (32 instead of 64 faces per chunk)."""
+    1.5x faster on one core than ``1 << 18`` (32 instead of 64 faces per chunk). CPU only:
+    on a GPU a batch renders in one piece (each chunk costs the same ~10^4 kernel launches,
+    whatever its size)."""
 
     def __init__(self, size: int = 128, seed: int = 0, internal_size: int | None = None):
         if not 32 <= size <= 512:
@@ -574,6 +576,8 @@ class SynthFace:
         p = self.params(latent)
         f = self._features(p)
         step = max(1, self.chunk_pixels // (self.internal_size ** 2))
+        if latent.device.type != "cpu":  # a GPU is launch-bound: one batch, fewest kernels
+            step = latent.shape[0]
         if latent.shape[0] <= step:
             img, seg = self._render_chunk(latent, with_seg)
             return img, seg, p, f
