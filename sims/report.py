@@ -67,14 +67,46 @@ def _paper(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _provenance(folder: Path) -> dict[str, Any]:
+    """``folder/PROVENANCE.json`` as a dict ({} when absent)."""
+    path = folder / "PROVENANCE.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _table1_lines(comp: list[dict[str, str]]) -> list[str]:
+    """A Table-1-style Markdown table of compression-sweep rows, the paper's beside ours."""
+    lines = ["| ratio | m (ours) | verif. % (ours) | verif. VGGFace % (paper) | "
+             "attr. % (ours / paper) | seg F1 % (ours / paper) | NME (ours / paper) | "
+             "FD subst. (ours) / FID (paper) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in comp:
+        ratio_text = row.get("ratio", "")
+        if not ratio_text.startswith("1:"):
+            label = row.get("method", "")
+            lines.append(f"| {label} | - | {_pct(row['verification_accuracy'])} | - | "
+                         f"{_pct(row['attribute_accuracy'])} / - | "
+                         f"{_pct(row['segmentation_f1'])} / - | "
+                         f"{_num(row['landmark_nme'])} / - | {_num(row['fd'])} / - |")
+            continue
+        ratio = int(ratio_text.split(":")[1])
+        p = PAPER_TABLE1.get(ratio)
+        lines.append(
+            f"| {ratio_text} | {row['m']} | {_pct(row['verification_accuracy'])} | "
+            f"{_paper(p[1]) if p else '-'} | "
+            f"{_pct(row['attribute_accuracy'])} / {_paper(p[4]) if p else '-'} | "
+            f"{_pct(row['segmentation_f1'])} / {_paper(p[5]) if p else '-'} | "
+            f"{_num(row['landmark_nme'])} / {_paper(p[6]) if p else '-'} | "
+            f"{_num(row['fd'])} / {_paper(p[3]) if p else '-'} |")
+    return lines
+
+
 def write_summary(out: Path) -> Path | None:
     """Write ``out/summary.md`` from the compression-sweep and baselines CSVs (if any)."""
     comp = _read(out / "compression_sweep.csv")
     base = _read(out / "baselines_table2.csv")
     if not comp and not base:
         return None
-    prov_path = out / "PROVENANCE.json"
-    prov = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.exists() else {}
+    prov = _provenance(out)
     lines = ["## Results", ""]
 
     def run_of(study: str) -> str:
@@ -98,29 +130,19 @@ def write_summary(out: Path) -> Path | None:
                      "show that every study runs end to end, not what the method reaches.")
     if comp:
         lines += ["", "### Table 1 style: LSI over compression ratios", "",
-                  f"From the {run_of('compression_sweep')}.", "",
-                  "| ratio | m (ours) | verif. % (ours) | verif. VGGFace % (paper) | "
-                  "attr. % (ours / paper) | seg F1 % (ours / paper) | NME (ours / paper) | "
-                  "FD subst. (ours) / FID (paper) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for row in comp:
-            ratio_text = row.get("ratio", "")
-            if not ratio_text.startswith("1:"):
-                label = row.get("method", "")
-                lines.append(f"| {label} | - | {_pct(row['verification_accuracy'])} | - | "
-                             f"{_pct(row['attribute_accuracy'])} / - | "
-                             f"{_pct(row['segmentation_f1'])} / - | "
-                             f"{_num(row['landmark_nme'])} / - | {_num(row['fd'])} / - |")
-                continue
-            ratio = int(ratio_text.split(":")[1])
-            p = PAPER_TABLE1.get(ratio)
-            lines.append(
-                f"| {ratio_text} | {row['m']} | {_pct(row['verification_accuracy'])} | "
-                f"{_paper(p[1]) if p else '-'} | "
-                f"{_pct(row['attribute_accuracy'])} / {_paper(p[4]) if p else '-'} | "
-                f"{_pct(row['segmentation_f1'])} / {_paper(p[5]) if p else '-'} | "
-                f"{_num(row['landmark_nme'])} / {_paper(p[6]) if p else '-'} | "
-                f"{_num(row['fd'])} / {_paper(p[3]) if p else '-'} |")
+                  f"From the {run_of('compression_sweep')}.", ""]
+        lines += _table1_lines(comp)
+    subs = sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("cache", "quick"))
+    for sub in subs:
+        extra = _read(sub / "compression_sweep.csv")
+        if not extra:
+            continue
+        entry = _provenance(sub).get("compression_sweep", {})
+        lines += ["", f"Larger scenes (`sims/results/{sub.name}/`, {entry.get('mode', '?')} "
+                  f"run: `{entry.get('command', '?')}`, {entry.get('minutes', '?')} min): the "
+                  "ratios a 64 px scene cannot reach; same training recipe, its own probes "
+                  "and probe ceiling at that size.", ""]
+        lines += _table1_lines(extra)
     if base:
         ratio = next((r["ratio"] for r in base if r.get("ratio", "-") != "-"), "?")
         lines += ["", f"### Table 2 style: LSI vs image-space methods at {ratio}", "",
@@ -136,6 +158,20 @@ def write_summary(out: Path) -> Path | None:
         lines += ["", "The paper's Table 2 (1:256 of 256 px, CelebA-HQ; verification VGGFace / "
                   "Dlib %, FID):", "", "| method | VGGFace % | Dlib % | FID |", "|---|---|---|---|"]
         lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
+    for sub in subs:
+        extra = _read(sub / "baselines.csv")
+        if not extra:
+            continue
+        entry = _provenance(sub).get("baselines", {})
+        lines += ["", f"Baselines on the larger scenes (`sims/results/{sub.name}/`, "
+                  f"{entry.get('mode', '?')} run: `{entry.get('command', '?')}`, "
+                  f"{entry.get('minutes', '?')} min):", "",
+                  "| method | scored by | ratio | m | verif. % | attr. % | seg F1 % | NME |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {row['method']} | {row['route']} | {row['ratio']} | {row['m'] or '-'} | "
+                  f"{_pct(row['verification_accuracy'])} | {_pct(row['attribute_accuracy'])} "
+                  f"| {_pct(row['segmentation_f1'])} | {_num(row['landmark_nme'])} |"
+                  for row in extra]
     others = [f"`{k}` ({v.get('mode', '?')} run, {v.get('minutes', '?')} min)"
               for k, v in prov.items() if k not in ("compression_sweep", "baselines")]
     if others:

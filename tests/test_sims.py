@@ -42,6 +42,13 @@ def test_configs_parse_and_ratios() -> None:
     assert measurements_for_ratio(64, 16) == 256
     assert measurements_for_ratio(64, 4096) == 1
     assert measurements_for_ratio(64, 8192) == 0
+    # the ratios 64 px cannot reach have their own config at a larger size
+    for quick in (False, True):
+        extra = load_study_config("compression_sweep", quick,
+                                  ROOT / "sims/configs/compression_sweep_128px.toml")
+        size = extra["train"]["size"]
+        assert {8192, 16384} <= set(extra["ratios"])
+        assert all(measurements_for_ratio(size, r) >= 1 for r in extra["ratios"])
     with pytest.raises(ConfigError, match="cannot read"):
         load_study_config("no_such_study", True)
 
@@ -65,6 +72,19 @@ def test_compression_sweep_tiny_run_and_resume(tmp_path: Path) -> None:
     assert "| 1:16 | 64 |" in summary and "| 1:1024 | 1 |" in summary
     assert "| 1:1024 | 1 | " in summary and "/ 88.74 |" in summary  # paper's attr at 1:1024
     assert "Table 2" not in summary  # no baselines run here
+    # a sweep at a larger size in a subfolder (compression_sweep_128px.toml) gets its table
+    (tmp_path / "128px").mkdir()
+    (tmp_path / "128px" / "compression_sweep.csv").write_text(
+        (tmp_path / "compression_sweep.csv").read_text())
+    summary = write_summary(tmp_path).read_text()
+    assert "Larger scenes (`sims/results/128px/`" in summary
+    assert summary.count("| 1:16 | 64 |") == 2
+    (tmp_path / "128px" / "baselines.csv").write_text(
+        "method,route,ratio,m,verification_accuracy,fd,attribute_accuracy,segmentation_f1,"
+        "landmark_nme,psnr,ssim\nRandom masks + DGI,grey image probes,1:8192,2,0.5,1.0,0.43,"
+        "0.03,24.6,8.0,0.1\n")
+    summary = write_summary(tmp_path).read_text()
+    assert "| Random masks + DGI | grey image probes | 1:8192 | 2 | 50.0 | 43.0 |" in summary
     ceiling = out["ceiling"][0]
     assert ceiling["verification_accuracy"] == pytest.approx(1.0)  # true latents
     # a rerun reuses every finished cell (nothing retrained or re-evaluated)
