@@ -274,8 +274,10 @@ def run(ctx: Context) -> dict[str, Any]:
     cfg = ctx.study_config(STUDY)
     size = int(cfg["train"]["size"])
     face = _generator(cfg)
-    probes_for(ctx, face, cfg.get("latent_probes", {}))  # once, before the workers start
+    # once, before the workers start; the grey probes first, since the colour ones may be
+    # in training by a compression sweep that writes to the same folder
     grey_probes(ctx, cfg)
+    probes_for(ctx, face, cfg.get("latent_probes", {}))
     methods = list(cfg["methods"])
     unknown = sorted(set(methods) - set(LABELS) - {"lsi"})
     if unknown:
