@@ -268,3 +268,31 @@ def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path)
     assert again.exit_code == 1 and "exists" in again.output
     zero = CliRunner().invoke(module.main, ["--minutes", "0", "--out", str(tmp_path / "z")])
     assert zero.exit_code == 2 and "--minutes" in zero.output
+
+
+def test_image_decoder_reference_example_scores_like_an_lsi_model(tmp_path: Path) -> None:
+    """examples/image_decoder_reference.py: ridge R^2 lines, then an eval summary."""
+    import importlib.util
+
+    from lsi_ml.generators.synthface import SynthFace
+    from lsi_ml.probe_training import ProbeConfig, ProbeSet
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "image_decoder_reference", root / "examples" / "image_decoder_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    probes = tmp_path / "probes.pt"
+    ProbeSet.fit(SynthFace(32, seed=0), ProbeConfig(
+        steps=2, n_train=32, batch=16, render_batch=32, seg_width=8, seg_depth=1,
+        landmark_maps=(1, 2), landmark_width=8, landmark_depth=1, progress=False,
+    )).save(probes)
+    args = ["--size", "32", "--scenes", "64", "--steps", "3", "--batch", "16", "--n-test",
+            "8", "--probes", str(probes)]
+    result = CliRunner().invoke(module.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ridge on the 1024 pixels") == 2
+    assert "full-image CNN (32x32 grey" in result.output
+    assert "verification accuracy" in result.output and "identity dims R^2" in result.output
+    bad = CliRunner().invoke(module.main, [*args[:-2], "--size", "40", "--probes", str(probes)])
+    assert bad.exit_code == 2 and "multiple of 16" in bad.output
