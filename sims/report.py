@@ -73,6 +73,13 @@ def _provenance(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def _subfolder_runs(subs: list[Path], study: str
+                    ) -> list[tuple[Path, list[dict[str, str]], dict[str, Any]]]:
+    """(folder, rows of ``<study>.csv``, provenance entry) of the subfolders that ran it."""
+    return [(sub, rows, _provenance(sub).get(study, {}))
+            for sub in subs if (rows := _read(sub / f"{study}.csv"))]
+
+
 def _table1_lines(comp: list[dict[str, str]]) -> list[str]:
     """A Table-1-style Markdown table of compression-sweep rows, the paper's beside ours."""
     lines = ["| ratio | m (ours) | verif. % (ours) | verif. VGGFace % (paper) | "
@@ -133,11 +140,7 @@ def write_summary(out: Path) -> Path | None:
                   f"From the {run_of('compression_sweep')}.", ""]
         lines += _table1_lines(comp)
     subs = sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("cache", "quick"))
-    for sub in subs:
-        extra = _read(sub / "compression_sweep.csv")
-        if not extra:
-            continue
-        entry = _provenance(sub).get("compression_sweep", {})
+    for sub, extra, entry in _subfolder_runs(subs, "compression_sweep"):
         lines += ["", f"Larger scenes (`sims/results/{sub.name}/`, {entry.get('mode', '?')} "
                   f"run: `{entry.get('command', '?')}`, {entry.get('minutes', '?')} min): the "
                   "ratios a 64 px scene cannot reach; same training recipe, its own probes "
@@ -158,11 +161,7 @@ def write_summary(out: Path) -> Path | None:
         lines += ["", "The paper's Table 2 (1:256 of 256 px, CelebA-HQ; verification VGGFace / "
                   "Dlib %, FID):", "", "| method | VGGFace % | Dlib % | FID |", "|---|---|---|---|"]
         lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
-    for sub in subs:
-        extra = _read(sub / "baselines.csv")
-        if not extra:
-            continue
-        entry = _provenance(sub).get("baselines", {})
+    for sub, extra, entry in _subfolder_runs(subs, "baselines"):
         lines += ["", f"Baselines on the larger scenes (`sims/results/{sub.name}/`, "
                   f"{entry.get('mode', '?')} run: `{entry.get('command', '?')}`, "
                   f"{entry.get('minutes', '?')} min):", "",

@@ -39,6 +39,29 @@ def _png_folder(folder: Path, scenes: np.ndarray) -> Path:
     return folder
 
 
+def _example(name: str):
+    """The module of ``examples/<name>.py``."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_probes(path: Path, seed: int) -> Path:
+    """Barely trained probes of SynthFace 32 px (enough to run an evaluation)."""
+    from lsi_ml.generators.synthface import SynthFace
+    from lsi_ml.probe_training import ProbeConfig, ProbeSet
+
+    ProbeSet.fit(SynthFace(32, seed=seed), ProbeConfig(
+        steps=2, n_train=32, batch=16, render_batch=32, seg_width=8, seg_depth=1,
+        landmark_maps=(1, 2), landmark_width=8, landmark_depth=1, progress=False,
+    )).save(path)
+    return path
+
+
 def _invoke(args: list[str], cli=main) -> object:
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     return result
@@ -198,15 +221,8 @@ def test_train_bank_phase_and_mask_init_from_the_cli(run: Path, tmp_path: Path) 
 
 def test_eval_lists_decoded_dimensions_by_name(run: Path, tmp_path: Path) -> None:
     """eval --per-dim N: the N best and N worst latent dimensions by R^2, named."""
-    from lsi_ml.generators.synthface import SynthFace
-    from lsi_ml.probe_training import ProbeConfig, ProbeSet
-
-    probes = tmp_path / "probes.pt"
-    seed = load_checkpoint(run / "model.pt")["config"]["seed"]
-    ProbeSet.fit(SynthFace(32, seed=seed), ProbeConfig(
-        steps=2, n_train=32, batch=16, render_batch=32, seg_width=8, seg_depth=1,
-        landmark_maps=(1, 2), landmark_width=8, landmark_depth=1, progress=False,
-    )).save(probes)
+    probes = _tiny_probes(tmp_path / "probes.pt",
+                          load_checkpoint(run / "model.pt")["config"]["seed"])
     result = _invoke(["eval", str(run), "--n-test", "8", "--pairs", "4", "--probes",
                       str(probes), "--per-dim", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -241,15 +257,9 @@ def test_default_probes_are_the_cpu_preset_on_a_cpu_only() -> None:
 
 def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path) -> None:
     """examples/train_for_budget.py: calibrated steps, finished schedule, a loadable run."""
-    import importlib.util
-
     from lsi_ml.train import Trainer
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location(
-        "train_for_budget", root / "examples" / "train_for_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _example("train_for_budget")
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_TOML.replace("steps = 3", "steps = 1000"))
     out = tmp_path / "budget"
@@ -272,21 +282,8 @@ def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path)
 
 def test_image_decoder_reference_example_scores_like_an_lsi_model(tmp_path: Path) -> None:
     """examples/image_decoder_reference.py: ridge R^2 lines, then an eval summary."""
-    import importlib.util
-
-    from lsi_ml.generators.synthface import SynthFace
-    from lsi_ml.probe_training import ProbeConfig, ProbeSet
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location(
-        "image_decoder_reference", root / "examples" / "image_decoder_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    probes = tmp_path / "probes.pt"
-    ProbeSet.fit(SynthFace(32, seed=0), ProbeConfig(
-        steps=2, n_train=32, batch=16, render_batch=32, seg_width=8, seg_depth=1,
-        landmark_maps=(1, 2), landmark_width=8, landmark_depth=1, progress=False,
-    )).save(probes)
+    module = _example("image_decoder_reference")
+    probes = _tiny_probes(tmp_path / "probes.pt", 0)
     args = ["--size", "32", "--scenes", "64", "--steps", "3", "--batch", "16", "--n-test",
             "8", "--probes", str(probes)]
     result = CliRunner().invoke(module.main, args, catch_exceptions=False)
