@@ -323,4 +323,6 @@ def test_example_recipes_parse() -> None:
     assert recipes, f"no recipes in {folder}"
     for path in recipes:
         cfg = TrainConfig.from_toml(path)
-        assert cfg.bank_steps > 0 and cfg.mask_init == "hadamard", path.name
+        assert cfg.mask_init == "hadamard", path.name
+        # a CPU recipe needs the bank to see enough scenes; a GPU one renders them fresh
+        assert (cfg.bank_steps > 0) == ("cpu" in path.stem), path.name
