@@ -83,8 +83,8 @@ def main(config_file: str | None, minutes: float, device: str | None, out: str, 
                      n_train=max(base.n_train, steps * base.batch))
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.toml").write_text(config.to_toml(), encoding="utf-8")
-    name = (torch.cuda.get_device_name(torch.device(config.device))
-            if torch.device(config.device).type == "cuda" else "cpu")
+    dev = torch.device(config.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
     click.echo(f"{name}: {per_step * 1e3:.1f} ms per step at batch {config.batch} -> "
                f"{steps} steps for {minutes:g} min")
     trainer = Trainer(config)

@@ -62,21 +62,6 @@ def _default_probe_config(device: Any, progress: bool) -> Any:
     return ProbeConfig(progress=progress, device=device)
 
 
-def _device_type(device: str) -> str:
-    """``"cpu"``, ``"cuda"``, ... of a device string; ConfigError if torch does not know it
-    or (for CUDA) sees no such device."""
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"--device {device!r} is not a torch device") from exc
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA "
-                          "device; use --device cpu")
-    return kind
-
-
 def _load_probes(trainer: Any, model: str | Path, probes: str | None,
                  train_if_missing: bool, progress: bool) -> Any:
     """Probes from ``--probes``, else ``RUN/probes.pt``; trained (and cached) if absent.
@@ -379,7 +364,9 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     options = _parse_bench_options(bench_options)
     if options and backend == "sim":
         raise ConfigError("--bench-option is for --backend fake-hw or hw")
-    _device_type(device)  # a bad --device fails before any loading
+    from lsi_ml.devices import check_device
+
+    check_device(device, label="--device ", available=True)  # fails before any loading
     trainer = _load_trainer(model, device)
     decode = _bench_decoder(trainer, backend, seed, options)  # opens the bench first
     probe_set = _load_probes(trainer, model, probes, True, progress)

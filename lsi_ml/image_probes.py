@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from lsi_hw.errors import ConfigError, require_known_keys
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
+from lsi_ml.devices import check_device
 from lsi_ml.probe_training import _generator_signature
 
 __all__ = ["ImageProbeConfig", "ImageProbeSet", "check_images"]
@@ -107,10 +108,7 @@ class ImageProbeConfig:
         lr = float(self.lr)
         if not (math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr={self.lr} must be finite and > 0")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError(f"device={self.device!r} is not a torch device") from exc
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; :meth:`from_dict` inverts it."""

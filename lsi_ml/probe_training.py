@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from lsi_hw.errors import ConfigError, require_known_keys
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
+from lsi_ml.devices import check_device
 from lsi_ml.probes import (
     AttributeProbe,
     HeatmapLandmarkProbe,
@@ -178,10 +179,7 @@ class ProbeConfig:
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name}={value} must be finite and >= 0")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError(f"device={self.device!r} is not a torch device") from exc
+        check_device(self.device)
         if self.landmark_head not in LANDMARK_HEADS:
             raise ConfigError(
                 f"landmark_head={self.landmark_head!r} is not one of {LANDMARK_HEADS}"

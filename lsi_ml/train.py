@@ -41,6 +41,7 @@ from lsi_hw.sim.forward import SimConfig
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
 from lsi_ml.data.recorded import RecordedMeasurements
 from lsi_ml.data.synthetic import SyntheticFaces
+from lsi_ml.devices import check_device
 from lsi_ml.encoder import EncoderConfig, LatentEncoder
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.losses import LossWeights, encoder_losses
@@ -276,10 +277,7 @@ class TrainConfig:
         object.__setattr__(self, "sim", _flatten_settings(self.sim))
         SimConfig().with_noise(self.noise if self.noise in NOISE_PRESETS else "none"
                                ).with_overrides(self.sim)  # refuse bad settings now
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError(f"device={self.device!r} is not a torch device") from exc
+        check_device(self.device)
         if self.size < 32:
             raise ConfigError(f"size={self.size}: SynthFace renders 32 px or more")
         for name in ("n_masks", "batch", "n_train", "n_val", "eval_batch", "bank_size",

@@ -56,12 +56,9 @@ def main(studies: tuple[str, ...], quick: bool, out: str | None, config_path: st
         raise ConfigError("--config replaces one study's config: name exactly one study")
     import torch
 
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"--device {device!r} is not a torch device") from exc
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: torch sees no CUDA device here")
+    from lsi_ml.devices import check_device
+
+    check_device(device, label="--device ", available=True)
     folder = Path(out) if out else (RESULTS_DIR / "quick" if quick else RESULTS_DIR)
     ctx = Context(folder, quick=quick, jobs=jobs, threads=threads, device=device,
                   progress=progress, config_path=Path(config_path) if config_path else None)

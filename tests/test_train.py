@@ -326,3 +326,18 @@ def test_example_recipes_parse() -> None:
         assert cfg.mask_init == "hadamard", path.name
         # a CPU recipe needs the bank to see enough scenes; a GPU one renders them fresh
         assert (cfg.bank_steps > 0) == ("cpu" in path.stem), path.name
+
+
+def test_device_strings_are_checked_in_one_place() -> None:
+    """lsi_ml.devices.check_device: configs accept any torch device, commands need it."""
+    from lsi_ml.devices import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    assert check_device("cuda:1").type == "cuda"  # a config may name a GPU it will run on
+    with pytest.raises(ConfigError, match="device='cpux' is not a torch device"):
+        TrainConfig(device="cpux")
+    with pytest.raises(ConfigError, match="--device 'gpu' is not a torch device"):
+        check_device("gpu", label="--device ", available=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA device"):
+            check_device("cuda", available=True)
