@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lsi_hw.cli_util import one_line_errors
 from lsi_ml.data.synthetic import SyntheticFaces
 from lsi_ml.evaluation import evaluate_decoder
 from lsi_ml.generators.synthface import SynthFace
@@ -80,6 +81,7 @@ def cnn(out_dim: int, size: int) -> nn.Sequential:
 @click.option("--n-test", type=int, default=512, show_default=True,
               help="Test faces and verification pairs (as lsi-ml eval).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@one_line_errors
 def main(size: int, scenes: int, steps: int, batch: int, probes_path: str, n_test: int,
          seed: int) -> None:
     """Train the full-image CNN decoder and score it like an LSI model."""

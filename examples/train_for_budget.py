@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 import torch
 
+from lsi_hw.cli_util import one_line_errors
 from lsi_ml.train import TrainConfig, Trainer
 
 OVERRUN = 1.25  # stop at this multiple of the budget, whatever the schedule says
@@ -59,6 +60,7 @@ def seconds_per_step(config: TrainConfig, warm: int = 10, timed: int = 40) -> fl
 @click.option("--chunk", type=int, default=200, show_default=True,
               help="Steps between two looks at the clock (and checkpoints).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@one_line_errors
 def main(config_file: str | None, minutes: float, device: str | None, out: str, chunk: int,
          progress: bool) -> None:
     """Calibrate the step count to the budget, train, checkpoint, report."""

@@ -278,6 +278,11 @@ def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path)
     assert again.exit_code == 1 and "exists" in again.output
     zero = CliRunner().invoke(module.main, ["--minutes", "0", "--out", str(tmp_path / "z")])
     assert zero.exit_code == 2 and "--minutes" in zero.output
+    (tmp_path / "bad.toml").write_text("size = 8\n")
+    bad = CliRunner().invoke(module.main, ["--config", str(tmp_path / "bad.toml"),
+                                           "--minutes", "1", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "Error: size=8" in bad.output  # one line, no traceback
+    assert not (tmp_path / "b").exists()
 
 
 def test_image_decoder_reference_example_scores_like_an_lsi_model(tmp_path: Path) -> None:
