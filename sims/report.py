@@ -73,6 +73,12 @@ def _provenance(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def _run_text(entry: dict[str, Any]) -> str:
+    """"full run: `command`, N min" of a provenance entry."""
+    return (f"{entry.get('mode', '?')} run: `{entry.get('command', '?')}`, "
+            f"{entry.get('minutes', '?')} min")
+
+
 def _subfolder_runs(subs: list[Path], study: str
                     ) -> list[tuple[Path, list[dict[str, str]], dict[str, Any]]]:
     """(folder, rows of ``<study>.csv``, provenance entry) of the subfolders that ran it."""
@@ -118,8 +124,7 @@ def write_summary(out: Path) -> Path | None:
 
     def run_of(study: str) -> str:
         entry = prov.get(study, {})
-        return (f"{entry.get('mode', '?')} run: `{entry.get('command', '?')}`, "
-                f"{entry.get('minutes', '?')} min, revision {entry.get('git_revision', '?')}")
+        return f"{_run_text(entry)}, revision {entry.get('git_revision', '?')}"
 
     modes = sorted({prov[k].get("mode", "?") for k in ("compression_sweep", "baselines")
                     if k in prov})
@@ -141,8 +146,7 @@ def write_summary(out: Path) -> Path | None:
         lines += _table1_lines(comp)
     subs = sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("cache", "quick"))
     for sub, extra, entry in _subfolder_runs(subs, "compression_sweep"):
-        lines += ["", f"Larger scenes (`sims/results/{sub.name}/`, {entry.get('mode', '?')} "
-                  f"run: `{entry.get('command', '?')}`, {entry.get('minutes', '?')} min): the "
+        lines += ["", f"Larger scenes (`sims/results/{sub.name}/`, {_run_text(entry)}): the "
                   "ratios a 64 px scene cannot reach; same training recipe, its own probes "
                   "and probe ceiling at that size.", ""]
         lines += _table1_lines(extra)
@@ -163,8 +167,7 @@ def write_summary(out: Path) -> Path | None:
         lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
     for sub, extra, entry in _subfolder_runs(subs, "baselines"):
         lines += ["", f"Baselines on the larger scenes (`sims/results/{sub.name}/`, "
-                  f"{entry.get('mode', '?')} run: `{entry.get('command', '?')}`, "
-                  f"{entry.get('minutes', '?')} min):", "",
+                  f"{_run_text(entry)}):", "",
                   "| method | scored by | ratio | m | verif. % | attr. % | seg F1 % | NME |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {row['method']} | {row['route']} | {row['ratio']} | {row['m'] or '-'} | "
