@@ -38,6 +38,8 @@ from lsi_hw.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CELL_SELECTION_KEYS = frozenset({"ratios", "methods", "only_at", "table2_ratio"})
+"""Config keys that choose which cells a study runs, not what any one cell computes."""
 
 TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
     ("verification_accuracy", "Verification %"),
@@ -115,9 +117,17 @@ class Context:
         return cfg
 
     def cell_path(self, study: str, key: str) -> Path:
-        """Where the row of cell ``key`` is kept: under a digest of the study's whole
-        config, so a changed config (or --quick vs full) never reads back stale rows."""
-        text = json.dumps(self.study_config(study), sort_keys=True, default=str)
+        """Where the row of cell ``key`` is kept: under a digest of the study's config, so
+        a changed config (or --quick vs full) never reads back stale rows.
+
+        The keys that only pick WHICH cells run (:data:`CELL_SELECTION_KEYS`: ratios,
+        methods, ``only_at``, the Table-2 ratio) are left out of the digest, and the cell
+        key names its method and ratio: adding a ratio or a method to a config reuses
+        every cell already computed instead of recomputing the whole study.
+        """
+        cfg = {k: v for k, v in self.study_config(study).items()
+               if k not in CELL_SELECTION_KEYS}
+        text = json.dumps(cfg, sort_keys=True, default=str)
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
         return self.out / "cache" / "cells" / study / digest / f"{key}.json"
 

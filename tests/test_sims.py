@@ -209,6 +209,18 @@ def test_cells_are_kept_per_config(tmp_path: Path) -> None:
         "compression_sweep", "k")
 
 
+def test_cells_survive_adding_ratios_or_methods(tmp_path: Path) -> None:
+    """Keys that only choose which cells run leave the digest alone (a finished cell is
+    reused when a ratio or a method is added); a key a cell depends on does not."""
+    base = _ctx(tmp_path)
+    for study in ("compression_sweep", "baselines"):
+        key = base.cell_path(study, "x")
+        more = _ctx(tmp_path, ratios=[16, 64, 128, 256, 512], methods=["lsi", "tv"],
+                    only_at={"tv": [16]}, table2_ratio=512)
+        assert more.cell_path(study, "x") == key
+        assert _ctx(tmp_path, mask_seed=7).cell_path(study, "x") != key
+
+
 def test_sim_vs_fakehw_tiny_run(tmp_path: Path) -> None:
     from sims import sim_vs_fakehw
 
