@@ -165,11 +165,38 @@ def _run_cell(ctx: Context, study: str, fn: Callable[..., dict[str, Any]], key: 
     t0 = time.perf_counter()
     print(f"[{study}] cell {key} ...", flush=True)
     row = fn(ctx, **kwargs)
-    row = {"cell": key, **row, "cell_seconds": round(time.perf_counter() - t0, 1)}
+    row = {"cell": key, **row, "cell_seconds": round(time.perf_counter() - t0, 1),
+           "device": device_label(ctx.device)}
     path = ctx.cell_path(study, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, json.dumps(_jsonable(row), indent=1).encode())
     print(f"[{study}] cell {key} done in {row['cell_seconds']:.0f} s", flush=True)
+
+
+def device_label(device: str) -> str:
+    """``cpu``, or a CUDA device with its card's name (``cuda (NVIDIA H100 ...)``)."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+
+
+def device_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A table note naming the rows computed on another device than the CPU.
+
+    Cells are cached and reused across runs, so one table can mix rows computed on a CPU
+    and on a GPU (same configs, different noise draws and float rounding); the table says
+    which. Rows cached before cells recorded their device count as CPU (every earlier
+    result in sims/results ran on a CPU).
+    """
+    other: dict[str, list[str]] = {}
+    for row in rows:
+        device = row.get("device") or "cpu"
+        if device != "cpu":
+            other.setdefault(device, []).append(str(row.get("cell", "?")))
+    return [f"Computed on {device}, not the CPU: {', '.join(cells)}."
+            for device, cells in other.items()]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
@@ -350,7 +377,7 @@ def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
         lines.append("| " + " | ".join(_fmt(k, row.get(k)) for k, _ in columns) + " |")
-    notes = list(notes)
+    notes = list(notes) + device_notes(rows)
     if notes:
         lines.append("")
         lines += notes

@@ -59,6 +59,7 @@ def test_compression_sweep_tiny_run_and_resume(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, ratios=[16, 1024, 4096])
     out = compression_sweep.run(ctx)
     assert [r["m"] for r in out["rows"]] == [64, 1]
+    assert [r["device"] for r in out["rows"]] == ["cpu", "cpu"]
     assert out["skipped"] == [4096]
     md = (tmp_path / "compression_sweep.md").read_text()
     assert "1:16 " in md and "Skipped" in md and "1:4096" in md
@@ -168,16 +169,17 @@ def test_compression_sweep_on_cuda(tmp_path: Path) -> None:
                   overrides={**TINY, "ratios": [16]})
     rows = compression_sweep.run(ctx)["rows"]
     assert math.isfinite(rows[0]["landmark_nme"])
+    assert rows[0]["device"].startswith("cuda (")
 
 
 def test_baselines_tiny_run(tmp_path: Path) -> None:
     from sims import baselines
 
-    ctx = _ctx(tmp_path, ratios=[16, 1024], table2_ratio=16,
-               image_probes={"steps": 4, "n_train": 64, "batch": 8},
-               image_net={"steps": 3, "batch": 8}, tv={"iters": 5},
-               generative_prior={"steps": 2, "restarts": 1, "batch": 16})
-    rows = baselines.run(ctx)["rows"]
+    tiny: dict[str, object] = dict(
+        ratios=[16, 1024], table2_ratio=16, image_probes={"steps": 4, "n_train": 64, "batch": 8},
+        image_net={"steps": 3, "batch": 8}, tv={"iters": 5},
+        generative_prior={"steps": 2, "restarts": 1, "batch": 16})
+    rows = baselines.run(_ctx(tmp_path, **tiny))["rows"]
     got = {(r["method_id"], r["ratio"]) for r in rows}
     methods = ("lsi_latent", "lsi_image", "hadamard", "tv", "dgi", "generative_prior",
                "image_net")
@@ -194,6 +196,13 @@ def test_baselines_tiny_run(tmp_path: Path) -> None:
 
     summary = write_summary(tmp_path).read_text()
     assert "Table 2 style" in summary and "SAUNet (8-bit masks) | 39.47" in summary
+    # fewer cells of a costly method: every cell read back, none recomputed
+    again = _ctx(tmp_path, **tiny, only_at={"generative_prior": [1024]})
+    fewer = baselines.run(again)["rows"]
+    assert again.computed == 0
+    assert [r["ratio"] for r in fewer if r["method_id"] == "generative_prior"] == ["1:1024"]
+    assert len(fewer) == len(rows) - 1
+    assert "Random masks + generative prior at 1:1024" in (tmp_path / "baselines.md").read_text()
 
 
 def test_cells_are_kept_per_config(tmp_path: Path) -> None:
@@ -244,3 +253,17 @@ def test_model_cache_key_ignores_unused_bank_settings() -> None:
     assert config_key(banked) != config_key(base)
     assert config_key(banked) != config_key(replace(banked, bank_size=512))
     assert config_key(base) == config_key(replace(base, progress=False, device="cuda"))
+
+
+def test_tables_name_rows_computed_off_the_cpu(tmp_path: Path) -> None:
+    """Reused cells can mix devices in one table: the table says which rows ran where."""
+    from sims.common import device_label, device_notes, write_table
+
+    assert device_label("cpu") == "cpu"
+    rows = [{"cell": "tv-16", "x": 1.0}, {"cell": "tv-64", "x": 2.0, "device": "cpu"},
+            {"cell": "image_net-8192", "x": 3.0, "device": "cuda (NVIDIA H100)"},
+            {"cell": "generative_prior-8192", "x": 4.0, "device": "cuda (NVIDIA H100)"}]
+    assert device_notes(rows[:2]) == []
+    _, md = write_table(rows, [("x", "x")], tmp_path / "t", title="t")
+    assert md.read_text().splitlines()[-1] == (
+        "Computed on cuda (NVIDIA H100), not the CPU: image_net-8192, generative_prior-8192.")
