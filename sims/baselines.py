@@ -67,6 +67,10 @@ LABELS = {
 }
 
 
+IMAGE_NET_CHECKPOINT_STEPS = 200
+"""The image network's training is saved this often (an interrupted run resumes there)."""
+
+
 # --------------------------------------------------------------------------- shared pieces
 def _generator(cfg: dict[str, Any]) -> Any:
     from lsi_ml.generators.synthface import SynthFace
@@ -134,13 +138,17 @@ def _image_net(ctx: Context, cfg: dict[str, Any], m: int) -> Any:
     text = json.dumps(settings, sort_keys=True, default=str)
     path = ctx.out / "cache" / "models" / (
         f"image-net-{hashlib.sha1(text.encode()).hexdigest()[:12]}") / "model.pt"
+    progress = ctx.progress and ctx.jobs == 1
     with held(path.with_name(".lock")):
-        if path.exists():
-            return ImageReconTrainer.load(path)
-        trainer = ImageReconTrainer(ImageReconConfig(**settings, progress=ctx.progress and
-                                                     ctx.jobs == 1, device=ctx.device))
-        trainer.train()
-        trainer.save(path)
+        if path.exists():  # finished, or interrupted: resume from the last checkpoint
+            trainer = ImageReconTrainer.load(path, progress=progress, device=ctx.device)
+        else:
+            trainer = ImageReconTrainer(ImageReconConfig(**settings, progress=progress,
+                                                         device=ctx.device))
+        total = trainer.config.steps
+        while trainer.step < total:  # checkpointed every IMAGE_NET_CHECKPOINT_STEPS
+            trainer.train(steps=min(trainer.step + IMAGE_NET_CHECKPOINT_STEPS, total))
+            trainer.save(path)
         return trainer
 
 

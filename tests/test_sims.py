@@ -267,3 +267,40 @@ def test_tables_name_rows_computed_off_the_cpu(tmp_path: Path) -> None:
     _, md = write_table(rows, [("x", "x")], tmp_path / "t", title="t")
     assert md.read_text().splitlines()[-1] == (
         "Computed on cuda (NVIDIA H100), not the CPU: image_net-8192, generative_prior-8192.")
+
+
+def test_image_net_training_is_checkpointed_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    """An interrupted image-network training resumes from its checkpoint and ends where an
+    uninterrupted one does (same batches, noise and optimizer state)."""
+    import torch
+
+    from lsi_ml.image_reconstruction import ImageReconConfig, ImageReconTrainer
+    from sims import baselines
+
+    monkeypatch.setattr(baselines, "IMAGE_NET_CHECKPOINT_STEPS", 2)
+    settings = {"steps": 5, "batch": 4, "width": 4, "n_val": 4, "eval_every": 0}
+    ctx = _ctx(tmp_path, image_net=settings)
+    cfg = ctx.study_config("baselines")
+    straight = ImageReconTrainer(ImageReconConfig(size=32, n_masks=3, noise="shot", seed=0,
+                                                  progress=False, **settings))
+    straight.train()
+    saves: list[int] = []
+    real_save = ImageReconTrainer.save
+
+    def crash_after_first_save(self: ImageReconTrainer, path: Path) -> Path:
+        saves.append(self.step)
+        real_save(self, path)
+        if len(saves) == 1:
+            raise KeyboardInterrupt  # the run is stopped after its first checkpoint
+        return path
+
+    monkeypatch.setattr(ImageReconTrainer, "save", crash_after_first_save)
+    with pytest.raises(KeyboardInterrupt):
+        baselines._image_net(ctx, cfg, 3)
+    resumed = baselines._image_net(ctx, cfg, 3)
+    assert saves == [2, 4, 5] and resumed.step == 5
+    for a, b in zip(straight.decoder.state_dict().values(),
+                    resumed.decoder.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(straight.optical.masks(), resumed.optical.masks())
+    assert baselines._image_net(ctx, cfg, 3).step == 5 and saves == [2, 4, 5]  # loaded only
