@@ -182,19 +182,21 @@ def device_label(device: str) -> str:
     return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
 
 
-def device_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+def device_notes(rows: Sequence[dict[str, Any]],
+                 label: Callable[[dict[str, Any]], str] | None = None) -> list[str]:
     """A table note naming the rows computed on another device than the CPU.
 
     Cells are cached and reused across runs, so one table can mix rows computed on a CPU
     and on a GPU (same configs, different noise draws and float rounding); the table says
     which. Rows cached before cells recorded their device count as CPU (every earlier
-    result in sims/results ran on a CPU).
+    result in sims/results ran on a CPU). ``label(row)`` names a row (default: its cell).
     """
     other: dict[str, list[str]] = {}
     for row in rows:
         device = row.get("device") or "cpu"
         if device != "cpu":
-            other.setdefault(device, []).append(str(row.get("cell", "?")))
+            name = label(row) if label else str(row.get("cell", "?"))
+            other.setdefault(device, []).append(name)
     return [f"Computed on {device}, not the CPU: {', '.join(cells)}."
             for device, cells in other.items()]
 
@@ -367,9 +369,13 @@ def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
     stem.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([k for k, _ in columns])
+    keys = [k for k, _ in columns]
+    if any("device" in row for row in rows) and "device" not in keys:
+        keys.append("device")  # where each row was computed (see device_notes)
+    writer.writerow(keys)
     for row in rows:
-        writer.writerow(["" if row.get(k) is None else row.get(k) for k, _ in columns])
+        writer.writerow(["cpu" if k == "device" and not row.get(k) else
+                         "" if row.get(k) is None else row.get(k) for k in keys])
     csv_path = stem.with_suffix(".csv")
     write_bytes_atomic(csv_path, buf.getvalue().encode())
     lines = [f"### {title}", ""] if title else []

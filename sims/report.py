@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sims.common import write_bytes_atomic
+from sims.common import device_notes, write_bytes_atomic
 
 # ratio -> (measurements, verif VGGFace %, verif Dlib %, FID, attr %, seg F1 %, NME)
 PAPER_TABLE1: dict[int, tuple[int, float | None, float | None, float | None, float, float,
@@ -113,6 +113,12 @@ def _table1_lines(comp: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+def _device_lines(rows: list[dict[str, str]]) -> list[str]:
+    """Notes under a summary table naming its rows computed on a GPU (none: no lines)."""
+    notes = device_notes(rows, lambda r: f"{r.get('method', '?')} at {r.get('ratio', '?')}")
+    return ["", *notes] if notes else []
+
+
 def write_summary(out: Path) -> Path | None:
     """Write ``out/summary.md`` from the compression-sweep and baselines CSVs (if any)."""
     comp = _read(out / "compression_sweep.csv")
@@ -143,13 +149,13 @@ def write_summary(out: Path) -> Path | None:
     if comp:
         lines += ["", "### Table 1 style: LSI over compression ratios", "",
                   f"From the {run_of('compression_sweep')}.", ""]
-        lines += _table1_lines(comp)
+        lines += _table1_lines(comp) + _device_lines(comp)
     subs = sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("cache", "quick"))
     for sub, extra, entry in _subfolder_runs(subs, "compression_sweep"):
         lines += ["", f"Larger scenes (`sims/results/{sub.name}/`, {_run_text(entry)}): the "
                   "ratios a 64 px scene cannot reach; same training recipe, its own probes "
                   "and probe ceiling at that size.", ""]
-        lines += _table1_lines(extra)
+        lines += _table1_lines(extra) + _device_lines(extra)
     if base:
         ratio = next((r["ratio"] for r in base if r.get("ratio", "-") != "-"), "?")
         lines += ["", f"### Table 2 style: LSI vs image-space methods at {ratio}", "",
@@ -162,6 +168,7 @@ def write_summary(out: Path) -> Path | None:
                          f"{_pct(row['attribute_accuracy'])} | {_pct(row['segmentation_f1'])} "
                          f"| {_num(row['landmark_nme'])} | {_num(row['fd'])} | "
                          f"{_num(row['psnr'])} |")
+        lines += _device_lines(base)
         lines += ["", "The paper's Table 2 (1:256 of 256 px, CelebA-HQ; verification VGGFace / "
                   "Dlib %, FID):", "", "| method | VGGFace % | Dlib % | FID |", "|---|---|---|---|"]
         lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
@@ -174,6 +181,7 @@ def write_summary(out: Path) -> Path | None:
                   f"{_pct(row['verification_accuracy'])} | {_pct(row['attribute_accuracy'])} "
                   f"| {_pct(row['segmentation_f1'])} | {_num(row['landmark_nme'])} |"
                   for row in extra]
+        lines += _device_lines(extra)
     others = [f"`{k}` ({v.get('mode', '?')} run, {v.get('minutes', '?')} min)"
               for k, v in prov.items() if k not in ("compression_sweep", "baselines")]
     if others:

@@ -267,6 +267,14 @@ def test_tables_name_rows_computed_off_the_cpu(tmp_path: Path) -> None:
     _, md = write_table(rows, [("x", "x")], tmp_path / "t", title="t")
     assert md.read_text().splitlines()[-1] == (
         "Computed on cuda (NVIDIA H100), not the CPU: image_net-8192, generative_prior-8192.")
+    csv_lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert csv_lines[0] == "x,device" and csv_lines[1] == "1.0,cpu"
+    assert csv_lines[3] == "3.0,cuda (NVIDIA H100)"
+    from sims.report import _device_lines
+
+    assert _device_lines([{"method": "image net", "ratio": "1:8192", "device": "cuda (X)"},
+                          {"method": "tv", "ratio": "1:8192", "device": "cpu"}]) == [
+        "", "Computed on cuda (X), not the CPU: image net at 1:8192."]
 
 
 def test_image_net_training_is_checkpointed_and_resumes(tmp_path: Path, monkeypatch) -> None:
