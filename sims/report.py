@@ -113,6 +113,54 @@ def _table1_lines(comp: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+#: (CSV column, label, higher is better) of the metrics the LSI-vs-baselines verdict compares
+VERDICT_METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("verification_accuracy", "verification", True),
+    ("attribute_accuracy", "attributes", True),
+    ("segmentation_f1", "seg F1", True),
+    ("landmark_nme", "NME", False),
+)
+
+
+def _metric_text(value: Any, percent: bool) -> str:
+    return f"{_pct(value)} %" if percent else _num(value)
+
+
+def _verdict_lines(rows: list[dict[str, str]]) -> list[str]:
+    """Where LSI (the better of its two routes) beats every image-space method, and where
+    one of them beats it, per ratio and metric, from a baselines CSV (all ratios)."""
+    ratios: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        if row.get("ratio", "-").startswith("1:"):
+            ratios.setdefault(row["ratio"], []).append(row)
+    wins, losses = [], []
+    for ratio, group in sorted(ratios.items(), key=lambda kv: int(kv[0].split(":")[1])):
+        lsi = [r for r in group if r["method"].startswith("LSI")]
+        others = [r for r in group if not r["method"].startswith("LSI")]
+        if not lsi or not others:
+            continue
+        lost = []
+        for key, name, higher in VERDICT_METRICS:
+            sign = 1.0 if higher else -1.0
+            best_lsi = max(sign * float(r[key]) for r in lsi)
+            for r in others:
+                if sign * float(r[key]) > best_lsi:
+                    lost.append(f"{r['method']} {name} {_metric_text(r[key], higher)} vs LSI "
+                                f"{_metric_text(sign * best_lsi, higher)}")
+        if lost:
+            losses.append(f"{ratio} ({'; '.join(lost)})")
+        else:
+            wins.append(ratio)
+    lines = []
+    if wins:
+        lines.append("LSI (the better of its latent and image routes) beats every image-space "
+                     "method on verification, attributes, seg F1 and NME at " +
+                     ", ".join(wins) + ".")
+    if losses:
+        lines.append("An image-space method does better at " + "; ".join(losses) + ".")
+    return ["", *lines] if lines else []
+
+
 def _device_lines(rows: list[dict[str, str]]) -> list[str]:
     """Notes under a summary table naming its rows computed on a GPU (none: no lines)."""
     notes = device_notes(rows, lambda r: f"{r.get('method', '?')} at {r.get('ratio', '?')}")
@@ -169,6 +217,11 @@ def write_summary(out: Path) -> Path | None:
                          f"| {_num(row['landmark_nme'])} | {_num(row['fd'])} | "
                          f"{_num(row['psnr'])} |")
         lines += _device_lines(base)
+        every_ratio = _read(out / "baselines.csv")
+        if every_ratio:
+            lines += ["", f"Over every ratio of `baselines.csv` ({len(every_ratio)} rows; "
+                      "curves in `baselines_curves.png`), computed from the CSV:"]
+            lines += _verdict_lines(every_ratio)
         lines += ["", "The paper's Table 2 (1:256 of 256 px, CelebA-HQ; verification VGGFace / "
                   "Dlib %, FID):", "", "| method | VGGFace % | Dlib % | FID |", "|---|---|---|---|"]
         lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
@@ -181,7 +234,7 @@ def write_summary(out: Path) -> Path | None:
                   f"{_pct(row['verification_accuracy'])} | {_pct(row['attribute_accuracy'])} "
                   f"| {_pct(row['segmentation_f1'])} | {_num(row['landmark_nme'])} |"
                   for row in extra]
-        lines += _device_lines(extra)
+        lines += _device_lines(extra) + _verdict_lines(extra)
     others = [f"`{k}` ({v.get('mode', '?')} run, {v.get('minutes', '?')} min)"
               for k, v in prov.items() if k not in ("compression_sweep", "baselines")]
     if others:
