@@ -337,3 +337,22 @@ def test_summary_verdict_names_where_lsi_wins_and_where_it_loses() -> None:
         "An image-space method does better at 1:4096 (Learned masks + image net verification "
         "56.0 % vs LSI 55.0 %; Learned masks + image net NME 9.50 vs LSI 10.00)."]
     assert _verdict_lines(rows[:1]) == []
+
+
+def test_readme_results_are_the_regenerated_summary(tmp_path: Path) -> None:
+    """sims/results/summary.md is what the report code makes of the committed CSVs, and
+    the README's Results section is that file verbatim (nothing typed by hand)."""
+    import shutil
+
+    from sims.report import write_summary
+
+    results = ROOT / "sims" / "results"
+    for folder in (results, results / "128px"):
+        target = tmp_path / folder.relative_to(results)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in [*folder.glob("*.csv"), folder / "PROVENANCE.json"]:
+            shutil.copy(path, target / path.name)
+    summary = write_summary(tmp_path).read_text(encoding="utf-8")
+    assert summary == (results / "summary.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert summary in readme and readme.count("## Results\n") == 1
