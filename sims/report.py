@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,13 @@ def _metric_text(value: Any, percent: bool) -> str:
     return f"{_pct(value)} %" if percent else _num(value)
 
 
+def _printed_score(row: dict[str, str], key: str, higher: bool) -> int:
+    """A metric as printed (0.1 % points, 0.01 NME), signed so that larger is better: a
+    lead smaller than the printed digits is a tie."""
+    value = float(row[key])
+    return round(value * 1000) if higher else -round(value * 100)
+
+
 def _verdict_lines(rows: list[dict[str, str]]) -> list[str]:
     """Where LSI (the better of its two routes) beats every image-space method, and where
     one of them beats it, per ratio and metric, from a baselines CSV (all ratios)."""
@@ -141,13 +149,10 @@ def _verdict_lines(rows: list[dict[str, str]]) -> list[str]:
             continue
         lost = []
         for key, name, higher in VERDICT_METRICS:
-            # compared as printed (0.1 % points, 0.01 NME): a smaller lead is a tie
-            def shown(r: dict[str, str], key: str = key, higher: bool = higher) -> float:
-                return round(float(r[key]) * 1000) if higher else -round(float(r[key]) * 100)
-
-            best = max(lsi, key=shown)
+            score = partial(_printed_score, key=key, higher=higher)
+            best = max(lsi, key=score)
             for r in others:
-                if shown(r) > shown(best):
+                if score(r) > score(best):
                     lost.append(f"{r['method']} {name} {_metric_text(r[key], higher)} vs LSI "
                                 f"{_metric_text(best[key], higher)}")
         if lost:
