@@ -28,8 +28,33 @@ _one_line_errors = one_line_errors
 _Output = OutputFolder
 
 
+MAX_SIDE = 2048
+"""Largest mask / scene side (pixels) the command line accepts (the DLP4500 itself has
+912 x 1140 micromirrors)."""
+
+
+def check_job_memory(n_masks: int, side: int, n_scenes: int, what: str) -> None:
+    """Refuse a job whose masks and scenes would not fit in memory, before building them.
+
+    The estimate is what a simulation of ``n_masks`` masks of ``side`` x ``side`` pixels
+    over ``n_scenes`` scenes keeps alive at once: the masks (uint8 plus the bit-packed and
+    working copies, ~3 bytes a pixel) and the scenes' float64 light maps (~48 bytes a
+    pixel).  Measured peaks stay below it (e.g. 0.85 GB above start-up for 256 masks at
+    1024 px against 1.0 GB estimated).
+    """
+    from lsi_hw.limits import check_allocation
+
+    pixels = float(side) * float(side)
+    check_allocation(n_masks * pixels * 3 + n_scenes * pixels * 48, what)
+
+
+def _check_side(side: int, option: str = "--size") -> None:
+    if not 2 <= side <= MAX_SIDE:
+        raise ConfigError(f"{option} {side} is outside [2, {MAX_SIDE}] pixels")
+
+
 def _build_patterns(
-    kind: str, m: int, size: int | None, seed: int, split: bool
+    kind: str, m: int, size: int | None, seed: int, split: bool, n_scenes: int = 4
 ) -> Any:
     from lsi_hw.patterns import PatternSet
 
@@ -37,6 +62,9 @@ def _build_patterns(
         raise ConfigError(f"--m {m} must be >= 1")
     if kind in ("hadamard", "random", "fourier"):
         side = 256 if size is None else size
+        _check_side(side)
+        check_job_memory(m * (2 if split else 1), side, n_scenes,
+                         f"{m}{' split' if split else ''} {kind} masks of {side}x{side} px")
         if kind == "hadamard":
             if side < 2 or side & (side - 1):
                 raise ConfigError(f"--size {side}: Hadamard patterns need a power of two >= 2")
@@ -55,7 +83,11 @@ def _build_patterns(
         raise ConfigError(
             f"--patterns {kind}: neither hadamard, random, fourier nor an existing .npy/.npz file"
         )
-    patterns = PatternSet.load(path)
+    if size is not None:
+        _check_side(size)
+    patterns = PatternSet.load(path)  # checks the file's size from its headers first
+    check_job_memory(min(m, patterns.m) * (2 if split else 1), max(patterns.shape), n_scenes,
+                     f"{path} ({patterns.m} masks of {patterns.shape[0]}x{patterns.shape[1]})")
     if size is not None and patterns.shape != (size, size):
         raise ConfigError(
             f"--patterns {path} holds masks of shape {patterns.shape}; --size {size} asks for "
@@ -112,7 +144,12 @@ def simulate(
 
     # --- validate everything before touching the output folder ---------------------
     config = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=gain_db))
-    patterns = _build_patterns(pattern_kind, m, size, seed, split)
+    n_scenes = 4 if images == "builtin" else None
+    if n_scenes is None:
+        from lsi_hw.testscenes import count_images
+
+        n_scenes = count_images(images)
+    patterns = _build_patterns(pattern_kind, m, size, seed, split, n_scenes)
     if patterns.m > config.dmd.max_patterns:
         raise ConfigError(
             f"{patterns.m} patterns exceed what the modulator holds ({config.dmd.max_patterns})"
@@ -125,7 +162,8 @@ def simulate(
     if patterns.shape[0] != patterns.shape[1]:
         scenes = np.stack([s[: patterns.shape[0], : patterns.shape[1]] for s in scenes])
     bench = make_bench("sim", noise=noise, seed=seed, config=config)
-    output = _Output(out, force)
+    inputs = [p for p in (pattern_kind, images) if Path(p).exists()]
+    output = _Output(out, force, inputs=inputs, made_by="lsi-hw simulate")
     try:
         started = time.perf_counter()  # one-time start-up: numba import, JIT cache, planner
         make_bench("sim", noise=noise, seed=seed, config=config).measure(scenes[:1], patterns)
@@ -381,15 +419,26 @@ def patterns() -> None:
 @click.option("--p", "p", type=float, default=0.5, show_default=True,
               help="Fill probability of random masks.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Output .npz file.")
+@click.option("-o", "--out", "--output", "output", type=click.Path(path_type=Path),
+              required=True, help="Output .npz file.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
 @_one_line_errors
 def patterns_generate(
-    kind: str, m: int, size: int, order: str, split: bool, p: float, seed: int, output: Path
+    kind: str, m: int, size: int, order: str, split: bool, p: float, seed: int, output: Path,
+    force: bool,
 ) -> None:
     """Generate a pattern set and save it (.npz with provenance)."""
     from lsi_hw.patterns import PatternSet
 
+    if output.suffix != ".npz":
+        raise ConfigError(f"--out {output}: the output must be a .npz file")
+    if (output.exists() or output.is_symlink()) and not force:
+        raise ConfigError(f"--out {output} exists; add --force to replace it")
+    if m < 1:
+        raise ConfigError(f"--m {m} must be >= 1")
+    _check_side(size)
+    check_job_memory(m * (2 if split else 1), size, 0,
+                     f"{m}{' split' if split else ''} {kind} masks of {size}x{size} px")
     if kind == "hadamard":
         ps = PatternSet.hadamard(size, m=m, order=order, split=split,
                                  seed=seed if order == "random" else None)
@@ -399,9 +448,7 @@ def patterns_generate(
     else:
         ps = PatternSet.fourier(size, m, phases=4, seed=seed)
         ps = ps.complementary() if split else ps
-    if output.suffix != ".npz":
-        raise ConfigError(f"-o {output}: the output must be a .npz file")
-    written = ps.save(output)
+    written = ps.save(output, overwrite=force)
     click.echo(f"wrote {written}: {ps.m} masks of {ps.shape[0]}x{ps.shape[1]} ({ps.name})")
 
 
@@ -461,7 +508,7 @@ def patterns_export(file: Path, fmt: str, diamond: bool, out: Path, force: bool)
     from lsi_hw.patterns import PatternSet
 
     ps = PatternSet.load(file)
-    output = _Output(out, force)
+    output = _Output(out, force, inputs=[file], made_by="lsi-hw patterns export")
     try:
         if fmt == "packed":
             np.save(output.path("packed.npy"), ps.pack())

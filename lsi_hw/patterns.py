@@ -1195,16 +1195,20 @@ class PatternSet:
 
     # -- files -----------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
         """Write the set to an ``.npz`` file that :meth:`load` reads back exactly.
 
         Keys: ``masks`` (uint8 m x H x W), ``meta`` (JSON string), ``name``, ``split`` and,
-        for Hadamard sets, ``hadamard_rows`` and ``hadamard_signs``.  Compressed.
+        for Hadamard sets, ``hadamard_rows`` and ``hadamard_signs``.  Compressed.  The file
+        is written atomically (temporary file, ``fsync``, rename): a crash or a full disk
+        leaves the previous file intact.
 
         Parameters
         ----------
         path : str or path-like
             Target file; ``.npz`` is appended when missing.
+        overwrite : bool
+            When False an existing file is refused (:class:`~lsi_hw.errors.ConfigError`).
 
         Returns
         -------
@@ -1223,9 +1227,10 @@ class PatternSet:
         if self._rows is not None and self._signs is not None:
             arrays["hadamard_rows"] = self._rows
             arrays["hadamard_signs"] = self._signs
-        with open(p, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        return p
+        from lsi_hw.atomic import atomic_write
+
+        return atomic_write(p, lambda fh: np.savez_compressed(fh, **arrays),
+                            overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PatternSet:
@@ -1261,6 +1266,13 @@ class PatternSet:
         meta: dict[str, Any] = {"generator": "loaded", "source": str(p)}
         rows = signs = None
         split = False
+        from lsi_hw.limits import check_allocation, npz_headers
+
+        try:  # shapes from the headers first: a corrupt file or a zip bomb is refused here
+            headers = npz_headers(p)
+            check_allocation(sum(h.nbytes for h in headers.values()), f"loading {p}")
+        except ConfigError as exc:
+            raise PatternError(str(exc)) from None
         try:
             loaded = np.load(p, allow_pickle=False)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

@@ -15,6 +15,7 @@ from lsi_hw.errors import ConfigError
 __all__ = [
     "IMAGE_SUFFIXES",
     "builtin_scenes",
+    "count_images",
     "gray_ramp",
     "load_image_dir",
     "resize_to",
@@ -74,14 +75,7 @@ def builtin_scenes(size: int = 256) -> tuple[np.ndarray, list[str]]:
     return np.stack(rgb), ["siemens_star", "gray_ramp", "gray_staircase", "astronaut"]
 
 
-def load_image_dir(directory: str | Path, size: int) -> tuple[np.ndarray, list[str]]:
-    """Read every image in ``directory`` as (B, size, size, 3) uint8, resized down.
-
-    Raises ConfigError (naming the file) for an empty folder, an unreadable file, a
-    non-square image (aspect differing by more than 2 %) or one smaller than ``size``.
-    """
-    from skimage import io
-
+def _image_files(directory: str | Path) -> list[Path]:
     folder = Path(directory)
     if not folder.is_dir():
         raise ConfigError(f"--images {folder}: not a directory (or use 'builtin')")
@@ -90,6 +84,23 @@ def load_image_dir(directory: str | Path, size: int) -> tuple[np.ndarray, list[s
         raise ConfigError(
             f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found"
         )
+    return files
+
+
+def count_images(directory: str | Path) -> int:
+    """How many image files :func:`load_image_dir` would read (for a memory estimate)."""
+    return len(_image_files(directory))
+
+
+def load_image_dir(directory: str | Path, size: int) -> tuple[np.ndarray, list[str]]:
+    """Read every image in ``directory`` as (B, size, size, 3) uint8, resized down.
+
+    Raises ConfigError (naming the file) for an empty folder, an unreadable file, a
+    non-square image (aspect differing by more than 2 %) or one smaller than ``size``.
+    """
+    from skimage import io
+
+    files = _image_files(directory)
     images = []
     for path in files:
         try:

@@ -116,15 +116,15 @@ class Measurement:
         """The settings snapshot as a JSON string (sorted keys)."""
         return json.dumps(self.settings, sort_keys=True)
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, *, overwrite: bool = True) -> None:
         """Write the measurement to an ``.npz`` file (values, timestamps, settings JSON).
 
         The file is written to a temporary name and renamed, so a crash never leaves a
-        half-written file under ``path``.
+        half-written file under ``path``; ``overwrite=False`` refuses an existing file.
         """
         from lsi_hw.atomic import atomic_write
 
-        atomic_write(path, lambda fh: np.savez(
+        atomic_write(path, overwrite=overwrite, write=lambda fh: np.savez(
             fh,
             values=self.values,
             timestamps=self.timestamps,
@@ -135,12 +135,35 @@ class Measurement:
 
     @classmethod
     def load(cls, path: str) -> Measurement:
-        """Read a measurement written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                values=data["values"],
-                timestamps=data["timestamps"],
-                settings=json.loads(str(data["settings"])),
-                pattern_name=str(data["pattern_name"]),
-                scene_ids=tuple(str(s) for s in data["scene_ids"]),
-            )
+        """Read a measurement written by :meth:`save`.
+
+        Raises
+        ------
+        ConfigError
+            The file is not such a measurement (missing keys, a plain ``.npy``), is
+            truncated or corrupt, too big for memory, or its readings are not finite real
+            numbers of shape (B, m).  The message names the path.
+        """
+        from lsi_hw.limits import check_finite, load_npz
+
+        what = "measurement file (lsi-hw simulate/acquire output)"
+        data = load_npz(path, what, required=("values", "timestamps", "settings"))
+        values = data["values"]
+        if values.dtype.kind not in "fiu" or values.ndim != 2:
+            raise ConfigError(f"{path}: 'values' must be a 2-D real array (scenes x patterns); "
+                              f"got {values.dtype} of shape {values.shape}")
+        check_finite(values, f"{path}: 'values'")
+        try:
+            settings = json.loads(str(data["settings"]))
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"{path}: 'settings' is not valid JSON ({exc})") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{path}: 'settings' must be a JSON object")
+        names = data.get("scene_ids", np.array([], dtype=str))
+        return cls(
+            values=values,
+            timestamps=data["timestamps"],
+            settings=settings,
+            pattern_name=str(data.get("pattern_name", "")),
+            scene_ids=tuple(str(s) for s in np.atleast_1d(names)),
+        )

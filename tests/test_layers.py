@@ -34,6 +34,17 @@ def test_lsi_hw_never_imports_lsi_ml():
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
+# the file-safety helpers (atomic writes, memory limits and safe array reading) sit beside
+# errors at the bottom: every layer writes and reads files through them
+FOUNDATION = {"lsi_hw.errors", "lsi_hw.atomic", "lsi_hw.limits"}
+
+
+@pytest.mark.parametrize("name", ["errors.py", "atomic.py", "limits.py"])
+def test_foundation_modules_import_only_errors(name):
+    ours = {m for m in imported_modules(ROOT / "lsi_hw" / name) if m.split(".")[0] == "lsi_hw"}
+    assert ours <= {"lsi_hw.errors"}, ours
+
+
 @pytest.mark.parametrize("name", ["errors.py", "interfaces.py", "patterns.py"])
 def test_base_modules_import_only_errors(name):
     path = ROOT / "lsi_hw" / name
@@ -46,7 +57,7 @@ def test_base_modules_import_only_errors(name):
             for sub in ast.walk(node):
                 if isinstance(sub, ast.ImportFrom) and sub.module:
                     typing_only.add(sub.module)
-    assert ours - typing_only <= {"lsi_hw.errors"}, ours
+    assert ours - typing_only <= FOUNDATION, ours
 
 
 def test_sim_and_drivers_never_import_each_other():
