@@ -14,6 +14,7 @@ import argparse
 
 from lsi_hw.acquisition import acquire
 from lsi_hw.benches import BENCH_NAMES, make_bench
+from lsi_hw.cli_util import one_line_errors
 from lsi_hw.patterns import PatternSet
 from lsi_hw.recording import Recording
 from lsi_hw.testscenes import builtin_scenes
@@ -40,4 +41,4 @@ def main(argv: list[str] | None = None) -> Recording:
 
 
 if __name__ == "__main__":
-    main()
+    one_line_errors(main)()  # errors and OSError: one line, exit 2

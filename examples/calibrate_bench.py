@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from lsi_hw.benches import make_bench
 from lsi_hw.calibration import CalibrationFile, run_all
+from lsi_hw.cli_util import one_line_errors
 from lsi_hw.sim import MonitorConfig, RelayOpticsConfig, SimConfig
 
 
@@ -45,4 +46,4 @@ def main(argv: list[str] | None = None) -> CalibrationFile:
 
 
 if __name__ == "__main__":
-    main()
+    one_line_errors(main)()  # errors and OSError: one line, exit 2

@@ -12,6 +12,7 @@ import argparse
 import numpy as np
 
 from lsi_hw.benches import BENCH_NAMES, make_bench
+from lsi_hw.cli_util import one_line_errors
 from lsi_hw.patterns import PatternSet
 from lsi_hw.sim.kernels import fwht
 from lsi_hw.testscenes import builtin_scenes
@@ -39,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    one_line_errors(main)()  # errors and OSError: one line, exit 2

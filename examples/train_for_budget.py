@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 import torch
 
+from lsi_hw.atomic import atomic_write_text
 from lsi_hw.cli_util import one_line_errors
 from lsi_ml.train import TrainConfig, Trainer
 
@@ -84,7 +85,7 @@ def main(config_file: str | None, minutes: float, device: str | None, out: str, 
                      eval_every=max(1, steps // 10),
                      n_train=max(base.n_train, steps * base.batch))
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+    atomic_write_text(run / "config.toml", config.to_toml())
     dev = torch.device(config.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
     click.echo(f"{name}: {per_step * 1e3:.1f} ms per step at batch {config.batch} -> "
@@ -103,12 +104,12 @@ def main(config_file: str | None, minutes: float, device: str | None, out: str, 
         trainer.evaluate()
     trainer.save()
     wall = time.perf_counter() - t0
-    (run / "history.json").write_text(json.dumps(trainer.history, indent=1), encoding="utf-8")
+    atomic_write_text(run / "history.json", json.dumps(trainer.history, indent=1))
     report = {"device": name, "batch": config.batch, "seconds_per_step": per_step,
               "steps_planned": steps, "steps_done": trainer.step,
               "stopped_early": stopped_early, "budget_s": budget, "wall_s": wall,
               "val_latent_l1": trainer.history[-1]["val_latent_l1"]}
-    (run / "budget.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    atomic_write_text(run / "budget.json", json.dumps(report, indent=1))
     click.echo(json.dumps(report))
     if stopped_early:
         click.echo(f"stopped at step {trainer.step} of {steps}: the machine slowed down "

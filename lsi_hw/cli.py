@@ -456,11 +456,17 @@ def patterns_generate(
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--png", type=click.Path(path_type=Path), default=None,
               help="Also save a grid of the first 64 masks.")
+@click.option("--force", is_flag=True, help="Replace an existing --png file.")
 @_one_line_errors
-def patterns_inspect(file: Path, png: Path | None) -> None:
+def patterns_inspect(file: Path, png: Path | None, force: bool) -> None:
     """Print what a pattern file holds (shape, fill, Hadamard rows, DMD fit, memory)."""
     from lsi_hw.patterns import PatternSet, superpixel_for
 
+    if png is not None:
+        if png.suffix.lower() != ".png":
+            raise ConfigError(f"--png {png}: the figure file must end in .png")
+        if (png.exists() or png.is_symlink()) and not force:
+            raise ConfigError(f"--png {png} exists; add --force to replace it")
     ps = PatternSet.load(file)
     fill = ps.masks.reshape(ps.m, -1).mean(axis=1)
     click.echo(f"{file}: {ps.name}")
@@ -488,8 +494,9 @@ def patterns_inspect(file: Path, png: Path | None) -> None:
             if i < k:
                 ax.imshow(ps.masks[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.axis("off")
-        fig.savefig(png, dpi=80)
-        plt.close(fig)
+        from lsi_hw.plotting import save_figure
+
+        save_figure(fig, png, overwrite=force, dpi=80)
         click.echo(f"  wrote {png}")
 
 

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lsi_hw.atomic import atomic_write
 from lsi_hw.patterns import PatternSet
 
-__all__ = ["save_simulation_figure"]
+__all__ = ["save_figure", "save_simulation_figure"]
+
+
+def save_figure(fig: Any, path: str | Path, *, overwrite: bool = True, **savefig: Any) -> Path:
+    """Save a matplotlib figure atomically (temporary file, ``fsync``, rename), in the format
+    of the file's suffix (PNG when it has none), and close it.
+
+    ``savefig`` keywords (``dpi``, ``bbox_inches``, ...) go to ``Figure.savefig``;
+    ``overwrite=False`` refuses an existing file.
+    """
+    import matplotlib.pyplot as plt
+
+    target = Path(path)
+    fmt = target.suffix[1:].lower() or "png"
+    try:
+        return atomic_write(target, lambda fh: fig.savefig(fh, format=fmt, **savefig),
+                            overwrite=overwrite)
+    finally:
+        plt.close(fig)
 
 
 def save_simulation_figure(
@@ -54,5 +74,4 @@ def save_simulation_figure(
         ax.set_title(f"{preview_method} preview", fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)

@@ -46,6 +46,7 @@ from sims.common import (
     measurements_for_ratio,
     plot_curves,
     probes_for,
+    save_npz_atomic,
     train_config,
     trained_model,
     write_table,
@@ -268,8 +269,7 @@ def method_cell(ctx: Context, method: str, ratio: int | None, m: int | None,
             recon = reconstructor(ctx, method, int(m or 0), cfg)(batch)
         key = f"{method}-{ratio}" if ratio else method
         path = ctx.cell_path(STUDY, key).with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, recon=np.asarray(recon, dtype=np.float16))
+        save_npz_atomic(path, recon=np.asarray(recon, dtype=np.float16))
     return {"method": LABELS[method], "method_id": method, "route": route,
             "ratio": f"1:{ratio}" if ratio else "-", "ratio_value": ratio, "m": m,
             **evaluation_row(result)}

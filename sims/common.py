@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from lsi_hw.atomic import atomic_write_text
 from lsi_hw.errors import ConfigError
+from lsi_hw.plotting import save_figure
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -209,6 +211,14 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> Path:
+    """``np.savez_compressed`` of ``arrays`` to ``path``, atomically (folders created)."""
+    from lsi_hw.atomic import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
 def set_threads(n: int) -> None:
     """Pin torch (and BLAS via the environment of children) to ``n`` threads."""
     import torch
@@ -289,7 +299,7 @@ def _train_or_load(ctx: Context, config: Any, folder: Path, init_from: Path | No
     from lsi_ml.train import Trainer
 
     checkpoint = folder / "model.pt"
-    (folder / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+    atomic_write_text(folder / "config.toml", config.to_toml())
     if checkpoint.exists():
         trainer = Trainer.resume(checkpoint, progress=ctx.progress and ctx.jobs == 1,
                                  checkpoint=str(checkpoint), device=ctx.device)
@@ -421,9 +431,7 @@ def plot_curves(x: Sequence[float], series: dict[str, dict[str, Sequence[float]]
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def image_grid(rows: Sequence[tuple[str, np.ndarray]], path: Path) -> Path:
@@ -447,9 +455,7 @@ def image_grid(rows: Sequence[tuple[str, np.ndarray]], path: Path) -> Path:
                 ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- provenance

@@ -24,6 +24,7 @@ from sims.common import (
     measurements_for_ratio,
     plot_curves,
     probes_for,
+    save_npz_atomic,
     train_config,
     trained_model,
     write_table,
@@ -55,8 +56,7 @@ def lsi_cell(ctx: Context, ratio: int, m: int, cfg: dict[str, Any]) -> dict[str,
     with torch.no_grad():
         recon = trainer.generator.synthesize(decoded)
     path = ctx.cell_path(STUDY, f"ratio-{ratio}").with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, recon=recon.numpy().astype(np.float16))
+    save_npz_atomic(path, recon=recon.numpy().astype(np.float16))
     last = trainer.history[-1] if trainer.history else {}
     return {"method": "LSI", "ratio": f"1:{ratio}", "ratio_value": ratio, "m": m,
             **evaluation_row(result), "steps": trainer.step,

@@ -23,6 +23,7 @@ from sims.common import (
     evaluation_row,
     measurements_for_ratio,
     probes_for,
+    save_npz_atomic,
     train_config,
     trained_model,
     write_table,
@@ -60,8 +61,7 @@ def backend_cell(ctx: Context, backend: str, noise_seed: int, cfg: dict[str, Any
     batch = faces.batch(range(min(64, ev["n_test"])))
     decoded = bench_decoder(trainer, backend, noise_seed, bench=bench)(batch)
     path = ctx.cell_path(STUDY, f"{backend}-{noise_seed}").with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, decoded=decoded.numpy(), truth=batch["latent"].numpy())
+    save_npz_atomic(path, decoded=decoded.numpy(), truth=batch["latent"].numpy())
     return {"backend": backend, "noise_seed": noise_seed, **evaluation_row(result)}
 
 

@@ -955,6 +955,6 @@ def save_sample_grid(path: str | Path, n: int = 16, size: int = 128, seed: int =
     fig.tight_layout(pad=0.1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from lsi_hw.plotting import save_figure
+
+    return save_figure(fig, path, dpi=100)
