@@ -75,9 +75,11 @@ def check_allocation(n_bytes: float, what: str) -> None:
     """
     limit = memory_limit_bytes()
     if n_bytes > limit:
+        source = (f"from {MEMORY_ENV}" if os.environ.get(MEMORY_ENV)
+                  else f"half the machine's memory; set {MEMORY_ENV} to change it")
         raise ConfigError(
             f"{what} needs about {format_bytes(n_bytes)} of memory; the limit is "
-            f"{format_bytes(limit)} (half the machine's memory; set {MEMORY_ENV} to change it)"
+            f"{format_bytes(limit)} ({source})"
         )
 
 

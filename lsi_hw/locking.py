@@ -90,7 +90,31 @@ class PathLock:
                 f"stop it (lock file {self.path})")
 
     def acquire(self) -> PathLock:
-        """Take the lock (non-blocking)."""
+        """Take the lock (non-blocking).
+
+        A holder may remove the lock file as it releases it (``release(remove=True)``); a
+        process that opened the old file just before then would lock a file no longer at
+        ``path``, so after locking we check that ``path`` still names the locked file and
+        start again when it does not.
+        """
+        for _ in range(100):
+            fd = self._open_and_lock()
+            try:
+                on_disk = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                on_disk = None
+            held = os.fstat(fd)
+            if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (held.st_dev,
+                                                                           held.st_ino):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                self._fd = fd
+                return self
+            os.close(fd)  # the file we locked was removed meanwhile: lock the new one
+        raise self.busy_error(f"{self.what}: the lock file {self.path} keeps changing")
+
+    def _open_and_lock(self) -> int:
+        """Open (creating, never following a symlink) and ``flock`` the lock file."""
         import fcntl
 
         try:
@@ -109,10 +133,7 @@ class PathLock:
             owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise self.busy_error(self._busy_message(owner)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        return self
+        return fd
 
     def release(self, *, remove: bool = False) -> None:
         """Give the lock back (idempotent); ``remove`` deletes the lock file first (while

@@ -12,16 +12,21 @@ that
 * rerunning the same acquisition resumes it: :meth:`Recording.completed_scene_ids` tells
   which scenes to skip, :meth:`Recording.resume` reopens for appending after checking the
   run is the same one;
-* two processes never append to the same recording (an exclusive lock file).
+* two processes never append to the same recording (an exclusive lock file);
+* a damaged or forged recording is refused with one :class:`~lsi_hw.errors.ConfigError`
+  line, never a traceback, a file read outside the recording or a huge allocation (see
+  "Reading safely" below).
 
 Format decision
 ---------------
 The store is a **directory of immutable chunk files plus a JSON manifest that is replaced
 atomically**.  Appending a batch writes its chunk files and its settings record under
-temporary names, ``fsync``-s them and renames each into place, then writes a new
-``manifest.json`` the same way (temporary file, ``fsync``, ``os.replace``, ``fsync`` of the
-directory).  Readers trust only the manifest: a batch exists exactly when the manifest
-lists it.  The commit point is one ``rename(2)``, which POSIX makes atomic, and no file a
+temporary names (``.NAME.<random>.tmp`` in the same folder, created with the permissions
+of an ordinary file: ``0o666`` less the umask), ``fsync``-s them and renames each into
+place, then writes a new ``manifest.json`` the same way (temporary file, ``fsync``,
+``os.replace``, ``fsync`` of the directory; :func:`lsi_hw.atomic.atomic_write_bytes`).
+Readers trust only the manifest: a batch exists exactly when the manifest lists it.  The
+commit point is one ``rename(2)``, which POSIX makes atomic, and no file a
 manifest refers to is ever modified afterwards, so every reachable state of the directory
 is a consistent recording.  Files left by an interrupted append are unreferenced and
 harmless; the next writer (:meth:`Recording.resume`) deletes them.
@@ -58,7 +63,10 @@ On-disk layout (format ``lsi-recording``, version 1)
                                        updated_unix, batches: [{index, first_scene,
                                        n_scenes, wall_time_unix, record, record_sha256,
                                        chunks: [{file, n_scenes, sha256}, ...]}, ...]
-      lock                           advisory lock of the writer; JSON {pid, host, since_utc}
+      lock                           advisory flock(2) lock of the open writer (its pid);
+                                       deleted when the writer closes, so a finished
+                                       recording has none (one left by a killed writer
+                                       is unlocked, harmless, and removed by the next)
       batches/
         000000.json                  batch record: index, first_scene, n_scenes,
                                        wall_time_unix, wall_time_utc, pattern_name,
@@ -75,6 +83,25 @@ Scenes are numbered in append order; ``first_scene`` is the row of a batch's fir
 ``*.tmp`` files) are leftovers of an interrupted append: ignore them.  The ``sha256`` of
 every file the manifest lists is stored next to its name and checked on reading.
 
+Reading safely
+--------------
+A recording may come from someone else, so readers trust nothing in it:
+
+* ``run.json``, ``manifest.json`` and batch records must be UTF-8 JSON of the documented
+  types, nested at most 100 levels; anything else (wrong types, non-UTF-8 bytes, NaN,
+  nesting that would exhaust the parser) is a :class:`~lsi_hw.errors.ConfigError` naming
+  the file;
+* the manifest may name only ``batches/NAME`` files, NAME a plain file name (letters,
+  digits, ``.``, ``_``, ``-``; not starting with ``.``): no ``..``, absolute paths or
+  separators.  Files are opened without following symlinks (neither ``batches/`` nor a
+  listed file may be one), so nothing outside the recording is ever read;
+* the scene counts must add up (chunks to batches to the total), and before anything is
+  allocated, every chunk a read needs must be large enough on disk for the scenes it
+  claims, its ``.npz`` headers must give exactly the claimed shapes (read without
+  inflating any data), and the result must fit the memory limit
+  (:func:`lsi_hw.limits.check_allocation`), so a manifest claiming 10**9 scenes is refused
+  instead of allocating gigabytes.
+
 Reading without this module needs only numpy and json::
 
     import json
@@ -87,8 +114,9 @@ Reading without this module needs only numpy and json::
     values = np.concatenate([np.load(f"{root}/{name}")["values"] for name in chunks])
 
 Guarantees and limits: a local POSIX file system (ext4, xfs, btrfs, APFS, tmpfs).  The
-lock is ``flock(2)``, advisory and per host: it does not protect a recording on a network
-file system written from two machines.  Windows gets a best-effort ``msvcrt`` lock.
+lock is ``flock(2)`` (:class:`lsi_hw.locking.PathLock`, opened with ``O_NOFOLLOW``: a
+symlink planted at ``lock`` is refused, never followed or truncated), advisory and per
+host: it does not protect a recording on a network file system written from two machines.
 A :class:`Recording` object is not thread-safe; readers may run in other processes while
 a writer appends (use :meth:`Recording.refresh` to see new batches).
 """
@@ -99,10 +127,11 @@ import copy
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
-import socket
+import stat
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -112,13 +141,11 @@ from typing import Any
 
 import numpy as np
 
+from lsi_hw.atomic import atomic_write_bytes, fsync_dir, make_private_dir
 from lsi_hw.errors import ConfigError
+from lsi_hw.limits import check_allocation, format_bytes, npz_headers
+from lsi_hw.locking import PathLock
 from lsi_hw.types import Measurement, jsonable
-
-try:  # POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Recording", "read_measurements"]
 
@@ -132,8 +159,23 @@ MANIFEST_FILE = "manifest.json"
 LOCK_FILE = "lock"
 BATCH_DIR = "batches"
 _TMP_SUFFIX = ".tmp"
-_OURS = re.compile(r"^\d{6}(-\d{3}\.npz|\.json)(\.tmp)?$")
+#: Names of our batch files, and of their temporary files: ``NAME.tmp`` (older writers) or
+#: ``.NAME.<random>.tmp`` (:func:`lsi_hw.atomic.atomic_write`).
+_OURS = re.compile(
+    r"^(?:\d{6}(?:-\d{3}\.npz|\.json)(?:\.tmp)?|\.\d{6}(?:-\d{3}\.npz|\.json)\.[^/]+\.tmp)$"
+)
+#: A file a manifest may name: ``batches/`` + a plain file name (no separators, no ``..``).
+_MEMBER = re.compile(r"^batches/([A-Za-z0-9_][A-Za-z0-9._-]{0,254})$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _MAX_DIFFS = 8
+_MAX_JSON_DEPTH = 100
+"""Deepest nesting of dicts and lists accepted in a settings snapshot or JSON file."""
+_JSON_BYTES_FACTOR = 16
+"""Rough peak memory of parsing a JSON file, per byte of the file."""
+_BYTES_PER_READING = 8 * 2 * 3
+"""Memory to read one reading: values + timestamps (float64), chunk + result + a copy."""
+_LOCK_ATTEMPTS = 20
 
 
 # --------------------------------------------------------------------------- helpers
@@ -144,31 +186,10 @@ def _utc(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the entries of directory ``path`` (creations, renames) durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_durable(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file, fsync, rename.
-
-    The directory entry itself becomes durable only after :func:`_fsync_dir` of the parent.
-    """
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` atomically: temporary file (``0o666`` less the umask),
+    fsync, rename, fsync of the folder (:func:`lsi_hw.atomic.atomic_write_bytes`)."""
+    atomic_write_bytes(path, data)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -179,6 +200,27 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _depth_exceeds(obj: Any, limit: int) -> bool:
+    """Whether dicts/lists in ``obj`` nest deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _snapshot(settings: Any, what: str) -> dict[str, Any]:
     """``settings`` as plain JSON types (exactly what is stored), or ConfigError."""
     if not isinstance(settings, Mapping):
@@ -187,99 +229,139 @@ def _snapshot(settings: Any, what: str) -> dict[str, Any]:
         )
     try:
         text = json.dumps(jsonable(dict(settings)), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigError(
-            f"{what} is not JSON-serialisable ({exc}); snapshots may hold only numbers, "
-            "strings, bools, None, lists and dicts (numpy values are converted)"
+            f"{what} is not JSON-serialisable ({_one_line(exc)}); snapshots may hold only "
+            "numbers, strings, bools, None, lists and dicts (numpy values are converted)"
         ) from None
-    return json.loads(text)
+    snap = json.loads(text)
+    if _depth_exceeds(snap, _MAX_JSON_DEPTH):
+        raise ConfigError(f"{what} nests dicts/lists deeper than {_MAX_JSON_DEPTH} levels")
+    return snap
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Paths (``a.b.c``) where two JSON values differ, with both values."""
+    """Paths (``a.b.c``) where two JSON values differ, with both values (shortened)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new)):
             name = f"{prefix}.{key}" if prefix else str(key)
             if key not in new:
-                out.append(f"{name} (recorded {old[key]!r}, now missing)")
+                out.append(f"{name} (recorded {_short(old[key])}, now missing)")
             elif key not in old:
-                out.append(f"{name} (not recorded, now {new[key]!r})")
+                out.append(f"{name} (not recorded, now {_short(new[key])})")
             else:
                 out.extend(_diff(old[key], new[key], name))
         return out
     if old != new:
-        return [f"{prefix or '<root>'} (recorded {old!r}, now {new!r})"]
+        return [f"{prefix or '<root>'} (recorded {_short(old)}, now {_short(new)})"]
     return []
 
 
 def _summarise(diffs: list[str]) -> str:
+    """The first differences with their values, then the paths of the rest (every
+    differing key is named)."""
     shown = ", ".join(diffs[:_MAX_DIFFS])
-    more = len(diffs) - _MAX_DIFFS
-    return shown + (f" and {more} more" if more > 0 else "")
+    rest = [d.split(" (", 1)[0] for d in diffs[_MAX_DIFFS:]]
+    return shown + (f" and {len(rest)} more ({', '.join(rest)})" if rest else "")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _parse_json(raw: bytes, file: Path, what: str) -> Any:
+    """Parse JSON ``raw`` read from ``file``; every failure is one ConfigError line."""
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {file} is not UTF-8 text ({_one_line(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {file} is malformed: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise ConfigError(f"{what} {file} is not valid JSON ({_one_line(exc)})") from None
+    if _depth_exceeds(doc, _MAX_JSON_DEPTH):
+        raise ConfigError(
+            f"{what} {file} is malformed: JSON nested deeper than {_MAX_JSON_DEPTH} levels"
+        )
+    return doc
 
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_bytes())
+        size = path.stat().st_size
+        check_allocation(size * _JSON_BYTES_FACTOR, f"reading {what} {path}")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{what} {path} cannot be read: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {_one_line(exc)}") from None
+    return _parse_json(raw, path, what)
 
 
-class _WriterLock:
+class _WriterLock(PathLock):
     """Exclusive advisory lock on ``<recording>/lock``, held while a writer is open.
 
-    ``flock(2)`` locks belong to the open file description, so a second writer in the same
-    process is refused as well; the kernel drops the lock when the holder dies (kill -9).
+    A :class:`~lsi_hw.locking.PathLock`: opened with ``O_NOFOLLOW`` (a symlink planted at
+    the lock's name is refused, never followed or truncated), ``flock(2)`` (the kernel drops
+    it when the holder dies, even after ``kill -9``; it belongs to the open file
+    description, so a second writer in the same process is refused as well), holding the
+    writer's pid.  The writer deletes the file on :meth:`release` with ``remove=True``
+    while still holding it; a process that opened the old file meanwhile notices that the
+    name now points elsewhere and tries again, so two writers never both hold a lock.
+
+    Raises
+    ------
+    ConfigError
+        Another writer holds the lock, the lock file is a symlink or not a regular file,
+        or it cannot be created.
     """
 
+    busy_error = ConfigError
+
     def __init__(self, lock_path: Path, recording: Path) -> None:
-        self._fd: int | None = None
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:  # pragma: no cover - Windows: lock one byte far from the pid text
-                import msvcrt
+        super().__init__(lock_path, f"recording {recording}")
+        self.recording = recording
+        for _ in range(_LOCK_ATTEMPTS):
+            try:
+                self.acquire()
+            except OSError as exc:
+                raise ConfigError(
+                    f"recording {recording}: cannot open its lock file {lock_path} "
+                    f"({_one_line(exc)})"
+                ) from None
+            if self._is_current():
+                return
+            self.release()  # the file we locked was deleted by a closing writer: again
+        raise ConfigError(f"recording {recording}: could not lock {lock_path} (it keeps "
+                          "being replaced); is another process creating and deleting it?")
 
-                os.lseek(fd, 4096, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            holder = self._holder(fd)
-            os.close(fd)
-            raise ConfigError(
-                f"recording {recording} is being written by another process ({holder}); "
-                "only one writer may append at a time: close the other writer or wait for "
-                "it to finish (Recording.open(path) reads while it writes)"
-            ) from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since_utc": _utc(time.time())}
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(info) + "\n").encode().ljust(256))
-        self._fd = fd
-
-    @staticmethod
-    def _holder(fd: int) -> str:
+    def _is_current(self) -> bool:
+        """Whether the locked file is still the one at :attr:`path`."""
+        fd = self._fd
+        if fd is None:  # pragma: no cover - only after a successful acquire
+            return False
         try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            info = json.loads(os.read(fd, 256).decode().strip())
-            pid = int(info["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return "pid unknown"
-        if pid == os.getpid():
-            return f"pid {pid}, this process: another Recording object holds it"
-        return f"pid {pid} on {info.get('host', '?')}"
+            named = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
 
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+    def _busy_message(self, owner: str) -> str:
+        who = f"pid {owner}"
+        if owner == str(os.getpid()):
+            who += ", this process: another Recording object holds it"
+        return (
+            f"recording {self.recording} is being written by another process ({who}); "
+            "only one writer may append at a time: close the other writer or wait for it "
+            "to finish (Recording.open(path) reads while it writes)"
+        )
 
 
 def _classify(path: Path) -> str:
@@ -296,11 +378,99 @@ def _check_format(doc: Any, file: Path) -> None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise ConfigError(f"{file} is not an LSI recording file (format != {FORMAT_NAME!r})")
     version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise ConfigError(
-            f"{file} has format_version {version!r}; this lsi_hw reads versions <= "
+            f"{file} has format_version {_short(version)}; this lsi_hw reads versions <= "
             f"{FORMAT_VERSION}: upgrade lsi_hw"
         )
+
+
+def _is_int(value: Any, lo: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _malformed(file: Path, where: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{file} is malformed: {where} is {_short(value)}; allowed: {allowed}")
+
+
+def _check_run(run: dict[str, Any], file: Path) -> None:
+    """Types of ``run.json`` (format already checked)."""
+    checks: tuple[tuple[str, Any, str], ...] = (
+        ("run_id", lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+        ("m", lambda v: _is_int(v, 1), "an integer >= 1"),
+        ("pattern_name", lambda v: isinstance(v, str), "a string"),
+        ("settings", lambda v: isinstance(v, dict), "a dict"),
+        ("patterns_meta", lambda v: v is None or isinstance(v, dict), "a dict or null"),
+        ("chunk_scenes", lambda v: _is_int(v, 1), "an integer >= 1"),
+    )
+    for key, ok, allowed in checks:
+        if not ok(run.get(key)):
+            raise _malformed(file, key, run.get(key), allowed)
+
+
+def _check_member(recording: Path, file: Path, where: str, value: Any) -> None:
+    """A file named by the manifest: ``batches/NAME``, NAME a plain file name."""
+    if not isinstance(value, str) or not _MEMBER.match(value):
+        raise ConfigError(
+            f"recording {recording}: {file} names {_short(value)} at {where}; only plain file "
+            "names inside batches/ are allowed (batches/NAME, NAME of letters, digits, '.', "
+            "'_' and '-', not starting with '.'; no '..', absolute paths or separators)"
+        )
+
+
+def _check_manifest(manifest: dict[str, Any], file: Path, recording: Path) -> None:
+    """Structure and consistency of ``manifest.json`` (format and run id already checked):
+    every batch and chunk entry well-typed, only safe file names, and scene counts that
+    add up (batch ``first_scene`` / ``n_scenes``, chunk counts, the total)."""
+    batches = manifest.get("batches")
+    if not isinstance(batches, list) or manifest.get("n_batches") != len(batches):
+        raise ConfigError(f"{file} is inconsistent (n_batches != batches)")
+    total = 0
+    for i, entry in enumerate(batches):
+        where = f"batches[{i}]"
+        if not isinstance(entry, dict):
+            raise _malformed(file, where, entry, "a dict")
+        if entry.get("index") != i or isinstance(entry.get("index"), bool):
+            raise _malformed(file, f"{where}.index", entry.get("index"), f"{i}")
+        if entry.get("first_scene") != total or isinstance(entry.get("first_scene"), bool):
+            raise _malformed(file, f"{where}.first_scene", entry.get("first_scene"),
+                             f"{total} (the scenes of the batches before)")
+        n = entry.get("n_scenes")
+        if not _is_int(n, 1):
+            raise _malformed(file, f"{where}.n_scenes", n, "an integer >= 1")
+        _check_member(recording, file, f"{where}.record", entry.get("record"))
+        if not isinstance(entry.get("record_sha256"), str) or not _SHA256.match(
+                entry["record_sha256"]):
+            raise _malformed(file, f"{where}.record_sha256", entry.get("record_sha256"),
+                             "64 lowercase hex digits")
+        chunks = entry.get("chunks")
+        if not isinstance(chunks, list) or not chunks:
+            raise _malformed(file, f"{where}.chunks", chunks, "a non-empty list")
+        in_chunks = 0
+        for j, chunk in enumerate(chunks):
+            cwhere = f"{where}.chunks[{j}]"
+            if not isinstance(chunk, dict):
+                raise _malformed(file, cwhere, chunk, "a dict")
+            _check_member(recording, file, f"{cwhere}.file", chunk.get("file"))
+            if not _is_int(chunk.get("n_scenes"), 1):
+                raise _malformed(file, f"{cwhere}.n_scenes", chunk.get("n_scenes"),
+                                 "an integer >= 1")
+            if not isinstance(chunk.get("sha256"), str) or not _SHA256.match(chunk["sha256"]):
+                raise _malformed(file, f"{cwhere}.sha256", chunk.get("sha256"),
+                                 "64 lowercase hex digits")
+            in_chunks += chunk["n_scenes"]
+        if in_chunks != n:
+            raise _malformed(file, f"{where}.n_scenes", n,
+                             f"{in_chunks} (the sum of its chunks' n_scenes)")
+        total += n
+    if manifest.get("n_scenes") != total or isinstance(manifest.get("n_scenes"), bool):
+        raise _malformed(file, "n_scenes", manifest.get("n_scenes"),
+                         f"{total} (the sum of the batches' n_scenes)")
 
 
 def _load_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -314,14 +484,27 @@ def _load_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ConfigError(f"{path} is not an LSI recording: it has no {MANIFEST_FILE}")
     run = _read_json(path / RUN_FILE, "run file")
     _check_format(run, path / RUN_FILE)
+    _check_run(run, path / RUN_FILE)
     manifest = _read_json(path / MANIFEST_FILE, "manifest")
     _check_format(manifest, path / MANIFEST_FILE)
     if manifest.get("run_id") != run.get("run_id"):
         raise ConfigError(f"{path}: manifest.json and run.json belong to different runs")
-    batches = manifest.get("batches")
-    if not isinstance(batches, list) or manifest.get("n_batches") != len(batches):
-        raise ConfigError(f"{path / MANIFEST_FILE} is inconsistent (n_batches != batches)")
+    _check_manifest(manifest, path / MANIFEST_FILE, path)
     return run, manifest
+
+
+def _check_batch_dir(path: Path) -> None:
+    """``<recording>/batches`` must be a real folder, not a symlink to somewhere else."""
+    folder = path / BATCH_DIR
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        raise ConfigError(f"recording {path}: its {BATCH_DIR}/ folder is missing") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"recording {path}: {folder} is not a plain folder (a symlink or a file); "
+            "refusing to read or write through it"
+        )
 
 
 def _int_arg(name: str, value: Any, lo: int) -> int:
@@ -460,8 +643,8 @@ class Recording:
         }
         # Build the recording under a temporary name, then rename it into place: a crash
         # leaves either no recording or a complete empty one.
-        tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{run_id[:8]}"
-        tmp.mkdir()
+        # The folder gets the permissions of an ordinary mkdir (0o777 less the umask).
+        tmp = make_private_dir(path.parent, f".{path.name}.creating-")
         lock = None
         old_lock = None
         try:
@@ -469,8 +652,8 @@ class Recording:
             lock = _WriterLock(tmp / LOCK_FILE, path)
             _write_durable(tmp / RUN_FILE, _json_bytes(run))
             _write_durable(tmp / MANIFEST_FILE, _json_bytes(manifest))
-            _fsync_dir(tmp / BATCH_DIR)
-            _fsync_dir(tmp)
+            fsync_dir(tmp / BATCH_DIR)
+            fsync_dir(tmp)
             if kind is None:
                 os.rename(tmp, path)
             else:
@@ -478,9 +661,12 @@ class Recording:
                 if kind == "recording":
                     old_lock = _WriterLock(path / LOCK_FILE, path)
                 os.rename(path, trash)
+                if old_lock is not None:
+                    old_lock.path = trash / LOCK_FILE  # moved with the old recording
                 os.rename(tmp, path)
                 shutil.rmtree(trash, ignore_errors=True)
-            _fsync_dir(path.parent)
+            lock.path = path / LOCK_FILE  # moved with the folder
+            fsync_dir(path.parent)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -547,6 +733,7 @@ class Recording:
         lock = _WriterLock(path / LOCK_FILE, path)
         try:
             run, manifest = _load_state(path)  # re-read under the lock
+            _check_batch_dir(path)
             problems: list[str] = []
             if m is not None and _int_arg("m", m, 1) != run["m"]:
                 problems.append(f"m differs (recorded {run['m']}, requested {m})")
@@ -563,8 +750,8 @@ class Recording:
                 diffs = _diff(run["settings"], _snapshot(settings, "settings"))
                 if diffs:
                     problems.append(
-                        f"settings differ: {_summarise(diffs)} (pass "
-                        "allow_settings_change=True to continue with the new settings)"
+                        f"settings differ: {_summarise(diffs)} (Recording.resume(..., "
+                        "allow_settings_change=True) continues with the new settings)"
                     )
             if problems:
                 raise ConfigError(
@@ -574,7 +761,7 @@ class Recording:
             rec = cls(path, run, manifest, lock)
             rec._remove_leftovers()
         except BaseException:
-            lock.release()
+            lock.release(remove=True)
             raise
         return rec
 
@@ -614,10 +801,11 @@ class Recording:
     # ------------------------------------------------------------------ life cycle
 
     def close(self) -> None:
-        """Release the writer lock (a no-op for readers and when already closed)."""
+        """Release the writer lock and delete its file, so a finished recording holds no
+        lock file (a no-op for readers and when already closed)."""
         lock, self._lock = self._lock, None
         if lock is not None:
-            lock.release()
+            lock.release(remove=True)
 
     def __enter__(self) -> Recording:
         return self
@@ -628,7 +816,10 @@ class Recording:
     def __del__(self) -> None:
         lock = getattr(self, "_lock", None)
         if lock is not None:
-            lock.release()
+            try:
+                lock.release(remove=True)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
 
     def __len__(self) -> int:
         return self.n_scenes
@@ -769,13 +960,14 @@ class Recording:
             rows = slice(None)
         if not isinstance(rows, slice):
             raise ConfigError(f"rows must be a slice of scenes; got {type(rows).__name__}")
-        start, stop, step = rows.indices(self.n_scenes)
-        picked = np.arange(start, stop, step)
-        if picked.size:
-            lo, hi = int(picked.min()), int(picked.max()) + 1
-            values, stamps = self._load_rows(lo, hi)
+        chosen = range(*rows.indices(self.n_scenes))
+        if len(chosen):
+            lo, hi = min(chosen[0], chosen[-1]), max(chosen[0], chosen[-1]) + 1
+            values, stamps = self._load_rows(lo, hi)  # checks sizes and memory first
+            picked = np.arange(chosen.start, chosen.stop, chosen.step)
             values, stamps = values[picked - lo], stamps[picked - lo]
         else:
+            picked = np.arange(0)
             values = stamps = np.empty((0, self.m))
         ids = self.scene_ids
         chosen_ids = tuple(ids[i] for i in picked)
@@ -809,19 +1001,69 @@ class Recording:
         record = self._records.get(index)
         if record is None:
             entry = self._manifest["batches"][index]
+            file = self._path / entry["record"]
             raw = self._read_checked(entry["record"], entry["record_sha256"])
-            record = json.loads(raw)
-            if record.get("index") != index or len(record["scene_ids"]) != entry["n_scenes"]:
-                raise ConfigError(f"{self._path / entry['record']} does not match the manifest")
+            record = _parse_json(raw, file, "batch record")
+            ids = record.get("scene_ids") if isinstance(record, dict) else None
+            if (
+                not isinstance(record, dict)
+                or record.get("index") != index
+                or record.get("first_scene") != entry["first_scene"]
+                or record.get("n_scenes") != entry["n_scenes"]
+                or not isinstance(ids, list)
+                or len(ids) != entry["n_scenes"]
+                or not all(isinstance(i, str) and i for i in ids)
+                or not isinstance(record.get("settings"), dict)
+                or not isinstance(record.get("pattern_name"), str)
+                or not _is_number(record.get("wall_time_unix"))
+            ):
+                raise ConfigError(
+                    f"recording {self._path}: batch record {file} is malformed or does not "
+                    "match the manifest (index, first_scene, n_scenes, scene_ids, settings, "
+                    "pattern_name, wall_time_unix)"
+                )
             self._records[index] = record
         return record
 
+    def _open_member(self, name: str) -> int:
+        """File descriptor of ``name`` (``batches/NAME``, checked by the manifest check),
+        opened without following symlinks: neither ``batches`` nor NAME may be one."""
+        file = self._path / name
+        member = name.split("/", 1)[1]
+        try:
+            folder = os.open(self._path / BATCH_DIR,
+                             os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW)
+        except OSError as exc:
+            raise ConfigError(
+                f"recording {self._path}: its {BATCH_DIR}/ folder cannot be opened as a plain "
+                f"folder (a symlink is refused): {_one_line(exc)}"
+            ) from None
+        try:
+            fd = os.open(member, os.O_RDONLY | _NOFOLLOW, dir_fd=folder)
+        except OSError as exc:
+            raise ConfigError(
+                f"committed file {file} of recording {self._path} cannot be read (a symlink is "
+                f"refused): {_one_line(exc)}"
+            ) from None
+        finally:
+            os.close(folder)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(f"committed file {file} of recording {self._path} is not a "
+                              "regular file")
+        return fd
+
     def _read_checked(self, name: str, sha256: str) -> bytes:
         file = self._path / name
+        fd = self._open_member(name)
         try:
-            raw = file.read_bytes()
+            with os.fdopen(fd, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                check_allocation(size, f"reading {file}")
+                raw = fh.read()
         except OSError as exc:
-            raise ConfigError(f"committed file {file} cannot be read: {exc}") from None
+            raise ConfigError(f"committed file {file} cannot be read: {_one_line(exc)}"
+                              ) from None
         if _sha256(raw) != sha256:
             raise ConfigError(
                 f"committed file {file} fails its sha256 check: it was modified or damaged "
@@ -829,18 +1071,80 @@ class Recording:
             )
         return raw
 
+    def _check_chunk_headers(self, chunk: Mapping[str, Any]) -> None:
+        """The chunk's arrays, from their .npz headers only (nothing inflated): values and
+        timestamps (n, m) float64 and scene_ids (n,) strings, as the manifest says."""
+        file = self._path / chunk["file"]
+        headers = npz_headers(file)
+        n, m = chunk["n_scenes"], self.m
+        expected = {"values": (n, m), "timestamps": (n, m), "scene_ids": (n,)}
+        for key, shape in expected.items():
+            head = headers.get(key)
+            kind_ok = head is not None and (
+                head.dtype.kind == "U" if key == "scene_ids" else head.dtype == np.float64)
+            if head is None or head.shape != shape or not kind_ok:
+                got = "missing" if head is None else f"{head.shape} {head.dtype}"
+                raise ConfigError(
+                    f"recording {self._path}: chunk {file} does not match the manifest "
+                    f"({key} is {got}; the manifest says {shape})"
+                )
+
     def _load_chunk(self, chunk: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        self._check_chunk_headers(chunk)
         raw = self._read_checked(chunk["file"], chunk["sha256"])
-        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
-            values, stamps = data["values"], data["timestamps"]
+        try:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+                values, stamps = data["values"], data["timestamps"]
+        except (ValueError, OSError, EOFError, KeyError) as exc:
+            raise ConfigError(f"committed file {self._path / chunk['file']} is corrupt "
+                              f"({_one_line(exc)})") from None
         if values.shape != (chunk["n_scenes"], self.m) or stamps.shape != values.shape:
             raise ConfigError(f"{self._path / chunk['file']} does not match the manifest")
         return values, stamps
+
+    def _check_rows(self, lo: int, hi: int) -> None:
+        """Before reading scenes ``lo:hi``: every chunk they need must be large enough on
+        disk for the scenes the manifest claims it holds (float64 values and timestamps),
+        and the result must fit in memory (:func:`lsi_hw.limits.check_allocation`)."""
+        m = self.m
+        start = 0
+        for entry in self._manifest["batches"]:
+            for chunk in entry["chunks"]:
+                n = chunk["n_scenes"]
+                if start + n > lo and start < hi:
+                    file = self._path / chunk["file"]
+                    try:
+                        info = os.lstat(file)
+                    except OSError as exc:
+                        raise ConfigError(f"committed file {file} cannot be read: "
+                                          f"{_one_line(exc)}") from None
+                    if not stat.S_ISREG(info.st_mode):
+                        raise ConfigError(
+                            f"committed file {file} of recording {self._path} is not a "
+                            "regular file (a symlink is refused: a recording's files must "
+                            "be inside it)"
+                        )
+                    size = info.st_size
+                    need = 2 * 8 * n * m
+                    if size < need:
+                        raise ConfigError(
+                            f"recording {self._path}: {MANIFEST_FILE} claims {n} scenes x {m} "
+                            f"patterns in {file}, which needs at least {format_bytes(need)}, "
+                            f"but the file holds {format_bytes(size)}: the manifest does not "
+                            "match its data (damaged or forged)"
+                        )
+                start += n
+        check_allocation(
+            (hi - lo) * m * _BYTES_PER_READING,
+            f"reading scenes {lo}..{hi} of recording {self._path} ({hi - lo} scenes x {m} "
+            "patterns)",
+        )
 
     def _load_rows(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Values and timestamps of committed scenes ``lo:hi`` (reads only needed chunks)."""
         if self._cache is not None:
             return self._cache[0][lo:hi], self._cache[1][lo:hi]
+        self._check_rows(lo, hi)
         parts_v, parts_t = [], []
         for entry in self._manifest["batches"]:
             start = entry["first_scene"]
@@ -1029,7 +1333,7 @@ class Recording:
         record_raw = _json_bytes(record)
         record_name = f"{BATCH_DIR}/{batch:06d}.json"
         _write_durable(root / record_name, record_raw)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         entry = {
             "index": batch,
             "first_scene": first,
@@ -1050,7 +1354,7 @@ class Recording:
         self._manifest = manifest
         self._records[batch] = record
         self._cache = None
-        _fsync_dir(root)
+        fsync_dir(root)
 
     def _remove_leftovers(self) -> None:
         """Delete files of interrupted appends (only our names, only unreferenced ones)."""
@@ -1058,12 +1362,15 @@ class Recording:
         for entry in self._manifest["batches"]:
             keep.add(Path(entry["record"]).name)
             keep.update(Path(c["file"]).name for c in entry["chunks"])
+        _check_batch_dir(self._path)
         folder = self._path / BATCH_DIR
         for file in folder.iterdir():
             if _OURS.match(file.name) and file.name not in keep:
                 file.unlink(missing_ok=True)
         for name in (RUN_FILE, MANIFEST_FILE):
             (self._path / (name + _TMP_SUFFIX)).unlink(missing_ok=True)
+            for tmp in self._path.glob(f".{name}.*{_TMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
 
 
 def read_measurements(path: str | os.PathLike[str]) -> Measurement:

@@ -86,7 +86,10 @@ class Measurement:
     scene_ids: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        values = np.asarray(self.values, dtype=np.float64)
+        raw = np.asarray(self.values)
+        if raw.dtype.kind not in "fiub":
+            raise ConfigError(f"Measurement.values must be real numbers; got dtype {raw.dtype}")
+        values = raw.astype(np.float64, copy=False)
         if values.ndim != 2:
             raise ConfigError(f"Measurement.values must be (B, m); got shape {values.shape}")
         stamps = np.asarray(self.timestamps, dtype=np.float64)

@@ -475,3 +475,325 @@ def test_kill_at_random_moments_then_resume(tmp_path):
     assert verify(path, large) == list(range(n))
     assert set(os.listdir(path / "batches")) == referenced_files(path)
     print(f"kill trials: {trials}, seed {seed}, {stats}")
+
+
+# --------------------------------------------------------------------------- safety
+
+
+def _recorded(tmp_path: Path, n_batches: int = 2) -> Path:
+    path = tmp_path / "r"
+    with new(path) as rec:
+        for b in range(n_batches):
+            rec.append(*batch(b, 3))
+    return path
+
+
+def _edit_manifest(path: Path, edit) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("name", [
+    "../outside.npz", "/etc/passwd", "batches/../run.json", "batches/sub/x.npz",
+    "batches/.hidden.npz", "batches/..", "batches\\x.npz", "run.json", "batches/", 7,
+    None, "batches/a\x00b.npz",
+])
+@pytest.mark.parametrize("field", ["chunk", "record"])
+def test_manifest_naming_a_file_outside_batches_is_refused(tmp_path, name, field):
+    path = _recorded(tmp_path)
+
+    def edit(manifest):
+        entry = manifest["batches"][1]
+        if field == "chunk":
+            entry["chunks"][0]["file"] = name
+        else:
+            entry["record"] = name
+
+    _edit_manifest(path, edit)
+    with pytest.raises(ConfigError, match="only plain file names inside batches/") as info:
+        Recording.open(path)
+    assert f"recording {path}" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="only plain file names"):
+        read_measurements(path)
+    with pytest.raises(ConfigError, match="only plain file names"):
+        Recording.resume(path)
+    assert not (path / "lock").exists()
+
+
+@posix_only
+def test_symlinks_never_lead_reads_outside_the_recording(tmp_path):
+    path = _recorded(tmp_path)
+    chunk = path / "batches" / "000001-000.npz"
+    outside = tmp_path / "outside.npz"
+    outside.write_bytes(chunk.read_bytes())  # same bytes: the sha256 check alone would pass
+    chunk.unlink()
+    chunk.symlink_to(outside)
+    rec = Recording.open(path)
+    np.testing.assert_array_equal(rec.to_measurement(slice(0, 3)).values, batch(0, 3)[0])
+    with pytest.raises(ConfigError, match="a symlink is refused") as info:
+        _ = rec.values
+    assert str(path) in str(info.value)
+
+    # a batches/ folder that is a symlink to a copy elsewhere: refused for reading and writing
+    other = tmp_path / "copy"
+    path2 = _recorded(tmp_path / "b")
+    (path2 / "batches").rename(other)
+    (path2 / "batches").symlink_to(other)
+    with pytest.raises(ConfigError, match="batches/ folder cannot be opened as a plain folder"):
+        _ = Recording.open(path2).values
+    with pytest.raises(ConfigError, match="not a plain folder"):
+        Recording.resume(path2)
+    assert sorted(os.listdir(other)) == ["000000-000.npz", "000000.json", "000001-000.npz",
+                                        "000001.json"]  # nothing deleted through the link
+
+
+@pytest.mark.parametrize(("which", "content", "words"), [
+    ("manifest.json", b"\xff\xfe\x00{not utf-8", "not UTF-8 text"),
+    ("manifest.json", b"[" * 200_000, "nested too deeply"),
+    ("run.json", b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested"),
+    ("manifest.json", b'{"format": "lsi-recording", "format_version": NaN}', "not valid JSON"),
+    ("manifest.json", b"{trailing", "not valid JSON"),
+    ("run.json", b"[1, 2]", "not an LSI recording file"),
+])
+def test_unreadable_json_is_one_config_error_line(tmp_path, which, content, words):
+    path = _recorded(tmp_path)
+    (path / which).write_bytes(content)
+    with pytest.raises(ConfigError, match=words) as info:
+        Recording.open(path)
+    message = str(info.value)
+    assert str(path / which) in message and "\n" not in message
+
+
+def _set(tree, dotted: str, value) -> None:
+    keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+    for key in keys[:-1]:
+        tree = tree[key]
+    tree[keys[-1]] = value
+
+
+@pytest.mark.parametrize(("which", "dotted", "value", "words"), [
+    ("run.json", "m", "8", "m is '8'"),
+    ("run.json", "m", True, "m is True"),
+    ("run.json", "settings", [1], "settings is"),
+    ("run.json", "chunk_scenes", 0, "chunk_scenes is 0"),
+    ("run.json", "format_version", "1", "format_version"),
+    ("manifest.json", "batches.0", "x", r"batches\[0\] is 'x'"),
+    ("manifest.json", "batches.1.n_scenes", "3", r"batches\[1\]\.n_scenes"),
+    ("manifest.json", "batches.1.first_scene", 2, r"batches\[1\]\.first_scene is 2"),
+    ("manifest.json", "batches.1.chunks", [], r"batches\[1\]\.chunks is \[\]"),
+    ("manifest.json", "batches.1.chunks.0", None, r"batches\[1\]\.chunks\[0\] is None"),
+    ("manifest.json", "batches.1.chunks.0.n_scenes", 2, "sum of its chunks"),
+    ("manifest.json", "batches.0.record_sha256", 5, "record_sha256"),
+    ("manifest.json", "batches.0.chunks.0.sha256", "zz", "sha256"),
+    ("manifest.json", "n_scenes", 7, "n_scenes is 7"),
+    ("manifest.json", "n_batches", 3, "n_batches != batches"),
+])
+def test_wrongly_typed_run_or_manifest_is_refused(tmp_path, which, dotted, value, words):
+    path = _recorded(tmp_path)
+    doc = json.loads((path / which).read_text())
+    _set(doc, dotted, value)
+    (path / which).write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=words) as info:
+        Recording.open(path)
+    assert str(path / which) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_malformed_batch_record_is_refused(tmp_path):
+    import hashlib
+
+    path = _recorded(tmp_path)
+    record = path / "batches" / "000001.json"
+    doc = json.loads(record.read_text())
+    doc["scene_ids"] = {"not": "a list"}
+    raw = json.dumps(doc).encode()
+    record.write_bytes(raw)  # and make the manifest vouch for it
+    _edit_manifest(path, lambda m: _set(m, "batches.1.record_sha256",
+                                        hashlib.sha256(raw).hexdigest()))
+    rec = Recording.open(path)
+    with pytest.raises(ConfigError, match=r"batch record .*000001\.json is malformed"):
+        _ = rec.scene_ids
+    with pytest.raises(ConfigError, match="malformed"):
+        read_measurements(path)
+
+
+def test_manifest_claiming_huge_counts_is_refused_without_allocating(tmp_path):
+    import tracemalloc
+
+    path = _recorded(tmp_path)
+    huge = 10**9
+
+    def claim(manifest):  # consistent sums, so only the data can tell it is a lie
+        manifest["batches"][1]["n_scenes"] = huge
+        manifest["batches"][1]["chunks"][0]["n_scenes"] = huge
+        manifest["n_scenes"] = 3 + huge
+
+    _edit_manifest(path, claim)
+    rec = Recording.open(path)
+    assert rec.n_scenes == 3 + huge
+    tracemalloc.start()
+    try:
+        for read in (lambda: rec.values, lambda: rec.to_measurement(),
+                     lambda: rec.to_measurement(slice(None, None, 7)),
+                     lambda: read_measurements(path)):
+            with pytest.raises(ConfigError, match=r"claims 1000000000 scenes x 8 patterns") as e:
+                read()
+            assert "000001-000.npz" in str(e.value) and str(path) in str(e.value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, peak  # nothing near the 16 GB the claim would need
+    with pytest.raises(ConfigError, match="does not match the manifest"):
+        _ = rec.scene_ids  # the batch record (3 ids) contradicts the claim as well
+
+    def inconsistent(manifest):  # a batch claiming more scenes than its chunks hold
+        manifest["batches"][1]["n_scenes"] = huge
+        manifest["n_scenes"] = 3 + huge
+
+    path2 = _recorded(tmp_path / "b")
+    _edit_manifest(path2, inconsistent)
+    with pytest.raises(ConfigError, match=r"batches\[1\]\.n_scenes is 1000000000; allowed: 3"):
+        Recording.open(path2)
+
+
+def test_chunk_headers_must_match_the_manifest(tmp_path):
+    """A chunk file as large as claimed, but whose arrays are not what the manifest says."""
+    import hashlib
+    import io
+
+    path = _recorded(tmp_path)
+    buf = io.BytesIO()
+    np.savez(buf, values=np.zeros((3, M), dtype=np.float32), timestamps=np.zeros((3, M)),
+             scene_ids=np.array(["a", "b", "c"]), padding=np.zeros(1000))
+    raw = buf.getvalue()
+    (path / "batches" / "000001-000.npz").write_bytes(raw)
+    _edit_manifest(path, lambda m: _set(m, "batches.1.chunks.0.sha256",
+                                        hashlib.sha256(raw).hexdigest()))
+    with pytest.raises(ConfigError, match=r"does not match the manifest \(values is \(3, 8\) "
+                                          r"float32"):
+        _ = Recording.open(path).values
+
+
+def test_reading_more_than_the_memory_limit_is_refused(tmp_path, monkeypatch):
+    path = _recorded(tmp_path)
+    monkeypatch.setenv("LSI_MAX_MEMORY_GB", str(100 / 2**30))  # 100 bytes
+    with pytest.raises(ConfigError, match=r"reading .* needs about .* the limit is"):
+        _ = Recording.open(path).values
+    monkeypatch.delenv("LSI_MAX_MEMORY_GB")
+    assert Recording.open(path).values.shape == (6, M)
+
+
+@posix_only
+def test_lock_file_symlink_is_refused_and_finished_recordings_hold_no_lock(tmp_path):
+    path = tmp_path / "r"
+    with new(path) as rec:
+        assert (path / "lock").is_file()  # held while writing
+        rec.append(*batch(0, 2))
+    assert not (path / "lock").exists()  # a finished recording holds no stale lock file
+    with Recording.resume(path) as rec:
+        assert (path / "lock").is_file()
+        rec.append(*batch(1, 2))
+    assert not (path / "lock").exists()
+    rec = Recording.resume(path)
+    rec.close()
+    rec.close()  # idempotent
+    assert not (path / "lock").exists()
+    with pytest.raises(ConfigError, match="m differs"):  # a refused resume leaves none either
+        Recording.resume(path, m=M + 1)
+    assert not (path / "lock").exists()
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (path / "lock").symlink_to(victim)
+    with pytest.raises(ConfigError, match=r"lock file .*lock is a symlink"):
+        Recording.resume(path)
+    with pytest.raises(ConfigError, match="symlink"):
+        Recording.create_or_resume(path, m=M, settings=SETTINGS, pattern_name="hadamard-8")
+    with pytest.raises(ConfigError, match="symlink"):
+        new(path, overwrite=True)
+    assert victim.read_text() == "precious"  # neither followed nor truncated
+    assert (path / "lock").is_symlink()
+    assert Recording.open(path).n_batches == 2  # the recording itself is untouched
+
+
+@posix_only
+def test_a_writer_that_locked_a_deleted_lock_file_tries_again(tmp_path):
+    """The race of removing the lock file on close: a writer that locked the old (now
+    deleted) file must not think it holds the lock."""
+    from lsi_hw import recording as R
+
+    path = _recorded(tmp_path)
+    real_acquire = R.PathLock.acquire
+    calls = {"n": 0}
+
+    def acquire_then_lose_the_race(self):
+        out = real_acquire(self)
+        calls["n"] += 1
+        if calls["n"] == 1:  # a closing writer deletes the file we just locked
+            os.unlink(self.path)
+        return out
+
+    R.PathLock.acquire = acquire_then_lose_the_race
+    try:
+        with Recording.resume(path) as rec:
+            assert calls["n"] == 2  # locked again, this time the file at the name
+            assert (path / "lock").is_file()
+            other = None
+            with pytest.raises(ConfigError, match="being written"):
+                other = Recording.resume(path)
+            assert other is None
+            rec.append(*batch(2, 1))
+    finally:
+        R.PathLock.acquire = real_acquire
+    assert Recording.open(path).n_batches == 3
+
+
+@posix_only
+@pytest.mark.parametrize("umask", [0o027, 0o002])
+def test_files_and_folders_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "r"
+        with new(path, chunk_scenes=2) as rec:
+            rec.append(*batch(0, 3))
+        with Recording.resume(path) as rec:
+            rec.append(*batch(1, 1))
+    finally:
+        os.umask(old)
+    for folder in (path, path / "batches"):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask, folder
+    files = [path / "run.json", path / "manifest.json", *(path / "batches").iterdir()]
+    assert len(files) == 2 + 5
+    for file in files:
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask, file
+
+
+def test_leftover_temporary_files_of_atomic_writes_are_removed(tmp_path):
+    path = _recorded(tmp_path, n_batches=1)
+    folder = path / "batches"
+    junk = [folder / ".000001-000.npz.k2j4_a.tmp", folder / ".000001.json.x.tmp",
+            path / ".manifest.json.abc123.tmp", path / ".run.json.q.tmp"]
+    for file in junk:
+        file.write_bytes(b"half")
+    keep = path / "batches" / ".notes.tmp"  # not one of ours
+    keep.write_text("user")
+    with Recording.resume(path) as rec:
+        rec.append(*batch(1, 1))
+    assert not any(file.exists() for file in junk)
+    assert keep.exists()
+
+
+def test_refused_resume_names_every_differing_key(tmp_path):
+    path = tmp_path / "r"
+    old = {f"k{i:02d}": i for i in range(12)}
+    Recording.create(path, m=M, settings=old, pattern_name="p").close()
+    changed = {k: v + 100 for k, v in old.items()}
+    with pytest.raises(ConfigError) as info:
+        Recording.resume(path, settings=changed)
+    message = str(info.value)
+    assert "k00 (recorded 0, now 100)" in message and "and 4 more (k08, k09, k10, k11)" in message
+    assert all(key in message for key in old) and "\n" not in message
+    long = {**old, "k00": "x" * 500}
+    with pytest.raises(ConfigError) as info:
+        Recording.resume(path, settings=long)
+    assert len(str(info.value)) < 600  # long values are shortened

@@ -8,7 +8,10 @@ vectorised forward model of :mod:`lsi_hw.sim.forward`.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -16,26 +19,160 @@ import numpy as np
 
 from lsi_hw import __version__
 from lsi_hw.errors import ConfigError
-from lsi_hw.interfaces import Bench, Detector, Modulator, Scene, TriggerMode
+from lsi_hw.interfaces import Bench, BenchTiming, Detector, Modulator, Scene, TriggerMode
 from lsi_hw.patterns import PatternSet
 from lsi_hw.sim.detector import NoiseConfig
 from lsi_hw.sim.forward import (
+    AcquisitionResult,
     SimConfig,
+    detect,
     expected_volts,
-    measure_volts,
+    irradiance,
+    optical_power,
     read_noise_v,
     resolve_superpixel,
 )
 from lsi_hw.specs import DLP4500_MIN_EXPOSURE_US
 from lsi_hw.types import Measurement, image_id
 
-__all__ = ["SimBench", "SimulatedDetector", "SimulatedModulator", "SimulatedScene", "scene_id"]
+__all__ = [
+    "SceneNoiseStreams",
+    "SimBench",
+    "SimulatedDetector",
+    "SimulatedModulator",
+    "SimulatedScene",
+    "patterns_key",
+    "scene_id",
+]
 
 #: Scenes computed per vectorised chunk (bounds memory: chunk x H x W float64).
 CHUNK_SCENES = 64
 
 
 scene_id = image_id  # the one content hash every bench and scene uses
+
+
+# --------------------------------------------------------------------------- noise streams
+
+
+def _key64(data: bytes) -> int:
+    """First 64 bits of the SHA-256 of ``data``, as an unsigned integer."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+
+
+def patterns_key(patterns: PatternSet) -> int:
+    """64-bit content key of a pattern set: SHA-256 of its ``(m, H, W)`` and its bit-packed
+    masks (names and provenance do not count; the same masks give the same key)."""
+    head = repr((patterns.m, tuple(patterns.shape))).encode()
+    return _key64(head + patterns.pack().tobytes())
+
+
+class SceneNoiseStreams:
+    """Random generators keyed by *what* is measured, never by *when*.
+
+    The noise of one measurement of one scene comes from its own generator, seeded by
+
+    ``SeedSequence([root, stream, scene key, patterns key, count])``
+
+    where
+
+    * ``root`` is the bench seed (an integer >= 0), or 128 bits of fresh OS entropy drawn
+      once per bench when the seed is None (fresh randomness on every run);
+    * ``stream`` separates independent uses (:attr:`PHYSICS`: the simulated photodiode,
+      amplifier and ADC; :attr:`DIGITIZER`: the fake digitizer's per-sample noise);
+    * the scene key is 64 bits of the SHA-256 of the scene id (the content hash
+      :func:`lsi_hw.types.image_id`), the patterns key is :func:`patterns_key` of the masks
+      displayed (one DMD load on the twin);
+    * ``count`` is how many times *this bench* has already measured this scene with these
+      masks (0 the first time), so repeated measurements of one scene -- in one call or in
+      several -- get independent noise.
+
+    So a scene's noise does not depend on the batch it is measured in, on its position in
+    the batch or on what was measured before it: an acquisition that is interrupted and
+    resumed (each scene measured once per recording) gives bit-identical readings to an
+    uninterrupted one.  (``SimBench`` computes the noiseless optics of a block of scenes in
+    one vectorised call, whose rounding can differ in the last bits with the block's
+    composition; :func:`lsi_hw.acquisition.acquire` re-forms the same batches when it
+    resumes, so its readings are bit-identical.)
+
+    Counts are claimed inside :meth:`measuring`; they are kept only when the whole
+    measurement succeeds, so a failed call that is retried draws the same noise again.
+    The counts grow by one small entry per distinct (scene, masks) pair.
+
+    Parameters
+    ----------
+    seed:
+        Integer >= 0, or None for fresh randomness.
+
+    Raises
+    ------
+    ConfigError
+        ``seed`` is not None or an integer >= 0.
+    """
+
+    PHYSICS = 0
+    """Stream of the simulated physics (flicker, shot, dark and read noise)."""
+    DIGITIZER = 1
+    """Stream of the fake digitizer's per-sample noise."""
+
+    def __init__(self, seed: int | None) -> None:
+        if seed is None:
+            root = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed={seed!r} must be an integer >= 0, or None for fresh "
+                              "randomness")
+        else:
+            root = int(seed)
+        self.seed = None if seed is None else int(seed)
+        self._root = root
+        self._counts: dict[tuple[int, int], int] = {}
+        self._pending: dict[tuple[int, int], int] | None = None
+
+    @staticmethod
+    def scene_key(scene: str) -> int:
+        """64-bit key of a scene id (any string; benches use the content hash)."""
+        return _key64(scene.encode("utf-8", "surrogatepass"))
+
+    @contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Scope of one measurement call: counts claimed inside are kept only if the block
+        ends without an exception (re-entrant: an inner scope joins the outer one)."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = {}
+        try:
+            yield
+        except BaseException:
+            self._pending = None
+            raise
+        pending, self._pending = self._pending, None
+        self._counts.update(pending)
+
+    def take(self, scene: str, patterns: int) -> tuple[int, int, int]:
+        """Claim the next measurement of ``scene`` with masks ``patterns`` (a
+        :func:`patterns_key`); returns the ``(scene key, patterns key, count)`` to pass to
+        :meth:`generator`."""
+        key = (self.scene_key(scene), int(patterns))
+        pending = self._pending
+        if pending is not None:
+            count = pending.get(key, self._counts.get(key, 0))
+            pending[key] = count + 1
+        else:
+            count = self._counts.get(key, 0)
+            self._counts[key] = count + 1
+        return key[0], key[1], count
+
+    def count(self, scene: str, patterns: int) -> int:
+        """How many measurements of ``scene`` with masks ``patterns`` were kept so far."""
+        return self._counts.get((self.scene_key(scene), int(patterns)), 0)
+
+    def generator(self, claim: tuple[int, int, int], stream: int) -> np.random.Generator:
+        """The generator of one claimed measurement (:meth:`take`) for ``stream``."""
+        scene, patterns, count = claim
+        return np.random.default_rng(
+            np.random.SeedSequence([self._root, int(stream), scene, patterns, count]))
+
 
 class SimulatedModulator(Modulator):
     """A DLP4500-like DMD: 1140 x 912 mirrors, 235 us binary patterns, ``max_patterns``."""
@@ -96,6 +233,32 @@ class SimulatedDetector(Detector):
     def saturation_v(self) -> float:
         return min(self.config.amplifier.saturation_v, self.config.digitizer.range_v)
 
+    @property
+    def v_per_a(self) -> float:
+        """Transimpedance of the configured gain and load, V/A."""
+        return float(self.config.amplifier.v_per_a)
+
+    @property
+    def bandwidth_hz(self) -> float:
+        """-3 dB bandwidth of the configured gain, Hz."""
+        return float(self.config.amplifier.bandwidth_hz)
+
+    @property
+    def digitizer_lsb_v(self) -> float:
+        """Quantization step of the simulated ADC, volts."""
+        return float(self.config.digitizer.lsb_v)
+
+    @property
+    def digitizer_range_v(self) -> float:
+        """Full scale of the simulated ADC (-range..+range), volts."""
+        return float(self.config.digitizer.range_v)
+
+    def reading_timing(self, exposure_us: float, period_us: float) -> BenchTiming:
+        """The configured settling delay and window (the simulator does not derive them
+        from the pattern timing), and the given period; seconds."""
+        t = self.config.timing
+        return BenchTiming.from_us(period_us, t.settling_delay_us, t.window_us)
+
     def _do_arm(self, n_readings: int, exposure_us: float, period_us: float) -> None:
         self._armed = n_readings
         self._pending = None
@@ -150,8 +313,12 @@ class SimBench(Bench):
     noise:
         Noise preset (``none``, ``shot``, ``read``, ``full``) or a :class:`NoiseConfig`.
     seed:
-        Seed of every random draw (noise, flicker).  Same seed and same sequence of
-        calls give the same readings.
+        Seed of every random draw (noise, flicker): an integer >= 0, or None for fresh
+        randomness.  Each measurement of a scene draws from its own generator, keyed by
+        the seed, the scene's content hash, the masks and how many times this bench has
+        measured that scene with those masks (:class:`SceneNoiseStreams`).  So the same
+        seed gives the same readings for the same scenes however they are batched, and an
+        interrupted, resumed acquisition equals an uninterrupted one bit for bit.
     config:
         The physical configuration (defaults documented on each config class).
     method:
@@ -161,6 +328,11 @@ class SimBench(Bench):
         Id of the calibration file the settings refer to (recorded in every snapshot).
     progress:
         Show a progress bar when an acquisition spans several chunks of scenes.
+
+    Raises
+    ------
+    ConfigError
+        ``seed`` is not None or an integer >= 0.
     """
 
     name = "sim"
@@ -178,9 +350,10 @@ class SimBench(Bench):
         cfg = config or SimConfig()
         noise_cfg = NoiseConfig.from_preset(noise) if isinstance(noise, str) else noise
         self.config = replace(cfg, noise=noise_cfg)
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.noise_streams = SceneNoiseStreams(seed)
+        self.seed = self.noise_streams.seed
         self.method = method
+        self._patterns_key: tuple[PatternSet, int] | None = None
         self.calibration_id = calibration_id
         self.progress = progress
         self.modulator = SimulatedModulator(self.config)
@@ -199,6 +372,44 @@ class SimBench(Bench):
             "detector": self.detector.settings(),
             "scene": self.scene.settings(),
         }
+
+    # -- what the configuration says (typed, SI units; read by calibration) ----------------
+
+    @property
+    def timing(self) -> BenchTiming:
+        """Configured pattern period, settling delay and window, seconds."""
+        t = self.config.timing
+        return BenchTiming.from_us(t.period_us, t.settling_delay_us, t.window_us)
+
+    @property
+    def digitizer_lsb_v(self) -> float:
+        """Quantization step of the simulated ADC, volts."""
+        return self.detector.digitizer_lsb_v
+
+    @property
+    def digitizer_range_v(self) -> float:
+        """Full scale of the simulated ADC (-range..+range), volts."""
+        return self.detector.digitizer_range_v
+
+    @property
+    def saturation_v(self) -> float:
+        """Saturation voltage of the simulated amplifier, volts."""
+        return float(self.config.amplifier.saturation_v)
+
+    @property
+    def gain_db(self) -> float:
+        """Configured amplifier gain step, dB."""
+        return self.detector.gain_db
+
+    @property
+    def gain_v_per_a(self) -> float:
+        """Transimpedance of the configured gain and load, V/A."""
+        return self.detector.v_per_a
+
+    @property
+    def bandwidth_hz(self) -> float:
+        """-3 dB bandwidth of the configured gain, Hz."""
+        return self.detector.bandwidth_hz
 
     def _timestamps(self, n_scenes: int, m: int) -> np.ndarray:
         timing = self.config.timing
@@ -224,15 +435,17 @@ class SimBench(Bench):
 
             chunks = tqdm(chunks, desc="simulating", unit="chunk")
         values, saturated, negative = [], 0, 0
-        for start in chunks:
-            block = scenes[start : start + CHUNK_SCENES]
-            if noisy:
-                result = measure_volts(block, patterns, cfg, self.rng, self.method)
-                values.append(result.volts)
-                saturated += int(result.saturated.sum())
-                negative += result.negative_clipped
-            else:
-                values.append(expected_volts(block, patterns, cfg, self.method))
+        with self.noise_streams.measuring():  # counts kept only if the whole call succeeds
+            for start in chunks:
+                block = scenes[start : start + CHUNK_SCENES]
+                if noisy:
+                    result = self._measure_block(block, ids[start : start + len(block)],
+                                                 patterns)
+                    values.append(result.volts)
+                    saturated += int(result.saturated.sum())
+                    negative += result.negative_clipped
+                else:
+                    values.append(expected_volts(block, patterns, cfg, self.method))
         volts = np.concatenate(values)
         elapsed = time.perf_counter() - started
         settings = self.settings()
@@ -252,6 +465,27 @@ class SimBench(Bench):
             pattern_name=patterns.name,
             scene_ids=tuple(ids),
         )
+
+    def _key_of(self, patterns: PatternSet) -> int:
+        """:func:`patterns_key` of ``patterns``, hashed once per pattern set (immutable)."""
+        cached = self._patterns_key
+        if cached is None or cached[0] is not patterns:
+            cached = (patterns, patterns_key(patterns))
+            self._patterns_key = cached
+        return cached[1]
+
+    def _measure_block(self, block: np.ndarray, ids: list[str],
+                       patterns: PatternSet) -> AcquisitionResult:
+        """Noisy readings of a block of scenes: the optics of the whole block in one
+        vectorised call, then each scene's noise from its own generator."""
+        cfg = self.config
+        power = optical_power(irradiance(block, patterns.shape, cfg, self.method), patterns,
+                              cfg, self.method)
+        pkey = self._key_of(patterns)
+        streams = self.noise_streams
+        rngs = [streams.generator(streams.take(ident, pkey), SceneNoiseStreams.PHYSICS)
+                for ident in ids]
+        return detect(power, cfg, rngs)
 
     def _do_measure(self, scenes: np.ndarray, patterns: PatternSet) -> Measurement:
         return self._run(scenes, patterns, noisy=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "TimingConfig",
     "digitize",
     "flicker_factors",
+    "per_row",
     "settle",
     "settling_coefficients",
     "settling_terms",
@@ -333,9 +335,12 @@ def flicker_factors(n: int, rel_rms: float, rng: np.random.Generator) -> np.ndar
 
 
 def shot_noise_current(
-    current_a: np.ndarray, window_s: float, rng: np.random.Generator
+    current_a: np.ndarray, window_s: float,
+    rng: np.random.Generator | Sequence[np.random.Generator],
 ) -> tuple[np.ndarray, int]:
     """Poisson shot noise: electrons counted over ``window_s``, back to amperes.
+
+    ``rng`` is one generator, or one per row of ``current_a`` (see :func:`per_row`).
 
     Negative currents (unphysical, e.g. from an over-subtracted model) never reach the
     sampler: they are clipped to 0 and counted, with a :class:`NegativeIntensityWarning`.
@@ -352,8 +357,21 @@ def shot_noise_current(
         )
         i = np.where(negative, 0.0, i)
     scale = window_s / ELEMENTARY_CHARGE_C
-    electrons = rng.poisson(i * scale)
+    electrons = per_row(rng, lambda g, lam: g.poisson(lam), i * scale)
     return electrons / scale, n_neg
+
+
+def per_row(rng: np.random.Generator | Sequence[np.random.Generator],
+            draw: Callable[[np.random.Generator, np.ndarray], np.ndarray],
+            values: np.ndarray) -> np.ndarray:
+    """``draw(rng, values)``, or with one generator per row of ``values`` (a sequence of
+    ``len(values)`` generators) ``draw(rng[k], values[k])`` stacked: each row then gets
+    exactly the numbers its generator would give it alone."""
+    if isinstance(rng, np.random.Generator):
+        return draw(rng, values)
+    if len(rng) != len(values):
+        raise ValueError(f"{len(rng)} generators for {len(values)} rows")
+    return np.stack([draw(g, row) for g, row in zip(rng, values, strict=True)])
 
 
 def digitize(volts: np.ndarray, cfg: DigitizerConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ the same chain from the same configs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from lsi_hw.sim.detector import (
     TimingConfig,
     digitize,
     flicker_factors,
+    per_row,
     settle,
     settling_coefficients,
     shot_noise_current,
@@ -40,6 +41,7 @@ from lsi_hw.sim.scene import MonitorConfig, monitor_luminance
 __all__ = [
     "AcquisitionResult",
     "SimConfig",
+    "detect",
     "expected_volts",
     "irradiance",
     "measure_volts",
@@ -236,11 +238,25 @@ def measure_volts(
 ) -> AcquisitionResult:
     """Noisy, saturating, digitized detector readings (B, m) in volts."""
     power = optical_power(irradiance(scenes, patterns.shape, cfg, method), patterns, cfg, method)
+    return detect(power, cfg, rng)
+
+
+def detect(power_w: np.ndarray, cfg: SimConfig,
+           rng: np.random.Generator | Sequence[np.random.Generator]) -> AcquisitionResult:
+    """The photodiode, noise, amplifier and digitizer stages: optical powers ``power_w``
+    (B, m) in watts -> noisy, saturating, digitized readings in volts (what
+    :func:`measure_volts` does after the optics).
+
+    ``rng`` is one generator for the whole array, or one generator per scene (row): each
+    row then draws exactly what ``detect(power_w[k:k+1], cfg, rng[k])`` draws, while the
+    arithmetic stays vectorised over all rows.
+    """
+    power = power_w
     noise = cfg.noise
     if noise.flicker_rel_rms > 0:
-        power = power * flicker_factors(power.size, noise.flicker_rel_rms, rng).reshape(
-            power.shape
-        )
+        rel = noise.flicker_rel_rms
+        power = power * per_row(rng, lambda g, row: flicker_factors(row.size, rel, g).reshape(
+            row.shape), power)
     window_s = cfg.timing.window_us * 1e-6
     photo = cfg.photodiode.responsivity_a_per_w * power
     n_negative = 0
@@ -252,7 +268,9 @@ def measure_volts(
     a, beta = settling_coefficients(cfg.amplifier, cfg.timing)
     volts = settle(cfg.amplifier.v_per_a * (photo + dark), a, beta) + cfg.amplifier.offset_v
     if noise.read:
-        volts = volts + rng.normal(0.0, read_noise_v(cfg), size=volts.shape)
+        sigma = read_noise_v(cfg)
+        volts = volts + per_row(rng, lambda g, row: g.normal(0.0, sigma, size=row.shape),
+                                volts)
     sat = cfg.amplifier.saturation_v
     amp_saturated = np.abs(volts) >= sat
     volts = np.clip(volts, -sat, sat)

@@ -8,8 +8,8 @@ PDA100A2 detector, benches) runs unchanged on it:
   (default: 0 V).  The digital twin (``fake-hw`` bench) plugs the simulator in here;
   this module never imports :mod:`lsi_hw.sim` itself;
 * Gaussian noise of ``noise_v_rms`` is added to every *sample* (seeded
-  :class:`numpy.random.Generator`) and the window is averaged, so the reading noise
-  falls as 1/sqrt(samples_per_reading) like on a real card;
+  :class:`numpy.random.Generator`, or one per read from ``noise_rng``) and the window is
+  averaged, so the reading noise falls as 1/sqrt(samples_per_reading) like on a real card;
 * every sample is clipped at the ADC range (``clip_v``, default: the configured range);
 * ``missing_triggers=k``: only ``n - k`` triggers arrive, so :meth:`read` waits
   ``timeout_s`` (really sleeps, like a blocked driver call) and raises
@@ -49,6 +49,11 @@ class FakeDigitizer(Digitizer):
         Gaussian noise added to every sample, volts rms (>= 0).
     seed:
         Seed or :class:`numpy.random.Generator` of the noise (determinism).
+    noise_rng:
+        ``noise_rng() -> Generator``, called once per :meth:`read` (after ``source``) for
+        the generator of that read's sample noise; None: one stream from ``seed`` for
+        every read.  The digital twin keys it by scene, so a scene's noise does not depend
+        on what was read before (bit-identical resumed acquisitions).
     missing_triggers:
         Number of triggers that never arrive (fault injection), >= 0.
     clip_v:
@@ -69,6 +74,7 @@ class FakeDigitizer(Digitizer):
         *,
         noise_v_rms: float = 0.0,
         seed: int | np.random.Generator | None = 0,
+        noise_rng: Callable[[], np.random.Generator] | None = None,
         missing_triggers: int = 0,
         clip_v: float | None = None,
         ranges_v: tuple[float, ...] | None = X_SERIES_RANGES_V,
@@ -79,6 +85,9 @@ class FakeDigitizer(Digitizer):
         super().__init__()
         if source is not None and not callable(source):
             raise ConfigError(f"source must be callable(n_readings) -> volts; got {source!r}")
+        if noise_rng is not None and not callable(noise_rng):
+            raise ConfigError(f"noise_rng must be callable() -> numpy Generator; got "
+                              f"{noise_rng!r}")
         noise = float(noise_v_rms)
         if not (math.isfinite(noise) and noise >= 0):
             raise ConfigError(f"noise_v_rms={noise_v_rms} must be finite and >= 0 V")
@@ -90,6 +99,7 @@ class FakeDigitizer(Digitizer):
         self.source = source
         self.noise_v_rms = noise
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.noise_rng = noise_rng
         self.missing_triggers = int(missing_triggers)
         self.clip_v = None if clip_v is None else float(clip_v)
         self.ranges_v = None if ranges_v is None else tuple(float(r) for r in ranges_v)
@@ -112,7 +122,8 @@ class FakeDigitizer(Digitizer):
         """Window samples (n, samples_per_reading) of true voltages ``volts`` (n,)."""
         raw = np.repeat(volts[:, None], cfg.samples_per_reading, axis=1)
         if self.noise_v_rms > 0:
-            raw = raw + self.rng.normal(0.0, self.noise_v_rms, size=raw.shape)
+            rng = self.rng if self.noise_rng is None else self.noise_rng()
+            raw = raw + rng.normal(0.0, self.noise_v_rms, size=raw.shape)
         clip = cfg.range_v if self.clip_v is None else self.clip_v
         return np.clip(raw, -clip, clip)
 
