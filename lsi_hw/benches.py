@@ -45,6 +45,7 @@ def open_hardware_bench(
     daq_channel: str = "ai0",
     trigger_line: str = "PFI0",
     visa_resource: str | None = None,
+    digitizer_bits: int | None = None,
     display_index: int = 0,
     dlp_display_index: int = 1,
     frame_sink: Any = None,
@@ -64,6 +65,9 @@ def open_hardware_bench(
     digitizer:
         ``nidaq`` (NI-DAQmx card ``daq_device``/``daq_channel`` triggered on
         ``trigger_line``) or ``visa`` (oscilloscope at ``visa_resource``).
+    digitizer_bits:
+        ADC resolution of that digitizer, bits (default: the driver's, 16 for NI cards,
+        8 for scopes); it sets the quantization step calibration accounts for.
     display_index:
         The monitor that shows the scenes.
     dlp_display_index:
@@ -94,6 +98,8 @@ def open_hardware_bench(
         adc = VisaScopeDigitizer(visa_resource)
     else:
         raise ConfigError(f"digitizer={digitizer!r} is not one of 'nidaq', 'visa'")
+    if digitizer_bits is not None:
+        adc.resolution_bits = digitizer_bits  # ConfigError unless 1..32
     detector = PDA100A2(adc, gain_db=gain_db, load=load)  # validates before any device I/O
     lock = DeviceLock("dlp4500").acquire()  # before any device is opened
     opened: list[Any] = [detector]

@@ -2,11 +2,16 @@
 registration, amplifier settling, and the versioned calibration file that holds them.
 
 Every routine talks to the bench only through the :class:`~lsi_hw.interfaces.Bench` API
-(``measure(scenes, patterns)`` and ``settings()``), so the same code calibrates the
-simulator, the ``fake-hw`` twin and the real DMD + photodiode.  Each returns a frozen
-result dataclass holding the estimate, its standard (1 sigma) uncertainty and a
-residual / quality figure, and raises :class:`~lsi_hw.errors.CalibrationError` when the
-fit fails or misses its stated tolerance.
+(``measure(scenes, patterns)`` and the typed, SI-unit properties ``timing``,
+``digitizer_lsb_v``, ``digitizer_range_v``, ``saturation_v``, ``gain_db``,
+``gain_v_per_a`` and ``bandwidth_hz``), so the same code calibrates the simulator, the
+``fake-hw`` twin and the real DMD + photodiode.  The settings snapshot is recorded, never
+searched.  A property the bench does not know (None) is never replaced by a guess or a
+silent 0: the result says what was left out (``notes``, ``unresolved_reason``).  Each
+routine returns a frozen result dataclass holding the estimate, its standard (1 sigma)
+uncertainty and a residual / quality figure, and raises
+:class:`~lsi_hw.errors.CalibrationError` when the fit fails or misses its stated
+tolerance.
 
 Measurement model used throughout (see DESIGN.md, "The physical forward model")
 ------------------------------------------------------------------------------
@@ -36,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,14 +54,16 @@ from scipy import ndimage, optimize
 from lsi_hw import __version__
 from lsi_hw.atomic import atomic_write
 from lsi_hw.errors import CalibrationError, ConfigError
-from lsi_hw.interfaces import Bench
+from lsi_hw.interfaces import Bench, BenchTiming
 from lsi_hw.patterns import PatternSet
 from lsi_hw.types import Measurement, jsonable
 
 __all__ = [
     "CALIBRATION_SCHEMA_VERSION",
+    "MAX_CALIBRATION_FILE_BYTES",
     "ROUTINES",
     "CalibrationFile",
+    "CalibrationFileError",
     "DarkResult",
     "GainComparison",
     "GammaResult",
@@ -82,69 +90,132 @@ CALIBRATION_SCHEMA_VERSION: int = 1
 #: Fraction of the clipping level above which a reading counts as saturated.
 SATURATION_MARGIN: float = 0.98
 
+#: Largest calibration file :meth:`CalibrationFile.load` reads, bytes (real ones are a
+#: few tens of kB).
+MAX_CALIBRATION_FILE_BYTES: int = 16 * 2**20
+
+
+class CalibrationFileError(ConfigError, CalibrationError):
+    """A calibration file cannot be used: unreadable, not JSON, malformed, of another
+    schema, or edited (its id does not match its content).  Both a
+    :class:`~lsi_hw.errors.ConfigError` and a :class:`~lsi_hw.errors.CalibrationError`."""
+
 
 # --------------------------------------------------------------------------------------------
-# small helpers: settings look-up, progress, quantization, pattern blocks
+# small helpers: declared bench values, timing, progress, quantization, pattern blocks
 # --------------------------------------------------------------------------------------------
 
 
-def _find(settings: Mapping[str, Any] | None, key: str) -> Any:
-    """Shallowest value of ``key`` in nested mappings (breadth first), or None."""
-    if not settings:
+@dataclass(frozen=True)
+class _Declared:
+    """What the bench declares about its detector (typed properties), None if unknown.
+
+    lsb_v: ADC step, V.  clip_v: smallest of amplifier saturation and ADC full scale, V.
+    gain_db: gain step, dB.  v_per_a: transimpedance, V/A.  bandwidth_hz: -3 dB, Hz.
+    """
+
+    lsb_v: float | None
+    clip_v: float | None
+    gain_db: float | None
+    v_per_a: float | None
+    bandwidth_hz: float | None
+
+
+def _bench_number(bench: Bench, name: str, unit: str, *, positive: bool = True
+                  ) -> float | None:
+    """``bench.<name>`` as a float (None stays None, as does a duck-typed bench without
+    the property); ConfigError for anything else."""
+    value = getattr(bench, name, None)
+    if value is None:
         return None
-    queue: list[Mapping[str, Any]] = [settings]
-    while queue:
-        node = queue.pop(0)
-        if key in node and node[key] is not None:
-            return node[key]
-        queue.extend(v for v in node.values() if isinstance(v, Mapping))
-    return None
-
-
-def _find_float(settings: Mapping[str, Any] | None, key: str) -> float | None:
-    value = _find(settings, key)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _clip_level_v(settings: Mapping[str, Any] | None) -> float | None:
-    """Smallest of the amplifier saturation and the digitizer range, volts (None if unknown)."""
-    limits = [v for v in (_find_float(settings, "saturation_v"), _find_float(settings, "range_v"))
-              if v is not None and v > 0]
-    return min(limits) if limits else None
-
-
-def _timing(settings: Mapping[str, Any] | None, override: Mapping[str, float] | None
-            ) -> dict[str, float]:
-    """period_us, settling_delay_us, window_us from ``override`` or the settings snapshot."""
-    found: dict[str, float] = {}
-    if settings:
-        queue: list[Mapping[str, Any]] = [settings]
-        while queue:
-            node = queue.pop(0)
-            if "window_us" in node and "settling_delay_us" in node:
-                found = {k: float(node[k]) for k in ("period_us", "settling_delay_us", "window_us",
-                                                     "exposure_us") if node.get(k) is not None}
-                break
-            queue.extend(v for v in node.values() if isinstance(v, Mapping))
-        if "period_us" not in found:
-            period = _find_float(settings, "period_us")
-            if period:
-                found["period_us"] = period
-    if override:
-        found.update({k: float(v) for k, v in override.items()})
-    missing = [k for k in ("period_us", "settling_delay_us", "window_us") if k not in found]
-    if missing:
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or (positive and number <= 0):
+        need = "finite and > 0" if positive else "finite"
         raise ConfigError(
-            f"the bench settings do not give the timing {missing}; pass "
-            "timing={'period_us': ..., 'settling_delay_us': ..., 'window_us': ...} (microseconds)"
+            f"{type(bench).__name__}.{name}={value!r} must be a {need} number ({unit}) or "
+            "None when the bench does not know it"
         )
-    if found["window_us"] <= 0 or found["period_us"] <= 0 or found["settling_delay_us"] < 0:
-        raise ConfigError(f"timing {found} must have period_us > 0, window_us > 0, delay >= 0")
-    return found
+    return number
+
+
+def _declared(bench: Bench) -> _Declared:
+    """Read the typed detector properties of ``bench`` once (validated)."""
+    limits = [v for v in (_bench_number(bench, "saturation_v", "V"),
+                          _bench_number(bench, "digitizer_range_v", "V")) if v is not None]
+    return _Declared(
+        lsb_v=_bench_number(bench, "digitizer_lsb_v", "V"),
+        clip_v=min(limits) if limits else None,
+        gain_db=_bench_number(bench, "gain_db", "dB", positive=False),
+        v_per_a=_bench_number(bench, "gain_v_per_a", "V/A"),
+        bandwidth_hz=_bench_number(bench, "bandwidth_hz", "Hz"),
+    )
+
+
+#: Notes a result carries when the bench does not know a value the routine uses.
+_NOTE_NO_LSB = ("digitizer step unknown (bench.digitizer_lsb_v is None): the quantization "
+                "bias is not in the uncertainties")
+_NOTE_NO_CLIP = ("clipping level unknown (bench.saturation_v and bench.digitizer_range_v "
+                 "are None): readings were not checked for saturation")
+_NOTE_NO_V_PER_A = ("transimpedance unknown (bench.gain_v_per_a is None): no photocurrent "
+                    "and no declared gain step")
+_NOTE_NO_BANDWIDTH = ("declared bandwidth unknown (bench.bandwidth_hz is None): no "
+                      "measured-to-declared ratio")
+
+
+def _notes(declared: _Declared, *, lsb: bool = False, clip: bool = False,
+           v_per_a: bool = False, bandwidth: bool = False) -> tuple[str, ...]:
+    """The notes for the declared values a routine uses that the bench does not know."""
+    out = []
+    if lsb and declared.lsb_v is None:
+        out.append(_NOTE_NO_LSB)
+    if clip and declared.clip_v is None:
+        out.append(_NOTE_NO_CLIP)
+    if v_per_a and declared.v_per_a is None:
+        out.append(_NOTE_NO_V_PER_A)
+    if bandwidth and declared.bandwidth_hz is None:
+        out.append(_NOTE_NO_BANDWIDTH)
+    return tuple(out)
+
+
+_TIMING_KEYS = ("period_us", "settling_delay_us", "window_us")
+
+
+def _resolve_timing(bench_timing: BenchTiming | None,
+                    override: Mapping[str, float] | BenchTiming | None
+                    ) -> BenchTiming | None:
+    """The reading timing: ``override`` (a BenchTiming, or microsecond values that replace
+    those of the bench) over ``bench.timing``; None when neither gives all of it.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys in ``override``, or values out of range.
+    """
+    if isinstance(override, BenchTiming):
+        return override
+    values: dict[str, float] = {}
+    if bench_timing is not None:
+        values = {"period_us": bench_timing.period_s * 1e6,
+                  "settling_delay_us": bench_timing.settling_delay_s * 1e6,
+                  "window_us": bench_timing.window_s * 1e6}
+    if override:
+        unknown = sorted(set(override) - set(_TIMING_KEYS))
+        if unknown:
+            raise ConfigError(f"timing keys {unknown} unknown; allowed: "
+                              f"{', '.join(_TIMING_KEYS)} (microseconds)")
+        for key, value in override.items():
+            try:
+                values[key] = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"timing[{key!r}]={value!r} is not a number of "
+                                  "microseconds") from None
+    if any(k not in values for k in _TIMING_KEYS):
+        return None
+    return BenchTiming.from_us(values["period_us"], values["settling_delay_us"],
+                               values["window_us"])
 
 
 @contextmanager
@@ -230,8 +301,9 @@ def _mask_shape(size: int | tuple[int, int]) -> tuple[int, int]:
     return shape
 
 
-def _check_saturation(values: np.ndarray, settings: Mapping[str, Any], what: str) -> None:
-    clip = _clip_level_v(settings)
+def _check_saturation(values: np.ndarray, clip: float | None, what: str) -> None:
+    """CalibrationError when readings reach the clipping level ``clip`` (V; None: unknown,
+    nothing checked)."""
     if clip is not None and np.max(np.abs(values)) >= SATURATION_MARGIN * clip:
         raise CalibrationError(
             f"{what}: readings reach {np.max(np.abs(values)):.4g} V, at the clipping level "
@@ -265,35 +337,174 @@ def _uniform_scenes(levels: Sequence[int], shape: tuple[int, int]) -> np.ndarray
 
 
 class _Result:
-    """Mixin: JSON round trip of a frozen result dataclass."""
+    """Mixin: JSON round trip and one-line summary of a frozen result dataclass.
+
+    Fields with a default were added after schema version 1 (``notes``,
+    ``unresolved_reason``); :meth:`to_dict` leaves them out while they hold their default,
+    so a file written before them keeps its id.
+    """
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict of every field (tuples become lists)."""
-        return jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+        """Plain-JSON dict of every field (tuples become lists; defaulted fields at their
+        default are left out)."""
+        out = jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.default is not dataclasses.MISSING and getattr(self, f.name) == f.default:
+                out.pop(f.name, None)
+        return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Any:
-        """Inverse of :meth:`to_dict` (lists back to tuples for tuple fields)."""
+    def from_dict(cls, data: Mapping[str, Any], where: str | None = None) -> Any:
+        """Inverse of :meth:`to_dict`: every field checked against its type (lists back to
+        tuples for tuple fields).
+
+        Parameters
+        ----------
+        data:
+            The dict.
+        where:
+            What to name in error messages (default: the class name).
+
+        Raises
+        ------
+        CalibrationFileError
+            Not a dict, unknown or missing fields, or a field of the wrong type.
+        """
+        where = where or cls.__name__
+        if not isinstance(data, Mapping):
+            raise CalibrationFileError(f"{where} must be a JSON object; got "
+                                       f"{_json_type(data)}")
         hints = typing.get_type_hints(cls)
-        kwargs = {}
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        names = {f.name for f in fields}
         unknown = set(data) - names
         if unknown:
-            raise CalibrationError(f"{cls.__name__}: unknown fields {sorted(unknown)} in file")
-        for name in names:
-            if name not in data:
-                raise CalibrationError(f"{cls.__name__}: field {name!r} missing in file")
-            value = data[name]
-            if isinstance(value, list) and "tuple" in str(hints.get(name, "")):
-                value = _to_tuple(value)
-            kwargs[name] = value
+            raise CalibrationFileError(f"{where}: unknown fields {sorted(unknown)}")
+        kwargs = {}
+        for f in fields:
+            if f.name not in data:
+                if f.default is not dataclasses.MISSING:
+                    continue
+                raise CalibrationFileError(f"{where}: field {f.name!r} missing")
+            kwargs[f.name] = _conform(data[f.name], hints[f.name], f"{where}.{f.name}")
         return cls(**kwargs)
 
+    def summary(self) -> str:
+        """One line for people: what the routine found."""
+        return ", ".join(f"{k}={v}" for k, v in self.to_dict().items())  # pragma: no cover
 
-def _to_tuple(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_to_tuple(v) for v in value)
-    return value
+    def summary_lines(self) -> list[str]:
+        """:meth:`summary`, then one line per note (values the bench did not know)."""
+        return [self.summary(), *(f"note: {n}" for n in getattr(self, "notes", ()))]
+
+
+class _Mismatch(Exception):
+    """A value does not have the type of its field (internal to :func:`_conform`)."""
+
+
+def _json_type(value: Any) -> str:
+    """JSON name of the type of ``value`` (for messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {text!r}"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+_JSON_NOUNS: dict[Any, str] = {float: "number", int: "integer", bool: "boolean",
+                               str: "string", Mapping: "object", type(None): "null"}
+
+
+def _hint_text(hint: Any) -> str:
+    """A field's type in JSON words, e.g. ``a number or null``, ``an array of integers``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_hint_text(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"an array of {_JSON_NOUNS.get(args[0], 'value')}s"
+        if len(set(args)) == 1:
+            return f"an array of {len(args)} {_JSON_NOUNS.get(args[0], 'value')}s"
+        return "an array of " + ", ".join(_JSON_NOUNS.get(a, "value") for a in args)
+    noun = _JSON_NOUNS.get(hint, getattr(hint, "__name__", str(hint)))
+    return noun if noun == "null" else ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+def _conform(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against the type ``hint`` (lists become tuples for tuple types).
+
+    Raises
+    ------
+    CalibrationFileError
+        Naming ``where``, the value's type and the expected type.
+    """
+    try:
+        return _conform_inner(value, hint)
+    except _Mismatch:
+        raise CalibrationFileError(
+            f"{where} is {_json_type(value)}; expected {_hint_text(hint)}") from None
+
+
+def _conform_inner(value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Mismatch
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _conform_inner(value, arg)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_conform_inner(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_conform_inner(v, a) for v, a in zip(value, args, strict=True))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise _Mismatch
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Mismatch
+        return value
+    if hint is bool or hint is str:
+        if not isinstance(value, hint):
+            raise _Mismatch
+        return value
+    raise TypeError(f"calibration field type {hint!r} is not handled")  # pragma: no cover
+
+
+def _si(value: float | None, unit: str, digits: int = 4) -> str:
+    """``value`` with an SI prefix, e.g. ``3.012 mV``; ``?`` for None."""
+    if value is None:
+        return "?"
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g} {unit}"
+    exp = min(max(math.floor(math.log10(abs(value)) / 3), -4), 3)
+    prefix = {-4: "p", -3: "n", -2: "u", -1: "m", 0: "", 1: "k", 2: "M", 3: "G"}[exp]
+    return f"{value / 10 ** (3 * exp):.{digits}g} {prefix}{unit}"
 
 
 def _fin(x: float | None) -> float | None:
@@ -326,7 +537,10 @@ class DarkResult(_Result):
     n_readings:
         Dark readings used (after discarding settling readings).
     mask_shape, gain_db, lsb_v:
-        Mask shape (H, W) used, declared gain (dB) and ADC step (V) from the settings.
+        Mask shape (H, W) used, declared gain (dB) and ADC step (V) of the bench
+        (``bench.gain_db``, ``bench.digitizer_lsb_v``; None when it does not know).
+    notes:
+        What the bench did not know and so was left out (e.g. the quantization term).
     """
 
     dark_level_v: float
@@ -343,6 +557,16 @@ class DarkResult(_Result):
     mask_shape: tuple[int, int]
     gain_db: float | None
     lsb_v: float | None
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """Dark level, noise, leakage and drift on one line."""
+        text = (f"dark level {_si(self.dark_level_v, 'V')} +- "
+                f"{_si(self.dark_level_u_v, 'V', 2)}, noise {_si(self.noise_v_rms, 'V', 3)} "
+                f"rms, black {_si(self.black_level_v, 'V')}")
+        if self.leakage_ratio is not None:
+            text += f", leakage {self.leakage_ratio:.3g} +- {self.leakage_ratio_u or 0:.2g}"
+        return text + f", drift {_si(self.drift_v, 'V', 2)} ({self.n_readings} readings)"
 
 
 @dataclass(frozen=True)
@@ -370,7 +594,7 @@ class LinearityResult(_Result):
     reduced_chi2:
         chi^2 / dof of the fits with the per-point uncertainties (about 1 when linear).
     gain_db, v_per_a:
-        Declared gain from the settings (dB, V/A), None when the bench does not say.
+        Declared gain of the bench (dB, V/A), None when the bench does not say.
     photocurrent_a:
         ``slope / v_per_a`` per level: photocurrent with every mirror on, amperes (None
         without a declared V/A).
@@ -378,6 +602,8 @@ class LinearityResult(_Result):
         Mask shape (H, W).
     n_saturated:
         Points dropped because they reached the clipping level.
+    notes:
+        What the bench did not know and so was left out.
     """
 
     levels: tuple[int, ...]
@@ -394,6 +620,19 @@ class LinearityResult(_Result):
     photocurrent_a: tuple[float, ...] | None
     mask_shape: tuple[int, int]
     n_saturated: int
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """Nonlinearity, full-scale slope and photocurrent on one line."""
+        top = int(np.argmax(np.abs(self.slopes_v)))
+        text = (f"nonlinearity {self.max_nonlinearity_pct:.3g} % of full scale over levels "
+                f"{', '.join(str(v) for v in self.levels)}; slope at level {self.levels[top]} "
+                f"{_si(self.slopes_v[top], 'V')}")
+        if self.photocurrent_a is not None:
+            text += f" = {_si(self.photocurrent_a[top], 'A')} at {_si(self.v_per_a, 'V/A', 3)}"
+        if self.n_saturated:
+            text += f"; {self.n_saturated} saturated points dropped"
+        return text
 
 
 @dataclass(frozen=True)
@@ -452,6 +691,8 @@ class GammaResult(_Result):
         sqrt(max(1, reduced_chi2))).
     mask_shape, gain_db:
         Mask shape (H, W) and declared gain (dB).
+    notes:
+        What the bench did not know and so was left out.
     """
 
     gamma: float
@@ -469,6 +710,13 @@ class GammaResult(_Result):
     reduced_chi2: float | None
     mask_shape: tuple[int, int]
     gain_db: float | None
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """Gamma and black-to-peak ratio on one line."""
+        return (f"gamma {self.gamma:.4g} +- {self.gamma_u:.2g}, black/peak "
+                f"{self.black_to_peak:.3g} +- {self.black_to_peak_u:.2g}, peak "
+                f"{_si(self.peak_v, 'V')} (on - off)")
 
 
 @dataclass(frozen=True)
@@ -519,6 +767,12 @@ class RegistrationResult(_Result):
     size: int
     n_patterns: int
 
+    def summary(self) -> str:
+        """Shift, rotation, scale and blur on one line."""
+        return (f"shift ({self.shift_px[0]:+.3f}, {self.shift_px[1]:+.3f}) px, rotation "
+                f"{self.rotation_deg:+.3f} deg, scale {self.scale:.4f}, blur "
+                f"{self.blur_sigma_px:.2f} px, contrast SNR {self.contrast_snr:.3g}")
+
     def relay_settings(self) -> dict[str, Any]:
         """The estimate as keyword arguments of ``RelayOpticsConfig`` (rotation_deg, scale,
         shift_px, blur_sigma_px)."""
@@ -533,7 +787,8 @@ class SettlingResult(_Result):
     Attributes
     ----------
     resolved:
-        Whether the carry-over was measurable; if not, only the bounds are given.
+        Whether tau was measured; if not, ``unresolved_reason`` says why and only the
+        bounds are given (when the timing is known).
     beta, beta_u:
         Carry-over fraction: the part of the step from the previous reading that is still in
         the next one (model-free estimate from the first reading after each step).
@@ -543,9 +798,10 @@ class SettlingResult(_Result):
     bandwidth_hz, bandwidth_u_hz:
         ``1 / (2 pi tau)``, Hz (None when not resolved).
     tau_upper_s, bandwidth_lower_hz:
-        3-sigma bounds (tau below, bandwidth above) from the carry-over: always given.
+        3-sigma bounds (tau below, bandwidth above) from the carry-over (None when the
+        reading timing is unknown).
     declared_bandwidth_hz:
-        Bandwidth of the declared gain step from the settings (None when not given).
+        Bandwidth of the declared gain step, ``bench.bandwidth_hz`` (None when unknown).
     bandwidth_ratio:
         measured / declared bandwidth (None when either is missing).
     step_v:
@@ -553,11 +809,15 @@ class SettlingResult(_Result):
     residual_rms_v:
         rms residual of the sequence fit (or of the settled readings), volts.
     period_us, settling_delay_us, window_us:
-        Timing the conversion used, microseconds.
+        Timing the conversion used, microseconds (None when unknown).
     n_transitions:
         Steps used.
     gain_db:
         Declared gain, dB.
+    unresolved_reason:
+        Why tau was not measured (None when resolved).
+    notes:
+        What the bench did not know and so was left out.
     """
 
     resolved: bool
@@ -567,17 +827,33 @@ class SettlingResult(_Result):
     tau_u_s: float | None
     bandwidth_hz: float | None
     bandwidth_u_hz: float | None
-    tau_upper_s: float
-    bandwidth_lower_hz: float
+    tau_upper_s: float | None
+    bandwidth_lower_hz: float | None
     declared_bandwidth_hz: float | None
     bandwidth_ratio: float | None
     step_v: float
     residual_rms_v: float
-    period_us: float
-    settling_delay_us: float
-    window_us: float
+    period_us: float | None
+    settling_delay_us: float | None
+    window_us: float | None
     n_transitions: int
     gain_db: float | None
+    unresolved_reason: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """Time constant and bandwidth, or why they are unresolved, on one line."""
+        if self.resolved:
+            text = (f"tau {_si(self.tau_s, 's')} +- {_si(self.tau_u_s, 's', 2)}, bandwidth "
+                    f"{_si(self.bandwidth_hz, 'Hz')}")
+            if self.bandwidth_ratio is not None:
+                text += f" = {self.bandwidth_ratio:.3f} x declared"
+            return text + f" (carry-over {self.beta:.3g})"
+        text = f"unresolved because {self.unresolved_reason or 'the carry-over is too small'}"
+        if self.tau_upper_s is not None:
+            text += (f"; tau < {_si(self.tau_upper_s, 's', 3)} (bandwidth > "
+                     f"{_si(self.bandwidth_lower_hz, 'Hz', 3)})")
+        return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,11 +918,11 @@ def measure_dark(
     patterns = _held_patterns(masks, repeats, discard, "calibration-dark")
     levels = [0, int(white_level)] if allow_white else [0]
     scenes = _uniform_scenes(levels, shape)
+    declared = _declared(bench)
     with _progress(progress, 1, "dark") as step:
         meas = _measure(bench, scenes, patterns)
         step("measured")
-    settings = meas.settings
-    lsb = _find_float(settings, "lsb_v")
+    lsb = declared.lsb_v
     r = _held_readings(meas.values, 4, repeats, discard)  # (B, 4 holds, repeats)
     dark = r[0, [0, 2]]
     dark_v, dark_u, noise = _level(dark, lsb)
@@ -657,7 +933,7 @@ def measure_dark(
     drift, drift_u = second - first, math.hypot(first_u, second_u)
     leak = leak_u = None
     if allow_white:
-        _check_saturation(r[1], settings, "measure_dark (white scene)")
+        _check_saturation(r[1], declared.clip_v, "measure_dark (white scene)")
         w_off, w_off_u, _ = _level(r[1, [0, 2]], lsb)
         w_on, w_on_u, _ = _level(r[1, [1, 3]], lsb)
         num, num_u = w_off - dark_v, math.hypot(w_off_u, dark_u)
@@ -693,8 +969,9 @@ def measure_dark(
         drift_u_v=drift_u,
         n_readings=int(dark.size),
         mask_shape=shape,
-        gain_db=_find_float(settings, "gain_db"),
+        gain_db=declared.gain_db,
         lsb_v=lsb,
+        notes=_notes(declared, lsb=True, clip=allow_white),
     )
 
 
@@ -808,12 +1085,11 @@ def check_linearity_and_gain(
     order = np.random.default_rng(seed).permutation(len(masks))
     patterns = _held_patterns(masks[order], repeats, discard, "calibration-linearity")
     scenes = _uniform_scenes(levels, shape)
+    declared = _declared(bench)
     with _progress(progress, 1, "linearity") as step:
         meas = _measure(bench, scenes, patterns)
         step("measured")
-    settings = meas.settings
-    lsb = _find_float(settings, "lsb_v")
-    clip = _clip_level_v(settings)
+    lsb, clip = declared.lsb_v, declared.clip_v
     held = _held_readings(meas.values, len(masks), repeats, discard)
     readings = np.empty_like(held)
     readings[:, order] = held  # back to the order of ``fractions``
@@ -850,7 +1126,7 @@ def check_linearity_and_gain(
             f"uncertainty {max(raw_u):.2g} V); check the light path and the gain"
         )
     nonlin = [100.0 * r / full_scale for r in max_res]
-    v_per_a = _find_float(settings, "v_per_a")
+    v_per_a = declared.v_per_a
     result = LinearityResult(
         levels=tuple(int(v) for v in levels),
         open_fractions=tuple(float(f) for f in exact),
@@ -861,11 +1137,12 @@ def check_linearity_and_gain(
         max_nonlinearity_pct=max(nonlin),
         residual_rms_v=float(np.sqrt(np.mean(np.concatenate(res_all) ** 2))),
         reduced_chi2=_fin(chi2 / dof) if dof > 0 else None,
-        gain_db=_find_float(settings, "gain_db"),
+        gain_db=declared.gain_db,
         v_per_a=v_per_a,
         photocurrent_a=tuple(s / v_per_a for s in slopes) if v_per_a else None,
         mask_shape=shape,
         n_saturated=n_sat,
+        notes=_notes(declared, lsb=True, clip=True, v_per_a=True),
     )
     if result.max_nonlinearity_pct > tolerance_pct:
         worst = int(np.argmax(nonlin))
@@ -1017,12 +1294,12 @@ def fit_monitor_gamma(
     order = np.concatenate([rng.permutation(lv.size) for _ in range(passes)])
     masks = np.stack([np.ones(shape), np.zeros(shape), np.ones(shape), np.zeros(shape)])
     patterns = _held_patterns(masks, repeats, discard, "calibration-gamma")
+    declared = _declared(bench)
     with _progress(progress, 1, "gamma") as step:
         meas = _measure(bench, _uniform_scenes(lv[order], shape), patterns)
         step("measured")
-    settings = meas.settings
-    lsb = _find_float(settings, "lsb_v")
-    _check_saturation(meas.values, settings, "fit_monitor_gamma")
+    lsb = declared.lsb_v
+    _check_saturation(meas.values, declared.clip_v, "fit_monitor_gamma")
     held = _held_readings(meas.values, 4, repeats, discard)
     per_pass = np.empty((passes, lv.size))
     per_pass_u = np.empty((passes, lv.size))
@@ -1042,6 +1319,13 @@ def fit_monitor_gamma(
             excess = (var - np.mean(per_pass_u[:, bright] ** 2, axis=0)) / diff[bright] ** 2
             rel2 = max(float(np.mean(excess)), 0.0)
             diff_u = np.sqrt(diff_u**2 + rel2 * diff**2 / passes)
+    if not np.all(diff_u > 0):
+        why = (" and the bench does not report its ADC step (bench.digitizer_lsb_v is None)"
+               if lsb is None else "")
+        raise CalibrationError(
+            f"fit_monitor_gamma: the readings at level(s) {lv[~(diff_u > 0)].tolist()} do "
+            f"not vary (zero uncertainty){why}; use a higher gain so the noise shows"
+        )
     x = lv / 255.0
     top = diff[-1]
     if not top > 10 * diff_u[-1] or np.any(np.diff(diff) < -3 * np.hypot(diff_u[1:], diff_u[:-1])):
@@ -1096,7 +1380,8 @@ def fit_monitor_gamma(
         residual_rms_rel=float(np.sqrt(np.mean((fit.fun * diff_u) ** 2)) / a),
         reduced_chi2=_fin(chi2),
         mask_shape=shape,
-        gain_db=_find_float(settings, "gain_db"),
+        gain_db=declared.gain_db,
+        notes=_notes(declared, lsb=True, clip=True),
     )
     if not (0.3 <= g <= 5.0) or not g_u <= gamma_tolerance:
         raise CalibrationError(
@@ -1517,7 +1802,7 @@ def measure_settling(
     block: int = 8,
     cycles: int = 24,
     repeats: int = 4,
-    timing: Mapping[str, float] | None = None,
+    timing: Mapping[str, float] | BenchTiming | None = None,
     tau_rel_tolerance: float = 0.1,
     min_significance: float = 5.0,
     require_resolved: bool = False,
@@ -1530,8 +1815,10 @@ def measure_settling(
     ``beta`` of the step (model-free estimate from the settled block tails).  When it is
     significant, the whole sequence is fitted with the first-order model of the module
     docstring (one free level per block, so slow drift and flicker do not bias it, and one
-    time constant ``tau``; the timing comes from the settings or ``timing``) and converted
-    to the bandwidth ``1 / (2 pi tau)``, compared to the declared one.
+    time constant ``tau``; the timing comes from ``bench.timing`` or ``timing``) and
+    converted to the bandwidth ``1 / (2 pi tau)``, compared to ``bench.bandwidth_hz``.
+    When the bench does not report its reading timing and ``timing`` does not complete
+    it, tau cannot be computed: the result is unresolved and ``unresolved_reason`` says so.
 
     Parameters
     ----------
@@ -1548,7 +1835,9 @@ def measure_settling(
     repeats:
         Scenes (identical) measured.
     timing:
-        Override of ``period_us``, ``settling_delay_us``, ``window_us`` (microseconds).
+        A :class:`~lsi_hw.interfaces.BenchTiming` (seconds), or a dict overriding some of
+        ``period_us``, ``settling_delay_us``, ``window_us`` of ``bench.timing``
+        (microseconds).
     tau_rel_tolerance:
         Largest acceptable relative uncertainty of tau when resolved.
     min_significance:
@@ -1563,7 +1852,9 @@ def measure_settling(
     ------
     CalibrationError
         Saturation, no step, a failed fit, tau uncertainty above tolerance, or (with
-        ``require_resolved``) unmeasurably fast settling.
+        ``require_resolved``) unmeasurably fast settling or an unknown timing.
+    ConfigError
+        Bad arguments, unknown ``timing`` keys or out-of-range timing values.
     """
     shape = _mask_shape(size)
     block = _check_count("block", block, 5)
@@ -1573,14 +1864,14 @@ def measure_settling(
     kinds = np.arange(n_blocks) % 2 == 0  # True: all on
     masks = np.where(kinds[:, None, None], np.ones((1, *shape)), np.zeros((1, *shape)))
     patterns = _held_patterns(masks, block, 0, "calibration-settling")
+    declared = _declared(bench)
+    # a bad ``timing`` fails before anything is measured
+    _resolve_timing(getattr(bench, "timing", None), timing)
     with _progress(progress, 2, "settling") as step:
         meas = _measure(bench, _uniform_scenes([level] * repeats, shape), patterns)
         step("measured")
-        settings = meas.settings
-        tm = _timing({**bench.settings(), **settings}, timing)
-        t0, w, period = (tm["settling_delay_us"] * 1e-6, tm["window_us"] * 1e-6,
-                         tm["period_us"] * 1e-6)
-        _check_saturation(meas.values, settings, "measure_settling")
+        tm = _resolve_timing(getattr(bench, "timing", None), timing)  # as used by this measurement
+        _check_saturation(meas.values, declared.clip_v, "measure_settling")
         y = meas.values.reshape(repeats, n_blocks, block)
         tails = y[:, :, 3:].mean(axis=2)  # settled level of each block
         old, new = tails[:, :-1], tails[:, 1:]
@@ -1597,33 +1888,56 @@ def measure_settling(
         beta_hat = float(np.mean(c1))
         beta_u = float(np.std(c1, ddof=1) / math.sqrt(n_tr))
         bound = max(beta_hat, 0.0) + 3.0 * beta_u
-        tau_upper = tau_from_beta(min(bound, 1 - 1e-9), t0, w) if bound > 0 else 0.0
-        declared = _find_float(settings, "bandwidth_hz")
-        common = {
+        tau_upper: float | None = None
+        bandwidth_lower: float | None = None
+        if tm is not None:
+            tau_upper = (tau_from_beta(min(bound, 1 - 1e-9), tm.settling_delay_s, tm.window_s)
+                         if bound > 0 else 0.0)
+            bandwidth_lower = 1 / (2 * math.pi * tau_upper) if tau_upper > 0 else 1e30
+        declared_bw = declared.bandwidth_hz
+        common: dict[str, Any] = {
             "tau_upper_s": tau_upper,
-            "bandwidth_lower_hz": 1 / (2 * math.pi * tau_upper) if tau_upper > 0 else 1e30,
-            "declared_bandwidth_hz": declared,
+            "bandwidth_lower_hz": bandwidth_lower,
+            "declared_bandwidth_hz": declared_bw,
             "step_v": step_v,
-            "period_us": tm["period_us"],
-            "settling_delay_us": tm["settling_delay_us"],
-            "window_us": tm["window_us"],
+            "period_us": None if tm is None else tm.period_s * 1e6,
+            "settling_delay_us": None if tm is None else tm.settling_delay_s * 1e6,
+            "window_us": None if tm is None else tm.window_s * 1e6,
             "n_transitions": int(n_tr),
-            "gain_db": _find_float(settings, "gain_db"),
+            "gain_db": declared.gain_db,
+            "notes": _notes(declared, clip=True, bandwidth=True),
         }
+        reasons = []
         if not (beta_hat > min_significance * beta_u and beta_hat > 0):
+            delay = "" if tm is None else f" {_si(tm.settling_delay_s, 's', 3)}"
+            reasons.append(
+                f"the carry-over {beta_hat:.3g} +- {beta_u:.2g} is below {min_significance:g} "
+                f"sigma: the amplifier settles within the{delay} settling delay"
+            )
+        if tm is None:
+            reasons.append(
+                "the bench does not report its reading timing (bench.timing is None) that "
+                "turns the carry-over into a time constant"
+            )
+        if reasons:
             step("unresolved")
+            reason = "; ".join(reasons)
             if require_resolved:
+                bounds = "" if tau_upper is None else (
+                    f"; tau < {tau_upper:.3g} s (bandwidth > {bandwidth_lower:.3g} Hz)")
+                fix = ("pass timing={'period_us': ..., 'settling_delay_us': ..., "
+                       "'window_us': ...}" if tm is None
+                       else "use a higher gain or a shorter settling delay")
                 raise CalibrationError(
-                    f"measure_settling: carry-over {beta_hat:.3g} +- {beta_u:.2g} not "
-                    f"resolved; tau < {tau_upper:.3g} s (bandwidth > "
-                    f"{common['bandwidth_lower_hz']:.3g} Hz). Use a higher gain or a shorter "
-                    "settling delay"
+                    f"measure_settling: not resolved because {reason}{bounds}; {fix}"
                 )
             return SettlingResult(
                 resolved=False, beta=beta_hat, beta_u=beta_u, tau_s=None, tau_u_s=None,
                 bandwidth_hz=None, bandwidth_u_hz=None, bandwidth_ratio=None,
-                residual_rms_v=noise, **common,
+                residual_rms_v=noise, unresolved_reason=reason, **common,
             )
+        assert tm is not None
+        t0, w, period = tm.settling_delay_s, tm.window_s, tm.period_s
         tau0 = tau_from_beta(min(beta_hat, 1 - 1e-9), t0, w)
         block_of = np.repeat(np.arange(n_blocks), block)
         data = y.reshape(repeats, -1).T  # (m, B)
@@ -1664,7 +1978,7 @@ def measure_settling(
     result = SettlingResult(
         resolved=True, beta=beta_hat, beta_u=beta_u, tau_s=tau, tau_u_s=tau_u,
         bandwidth_hz=bw, bandwidth_u_hz=bw_u,
-        bandwidth_ratio=bw / declared if declared else None,
+        bandwidth_ratio=bw / declared_bw if declared_bw else None,
         residual_rms_v=float(math.sqrt(np.mean(res[res != 0] ** 2))) if np.any(res) else 0.0,
         **common,
     )
@@ -1757,52 +2071,147 @@ class CalibrationFile:
         """The JSON document written by :meth:`save`."""
         return {"id": self.id, "created": self.created, **self._content()}
 
-    def save(self, path: str | os.PathLike[str]) -> str:
-        """Write the JSON file atomically (temporary file + ``os.replace``); returns the id."""
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> str:
+        """Write the JSON file atomically (:func:`lsi_hw.atomic.atomic_write`: temporary
+        file, fsync, rename; permissions from the umask); returns the id.
+
+        Parameters
+        ----------
+        path:
+            The file to write (its folder must exist).
+        overwrite:
+            Replace an existing file (default); False refuses it with ConfigError.
+        """
         text = json.dumps(self.to_dict(), indent=1, sort_keys=True, allow_nan=False)
-        atomic_write(path, lambda fh: fh.write(text + "\n"), mode="w")
+        atomic_write(path, lambda fh: fh.write(text + "\n"), mode="w", encoding="utf-8",
+                     overwrite=overwrite)
         return self.id
 
+    def summary_lines(self) -> list[str]:
+        """Short human summary: one line per routine (``name: what it found``), then its
+        notes (what the bench did not know)."""
+        lines = []
+        for name, result in self.results.items():
+            first, *notes = result.summary_lines()
+            lines.append(f"{name}: {first}")
+            lines.extend(f"  {n}" for n in notes)
+        return lines
+
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> CalibrationFile:
-        """Rebuild from :meth:`to_dict` output, checking the schema version and the id."""
-        version = doc.get("schema_version") if isinstance(doc, Mapping) else None
-        if version != CALIBRATION_SCHEMA_VERSION:
-            raise CalibrationError(
-                f"calibration file schema version {version!r} is not supported: this toolkit "
+    def from_dict(cls, doc: Mapping[str, Any], *, source: str = "calibration document"
+                  ) -> CalibrationFile:
+        """Rebuild from :meth:`to_dict` output, checking the layout, every field's type, the
+        schema version and the id.
+
+        Parameters
+        ----------
+        doc:
+            The parsed JSON document.
+        source:
+            What to name in error messages (e.g. ``calibration file /path/cal.json``).
+
+        Raises
+        ------
+        CalibrationFileError
+            Not an object, missing or unknown entries, a wrong type, another schema
+            version, or an ``id`` that is missing or does not match the content.
+        """
+        try:
+            return cls._from_dict(doc, source)
+        except RecursionError:
+            raise CalibrationFileError(f"{source} is nested too deeply to be a calibration "
+                                       "file") from None
+
+    @classmethod
+    def _from_dict(cls, doc: Any, source: str) -> CalibrationFile:
+        if not isinstance(doc, Mapping):
+            raise CalibrationFileError(f"{source} must hold a JSON object; got "
+                                       f"{_json_type(doc)}")
+        version = doc.get("schema_version")
+        if isinstance(version, bool) or version != CALIBRATION_SCHEMA_VERSION:
+            raise CalibrationFileError(
+                f"{source}: schema version {version!r} is not supported: this toolkit "
                 f"({__version__}) reads version {CALIBRATION_SCHEMA_VERSION}; re-run the "
                 "calibration (lsi_hw.calibration.run_all) or convert the file"
             )
-        try:
-            results = {}
-            for name, data in doc["results"].items():
-                if name not in ROUTINES:
-                    raise CalibrationError(f"unknown calibration routine {name!r} in file")
-                results[name] = ROUTINES[name].from_dict(data)
-            out = cls(results=results, bench_settings=doc["bench_settings"],
-                      created=str(doc["created"]), toolkit_version=str(doc["toolkit_version"]),
-                      schema_version=int(version))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise CalibrationError(f"calibration file is incomplete or malformed ({exc!r})"
-                                   ) from None
-        if "id" in doc and doc["id"] != out.id:
-            raise CalibrationError(
-                f"calibration file id {doc['id']!r} does not match its content "
+        expected = {"id": str, "created": str, "toolkit_version": str, "schema_version": int,
+                    "bench_settings": Mapping, "results": Mapping}
+        unknown = sorted(set(doc) - set(expected))
+        if unknown:
+            raise CalibrationFileError(f"{source}: unknown entries {unknown}; allowed: "
+                                       f"{', '.join(sorted(expected))}")
+        for key, kind in expected.items():
+            if key not in doc:
+                what = ("the file cannot be checked against its content" if key == "id"
+                        else "the file is incomplete")
+                raise CalibrationFileError(f"{source}: {key!r} missing; {what}")
+            if not isinstance(doc[key], kind):
+                raise CalibrationFileError(
+                    f"{source}: {key!r} is {_json_type(doc[key])}; expected {_hint_text(kind)}"
+                )
+        results = {}
+        for name, data in doc["results"].items():
+            if name not in ROUTINES:
+                raise CalibrationFileError(f"{source}: unknown calibration routine {name!r}; "
+                                           f"known: {', '.join(ROUTINES)}")
+            results[name] = ROUTINES[name].from_dict(data, f"{source}: results.{name}")
+        out = cls(results=results, bench_settings=doc["bench_settings"],
+                  created=doc["created"], toolkit_version=doc["toolkit_version"],
+                  schema_version=int(version))
+        if doc["id"] != out.id:
+            raise CalibrationFileError(
+                f"{source}: id {doc['id']!r} does not match its content "
                 f"({out.id!r}): the file was edited or corrupted"
             )
         return out
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CalibrationFile:
-        """Read a file written by :meth:`save` (CalibrationError on a schema mismatch,
-        malformed content or an id that does not match the content)."""
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        CalibrationFileError
+            (a ConfigError, one line naming ``path``) The file cannot be read, is larger
+            than :data:`MAX_CALIBRATION_FILE_BYTES`, is not UTF-8, not JSON (NaN/Infinity
+            included), nested too deeply, malformed (see :meth:`from_dict`), of another
+            schema version, or its id is missing or does not match its content.
+        """
+        where = f"calibration file {os.fspath(path)}"
         try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_CALIBRATION_FILE_BYTES + 1)
+        except OSError as exc:
+            raise CalibrationFileError(f"{where} cannot be read ({exc.strerror or exc})"
+                                       ) from None
+        if len(raw) > MAX_CALIBRATION_FILE_BYTES:
+            raise CalibrationFileError(
+                f"{where} is larger than {MAX_CALIBRATION_FILE_BYTES // 2**20} MiB: not a "
+                "calibration file"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CalibrationFileError(
+                f"{where} is not UTF-8 text (byte {exc.start}: {exc.reason}): not JSON"
+            ) from None
+        try:
+            doc = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
-            raise CalibrationError(f"calibration file {os.fspath(path)!r} is not JSON "
-                                   f"({exc})") from None
-        return cls.from_dict(doc)
+            raise CalibrationFileError(
+                f"{where} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            ) from None
+        except RecursionError:
+            raise CalibrationFileError(f"{where} is nested too deeply to be a calibration "
+                                       "file") from None
+        except ValueError as exc:  # NaN / Infinity, refused by _refuse_constant
+            raise CalibrationFileError(f"{where} is not strict JSON ({exc})") from None
+        return cls.from_dict(doc, source=where)
+
+
+def _refuse_constant(name: str) -> Any:
+    """``json.loads`` hook: NaN and Infinity are not JSON (and never written by save)."""
+    raise ValueError(f"it holds {name}, which strict JSON does not allow")
 
 
 def run_all(

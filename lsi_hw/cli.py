@@ -356,7 +356,12 @@ def acquire(backend: str, noise: str, gain_db: int, seed: int, pattern_kind: str
         from lsi_hw.calibration import CalibrationFile
 
         calibration_id = CalibrationFile.load(calibration).id
-    patterns = _build_patterns(pattern_kind, m, size, seed, split=False)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size} must be >= 1")
+    from lsi_hw.testscenes import count_images
+
+    n_scenes = 4 if images == "builtin" else count_images(images)
+    patterns = _build_patterns(pattern_kind, m, size, seed, False, n_scenes)
     side = patterns.shape[0]
     scenes, _ = builtin_scenes(side) if images == "builtin" else load_image_dir(images, side)
     bench = _open_bench(backend, noise, gain_db, seed, calibration_id)
@@ -377,10 +382,16 @@ def acquire(backend: str, noise: str, gain_db: int, seed: int, pattern_kind: str
               help="Comma-separated subset of: dark, linearity, gamma, registration, settling.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Calibration file to write (.json).")
+@click.option("--force", is_flag=True, default=False,
+              help="Replace an existing --out file (refused otherwise).")
 @_one_line_errors
 def calibrate(backend: str, noise: str, gain_db: int, seed: int, size: int,
-              routines: str | None, out: Path) -> None:
-    """Run the calibration routines on a bench and write a versioned calibration file."""
+              routines: str | None, out: Path, force: bool) -> None:
+    """Run the calibration routines on a bench and write a versioned calibration file.
+
+    Prints the file written and one line per routine (what it found, and what the bench
+    did not report, e.g. why the settling is unresolved).
+    """
     from lsi_hw.calibration import ROUTINES, run_all
 
     chosen = None
@@ -392,15 +403,21 @@ def calibrate(backend: str, noise: str, gain_db: int, seed: int, size: int,
                               f"{', '.join(ROUTINES)}")
     if out.suffix != ".json":
         raise ConfigError(f"--out {out}: the calibration file must end in .json")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a .json file name")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
+    if not force and (out.exists() or out.is_symlink()):  # before the long calibration
+        raise ConfigError(f"--out {out} exists; pass --force to replace it")
     bench = _open_bench(backend, noise, gain_db, seed)
     try:
         result = run_all(bench, size=size, routines=chosen)
     finally:
         bench.close()
-    written = result.save(out)
-    click.echo(f"wrote {written} (calibration id {result.id})")
-    for name, item in result.to_dict().get("results", {}).items():
-        click.echo(f"  {name:13s} {json.dumps(item, default=str)[:150]}")
+    result.save(out, overwrite=force)  # refuses a file that appeared meanwhile
+    click.echo(f"wrote {out} (calibration id {result.id})")
+    for line in result.summary_lines():
+        click.echo(f"  {line}")
 
 
 @main.group()

@@ -20,7 +20,7 @@ import numpy as np
 
 from lsi_hw import __version__
 from lsi_hw.errors import ConfigError, PatternError, ProtocolError
-from lsi_hw.interfaces import Bench, Detector, Modulator, Scene
+from lsi_hw.interfaces import Bench, BenchTiming, Detector, Modulator, Scene
 from lsi_hw.locking import DeviceLock
 from lsi_hw.patterns import PatternSet
 from lsi_hw.types import Measurement
@@ -103,6 +103,52 @@ class HardwareBench(Bench):
             "detector": self.detector.settings(),
             "scene": self.scene.settings(),
         }
+
+    # -- what the drivers know (typed, SI units; read by calibration) ----------------------
+
+    def pattern_timing_us(self) -> tuple[float, float]:
+        """(exposure, period) of the next :meth:`measure`, microseconds: the bench's
+        settings, else the modulator's shortest binary exposure and period = exposure."""
+        exposure = float(self.modulator.min_exposure_us if self.exposure_us is None
+                         else self.exposure_us)
+        period = exposure if self.period_us is None else float(self.period_us)
+        return exposure, period
+
+    @property
+    def timing(self) -> BenchTiming | None:
+        """Settling delay and window the detector derives for the bench's pattern timing,
+        seconds (None when the detector cannot tell)."""
+        return self.detector.reading_timing(*self.pattern_timing_us())
+
+    @property
+    def digitizer_lsb_v(self) -> float | None:
+        """The detector's ADC step, volts (None when its digitizer does not say)."""
+        return self.detector.digitizer_lsb_v
+
+    @property
+    def digitizer_range_v(self) -> float | None:
+        """The detector's ADC full scale, volts."""
+        return self.detector.digitizer_range_v
+
+    @property
+    def saturation_v(self) -> float | None:
+        """The detector amplifier's saturation voltage, volts."""
+        return self.detector.saturation_v
+
+    @property
+    def gain_db(self) -> float | None:
+        """The detector's declared gain step, dB."""
+        return self.detector.gain_db
+
+    @property
+    def gain_v_per_a(self) -> float | None:
+        """The detector's transimpedance at the declared gain, V/A."""
+        return self.detector.v_per_a
+
+    @property
+    def bandwidth_hz(self) -> float | None:
+        """The detector amplifier's -3 dB bandwidth at the declared gain, Hz."""
+        return self.detector.bandwidth_hz
 
     def _chunks(self, patterns: PatternSet) -> list[tuple[int, PatternSet]]:
         size = self.patterns_per_load

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +33,15 @@ if TYPE_CHECKING:  # imported for type hints only: keeps the layer rule (errors 
     from lsi_hw.patterns import PatternSet
     from lsi_hw.types import Measurement
 
-__all__ = ["Bench", "Detector", "Modulator", "Scene", "TriggerMode", "check_scenes"]
+__all__ = [
+    "Bench",
+    "BenchTiming",
+    "Detector",
+    "Modulator",
+    "Scene",
+    "TriggerMode",
+    "check_scenes",
+]
 
 
 class TriggerMode(enum.Enum):
@@ -41,6 +51,53 @@ class TriggerMode(enum.Enum):
     EXTERNAL_POSITIVE = "external-positive"  #: a rising edge on the trigger input
     EXTERNAL_NEGATIVE = "external-negative"  #: a falling edge on the trigger input
     VSYNC = "vsync"  #: the video port's frame sync (DLP video-port streaming)
+
+
+@dataclass(frozen=True)
+class BenchTiming:
+    """When, inside each pattern, a reading is taken (SI units: seconds).
+
+    Attributes
+    ----------
+    period_s:
+        Pattern period: start of one pattern to the start of the next, s (> 0).
+    settling_delay_s:
+        Pattern start (trigger) to the first averaged sample, s (>= 0).
+    window_s:
+        Length of the averaging window of each reading, s (> 0).
+
+    Raises
+    ------
+    ConfigError
+        A value that is not finite, or out of the ranges above.
+    """
+
+    period_s: float
+    settling_delay_s: float
+    window_s: float
+
+    def __post_init__(self) -> None:
+        for name, lo, strict in (("period_s", 0.0, True), ("settling_delay_s", 0.0, False),
+                                 ("window_s", 0.0, True)):
+            value = getattr(self, name)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"BenchTiming.{name}={value!r} is not a number of seconds"
+                                  ) from None
+            ok = math.isfinite(number) and (number > lo if strict else number >= lo)
+            if not ok:
+                bound = "> 0" if strict else ">= 0"
+                raise ConfigError(f"BenchTiming.{name}={value!r} must be finite and {bound} s")
+            object.__setattr__(self, name, number)
+
+    @classmethod
+    def from_us(cls, period_us: float, settling_delay_us: float, window_us: float
+                ) -> BenchTiming:
+        """Build from microseconds (the unit of the simulator's timing config)."""
+        return cls(period_s=float(period_us) * 1e-6,
+                   settling_delay_s=float(settling_delay_us) * 1e-6,
+                   window_s=float(window_us) * 1e-6)
 
 
 def check_scenes(scenes: Any) -> np.ndarray:
@@ -258,6 +315,34 @@ class Detector(_Device):
         """Readings of the last :meth:`read` at or near saturation (0 if it cannot tell)."""
         return 0
 
+    # What calibration needs to know.  A detector that cannot know a value returns None
+    # (never a made-up 0); implementations override what they do know.
+
+    @property
+    def v_per_a(self) -> float | None:
+        """Transimpedance gain at the declared gain step and load, V/A (None: unknown)."""
+        return None
+
+    @property
+    def bandwidth_hz(self) -> float | None:
+        """-3 dB bandwidth of the amplifier at the declared gain, Hz (None: unknown)."""
+        return None
+
+    @property
+    def digitizer_lsb_v(self) -> float | None:
+        """Step (LSB) of the ADC at the input range in use, volts (None: unknown)."""
+        return None
+
+    @property
+    def digitizer_range_v(self) -> float | None:
+        """Full scale of the ADC: it reads -range..+range, volts (None: unknown)."""
+        return None
+
+    def reading_timing(self, exposure_us: float, period_us: float) -> BenchTiming | None:
+        """Settling delay and averaging window this detector uses for patterns of the
+        given exposure and period (microseconds); None when it cannot tell."""
+        return None
+
     def arm(self, n_readings: int, *, exposure_us: float, period_us: float) -> None:
         """Prepare ``n_readings`` triggered readings for patterns of the given timing."""
         if int(n_readings) < 1:
@@ -301,6 +386,12 @@ class Bench(_Device):
 
     Every bench (simulator, fake hardware, real hardware) returns the same
     :class:`~lsi_hw.types.Measurement`: (B, m) volts, settings snapshot, timestamps.
+
+    What calibration needs is given by typed, read-only properties in SI units --
+    :attr:`timing` (:class:`BenchTiming`, seconds), :attr:`digitizer_lsb_v`,
+    :attr:`digitizer_range_v`, :attr:`saturation_v` (volts), :attr:`gain_db` (dB),
+    :attr:`gain_v_per_a` (V/A), :attr:`bandwidth_hz` (Hz) -- never by searching the
+    settings snapshot.  Each is None where the bench does not know the value.
     """
 
     name: str = "bench"
@@ -324,3 +415,42 @@ class Bench(_Device):
 
     @abc.abstractmethod
     def _do_measure(self, scenes: np.ndarray, patterns: PatternSet) -> Measurement: ...
+
+    # What calibration reads, typed and in SI units.  The defaults say "unknown" (None):
+    # a bench returns a value only when it really knows it (simulator: its config; real
+    # bench: its drivers), so calibration can report what it could not use.
+
+    @property
+    def timing(self) -> BenchTiming | None:
+        """Reading timing of the next :meth:`measure` (seconds), or None if unknown."""
+        return None
+
+    @property
+    def digitizer_lsb_v(self) -> float | None:
+        """ADC step (LSB) at the input range in use, volts, or None if unknown."""
+        return None
+
+    @property
+    def digitizer_range_v(self) -> float | None:
+        """ADC full scale (it reads -range..+range), volts, or None if unknown."""
+        return None
+
+    @property
+    def saturation_v(self) -> float | None:
+        """Output voltage at which the amplifier saturates, volts, or None if unknown."""
+        return None
+
+    @property
+    def gain_db(self) -> float | None:
+        """Declared amplifier gain step, dB, or None if unknown."""
+        return None
+
+    @property
+    def gain_v_per_a(self) -> float | None:
+        """Declared transimpedance gain, V/A, or None if unknown."""
+        return None
+
+    @property
+    def bandwidth_hz(self) -> float | None:
+        """Declared -3 dB bandwidth of the amplifier, Hz, or None if unknown."""
+        return None

@@ -25,11 +25,13 @@ from lsi_hw.drivers.display import CallbackScene
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
 from lsi_hw.drivers.dlpc350.transport import FakeDLPC350
 from lsi_hw.drivers.pda100a2 import PDA100A2
-from lsi_hw.errors import DeviceTimeout
+from lsi_hw.errors import ConfigError, DeviceTimeout
 from lsi_hw.hardware_bench import HardwareBench
 from lsi_hw.patterns import PatternSet, take_from_dmd, unpack_dlp_frames
+from lsi_hw.sim.bench import SceneNoiseStreams, patterns_key
 from lsi_hw.sim.detector import NoiseConfig, TimingConfig
 from lsi_hw.sim.forward import SimConfig, measure_volts, resolve_superpixel
+from lsi_hw.types import Measurement, image_id
 
 __all__ = ["FakeHardwareBench"]
 
@@ -42,11 +44,19 @@ class FakeHardwareBench(HardwareBench):
     noise:
         Noise preset of the simulated physics (``none``, ``shot``, ``read``, ``full``).
     seed:
-        Seed of every random draw.
+        Seed of every random draw: an integer >= 0, or None for fresh randomness.  Each
+        reading sequence (one scene, one DMD load) draws the simulated physics and the fake
+        digitizer's sample noise from its own generators, keyed by the seed, the scene's
+        content hash, the masks of the load and how many times this bench has measured
+        that scene with them (:class:`~lsi_hw.sim.bench.SceneNoiseStreams`).  So the
+        readings of a scene do not depend on the batch it is in or on what was measured
+        before, and an interrupted, resumed acquisition equals an uninterrupted one bit
+        for bit.
     config:
         The simulated bench (same :class:`~lsi_hw.sim.forward.SimConfig` as ``SimBench``);
-        its gain, load and pattern timing are given to the real drivers, and its reading
-        window is replaced by the one the PDA100A2 driver derives.
+        its gain, load, pattern timing, ADC range and resolution are given to the real
+        drivers (the range must be one the fake digitizer offers), and its reading window
+        is replaced by the one the PDA100A2 driver derives.
     calibration_id:
         Recorded in every snapshot.
     lock_name:
@@ -75,8 +85,11 @@ class FakeHardwareBench(HardwareBench):
     ) -> None:
         cfg = config or SimConfig()
         noise_cfg = NoiseConfig.from_preset(noise) if isinstance(noise, str) else noise
-        self.rng = np.random.default_rng(seed)
-        self.seed = seed
+        self.noise_streams = SceneNoiseStreams(seed)
+        self.seed = self.noise_streams.seed
+        self._claim: tuple[int, int, int] | None = None  # noise key of the running read
+        self._decoded_key = 0
+        self._image_id = ""
         self.emulator = emulator if emulator is not None else FakeDLPC350()
         self._frames: np.ndarray | None = None
         self._decoded: PatternSet | None = None
@@ -85,9 +98,14 @@ class FakeHardwareBench(HardwareBench):
                       source="video", frame_sink=self._receive_frames)
         digitizer = FakeDigitizer(self._voltages, seed=seed,
                                   device_id="fake digitizer (simulator voltages)",
-                                  **(digitizer_options or {}))
+                                  **{"noise_rng": self._digitizer_noise_rng,
+                                     **(digitizer_options or {})})
+        # the simulator quantizes and clips the voltages it feeds the fake digitizer: the
+        # drivers are told its resolution and range, as a user declares them on the bench
+        digitizer.resolution_bits = cfg.digitizer.bits
         detector = PDA100A2(digitizer, gain_db=cfg.amplifier.gain_db, load=cfg.amplifier.load,
-                            sample_rate_hz=cfg.digitizer.sample_rate_hz)
+                            sample_rate_hz=cfg.digitizer.sample_rate_hz,
+                            range_v=_offered_range_v(digitizer, cfg.digitizer.range_v))
         timing = detector.timing_for(cfg.timing.exposure_us, cfg.timing.period_us)
         self.sim_config = replace(
             cfg,
@@ -114,6 +132,7 @@ class FakeHardwareBench(HardwareBench):
 
     def _present(self, image: np.ndarray) -> None:
         self._image = np.asarray(image)
+        self._image_id = image_id(self._image)
 
     def _displayed_masks(self, n: int) -> PatternSet:
         """The masks the emulated DMD shows, decoded from the streamed 24-bit frames."""
@@ -126,6 +145,7 @@ class FakeHardwareBench(HardwareBench):
             superpixel = resolve_superpixel(loaded.shape, cfg)
             self._decoded = PatternSet(take_from_dmd(dmd, loaded.shape, superpixel, cfg.diamond),
                                        name=loaded.name)
+            self._decoded_key = patterns_key(self._decoded)
         return self._decoded
 
     def _voltages(self, n: int) -> np.ndarray:
@@ -137,10 +157,35 @@ class FakeHardwareBench(HardwareBench):
         if self._image is None:
             raise DeviceTimeout("no scene has been shown")
         masks = self._displayed_masks(n)
-        result = measure_volts(self._image[None], masks, self.sim_config, self.rng)
+        self._claim = self.noise_streams.take(self._image_id, self._decoded_key)
+        rng = self.noise_streams.generator(self._claim, SceneNoiseStreams.PHYSICS)
+        result = measure_volts(self._image[None], masks, self.sim_config, rng)
         return result.volts[0]
 
-    def _do_settings(self) -> dict[str, Any]:
-        settings = super()._do_settings()
-        settings["simulator"] = {**self.sim_config.to_dict(), "seed": self.seed}
-        return settings
+    def _digitizer_noise_rng(self) -> np.random.Generator:
+        """Generator of the fake digitizer's sample noise for the read in progress: keyed
+        like the physics of that read (same scene, load and count), another stream."""
+        if self._claim is None:
+            raise DeviceTimeout("no triggers: no reading sequence is running")
+        return self.noise_streams.generator(self._claim, SceneNoiseStreams.DIGITIZER)
+
+    def _do_measure(self, scenes: np.ndarray, patterns: PatternSet) -> Measurement:
+        # the noise counts of a call are kept only when the whole call succeeds, so a
+        # failed batch measured again draws the same noise (SceneNoiseStreams.measuring)
+        with self.noise_streams.measuring():
+            return super()._do_measure(scenes, patterns)
+
+    def simulator_settings(self) -> dict[str, Any]:
+        """The simulated physics behind the emulated devices, for debugging: the
+        :class:`~lsi_hw.sim.forward.SimConfig` in use (with the driver-derived timing) and
+        the seed.  Not part of :meth:`settings`, which holds only what a real bench
+        reports, so nothing (calibration included) can lean on the simulator's truth."""
+        return {**self.sim_config.to_dict(), "seed": self.seed}
+
+
+def _offered_range_v(digitizer: FakeDigitizer, range_v: float) -> float:
+    """``range_v`` (the simulator's ADC range, volts) if the twin's digitizer offers it."""
+    try:
+        return digitizer.check_range(range_v)
+    except ConfigError as exc:
+        raise ConfigError(f"SimConfig.digitizer.range_v for the fake-hw twin: {exc}") from None

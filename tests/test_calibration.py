@@ -1,7 +1,8 @@
 """Calibration routines recover known simulated bench parameters (through the Bench API only).
 
 Every bench here is a :class:`SimBench` with KNOWN parameters wrapped in :class:`ApiOnly`,
-a bench that forwards ``measure`` and ``settings`` and nothing else, so a routine that
+a bench that forwards ``measure``, ``settings`` and the typed Bench properties (timing,
+ADC step and range, saturation, gain, bandwidth) and nothing else, so a routine that
 reached into simulator internals would fail.  Estimates are checked against the true
 values of the configuration (or against the simulator's noiseless forward model), never
 against themselves.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -34,14 +36,18 @@ from lsi_hw.sim import (
 from lsi_hw.sim.detector import ELEMENTARY_CHARGE_C, settling_coefficients
 from lsi_hw.types import Measurement
 
+#: The typed properties every Bench has (None where a bench does not know the value).
+BENCH_PROPERTIES = ("timing", "digitizer_lsb_v", "digitizer_range_v", "saturation_v",
+                    "gain_db", "gain_v_per_a", "bandwidth_hz")
+
 
 class ApiOnly(Bench):
     """A bench exposing only the public Bench API of another one (optionally without
-    any settings, like a minimal third-party bench)."""
+    any settings and with every typed property None, like a minimal third-party bench)."""
 
     name = "api-only"
 
-    def __init__(self, inner: SimBench, *, hide_settings: bool = False) -> None:
+    def __init__(self, inner: Bench, *, hide_settings: bool = False) -> None:
         self._inner = inner
         self._hide = hide_settings
 
@@ -53,6 +59,14 @@ class ApiOnly(Bench):
 
     def _do_settings(self) -> dict[str, Any]:
         return {} if self._hide else self._inner.settings()
+
+
+def _forwarded(name: str) -> property:
+    return property(lambda self: None if self._hide else getattr(self._inner, name))
+
+
+for _name in BENCH_PROPERTIES:
+    setattr(ApiOnly, _name, _forwarded(_name))
 
 
 def sim(seed: int = 0, noise: str = "full", **stages: Any) -> tuple[ApiOnly, SimConfig]:
@@ -265,17 +279,81 @@ def test_measure_settling_unresolved_gives_a_true_bound():
 
 
 def test_routines_run_on_a_bench_without_settings():
+    """A bench that reports nothing: results say what was left out, never a silent 0."""
     bench = ApiOnly(SimBench(noise="full", seed=14,
                              config=SimConfig(amplifier=AmplifierConfig(gain_db=70))),
                     hide_settings=True)
-    with pytest.raises(ConfigError, match="timing"):
-        cal.measure_settling(bench)
+    assert all(getattr(bench, name) is None for name in BENCH_PROPERTIES)
+    # no timing: the carry-over is measured but cannot become a time constant
+    unknown = cal.measure_settling(bench)
+    assert not unknown.resolved and unknown.tau_s is None and unknown.beta > 0
+    assert unknown.unresolved_reason is not None
+    assert "bench.timing is None" in unknown.unresolved_reason
+    assert unknown.tau_upper_s is None and unknown.period_us is None
+    assert cal._NOTE_NO_BANDWIDTH in unknown.notes and cal._NOTE_NO_CLIP in unknown.notes
+    assert "unresolved because" in unknown.summary()
+    with pytest.raises(CalibrationError, match=r"bench\.timing is None"):
+        cal.measure_settling(bench, require_resolved=True)
     r = cal.measure_settling(
         bench, timing={"period_us": 235.0, "settling_delay_us": 60.0, "window_us": 150.0})
     assert r.resolved and r.declared_bandwidth_hz is None and r.bandwidth_hz is not None
     assert abs(r.bandwidth_hz / 3e3 - 1) < 0.005
+    assert r.unresolved_reason is None and r.bandwidth_ratio is None
     d = cal.measure_dark(bench, repeats=16)
     assert d.gain_db is None and d.lsb_v is None
+    assert cal._NOTE_NO_LSB in d.notes and cal._NOTE_NO_CLIP in d.notes
+    lin = cal.check_linearity_and_gain(bench, repeats=4)
+    assert lin.v_per_a is None and lin.photocurrent_a is None
+    assert set(lin.notes) == {cal._NOTE_NO_LSB, cal._NOTE_NO_CLIP, cal._NOTE_NO_V_PER_A}
+
+
+def test_api_only_forwards_every_typed_property():
+    inner = SimBench(config=SimConfig(amplifier=AmplifierConfig(gain_db=50)))
+    bench = ApiOnly(inner)
+    for name in BENCH_PROPERTIES:
+        assert getattr(bench, name) == getattr(inner, name) is not None, name
+
+
+def test_declared_values_come_from_the_typed_properties_not_the_settings():
+    """A bench whose settings snapshot says one thing and whose properties another: the
+    routines use the properties (the snapshot is only recorded)."""
+
+    class Lying(ApiOnly):
+        def _do_settings(self) -> dict[str, Any]:
+            return {"detector": {"gain_db": 0, "lsb_v": 1.0, "v_per_a": 1.0,
+                                 "bandwidth_hz": 1.0, "saturation_v": 1e-3,
+                                 "timing": {"period_us": 1e3, "settling_delay_us": 0.0,
+                                            "window_us": 1.0}}}
+
+    inner = SimBench(noise="full", seed=21,
+                     config=SimConfig(amplifier=AmplifierConfig(gain_db=70)))
+    bench = Lying(inner)
+    d = cal.measure_dark(bench, repeats=16)
+    assert d.gain_db == 70 and d.lsb_v == inner.config.digitizer.lsb_v and d.notes == ()
+    s = cal.measure_settling(bench, size=16)
+    assert s.resolved and s.declared_bandwidth_hz == 3e3 and s.window_us == pytest.approx(150)
+
+
+@pytest.mark.parametrize(("name", "value"), [("digitizer_lsb_v", -1.0),
+                                             ("gain_v_per_a", float("nan")),
+                                             ("saturation_v", "10 V"), ("gain_db", True)])
+def test_a_bench_property_out_of_range_is_refused(name, value):
+    class Broken(ApiOnly):
+        pass
+
+    setattr(Broken, name, property(lambda self: value))
+    with pytest.raises(ConfigError, match=rf"Broken\.{name}=.* or None"):
+        cal.measure_dark(Broken(SimBench(seed=22)), repeats=4)
+
+
+def test_settling_timing_override_is_checked():
+    bench, _ = sim(seed=23)
+    with pytest.raises(ConfigError, match="unknown"):
+        cal.measure_settling(bench, timing={"period_s": 1e-3})
+    with pytest.raises(ConfigError, match="window_s"):
+        cal.measure_settling(bench, timing={"window_us": -1.0})
+    with pytest.raises(ConfigError, match="not a number"):
+        cal.measure_settling(bench, timing={"window_us": "long"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +365,9 @@ def test_routines_run_on_a_bench_without_settings():
 def calibration() -> cal.CalibrationFile:
     optics = RelayOpticsConfig(shift_px=(0.5, -1.0), rotation_deg=1.0)
     bench = ApiOnly(SimBench(noise="full", seed=15, config=SimConfig(optics=optics)))
-    return cal.run_all(bench, progress=False)
+    # the misaligned relay leaves the edge of the mask grid partly uncovered: about 0.5 %
+    # nonlinearity at full scale without any noise, so allow 1 % here
+    return cal.run_all(bench, progress=False, options={"linearity": {"tolerance_pct": 1.0}})
 
 
 def test_run_all_collects_every_routine(calibration):
@@ -316,19 +396,155 @@ def test_calibration_file_round_trip_and_id(calibration, tmp_path):
     assert replace(calibration, results=changed).id != calibration.id
 
 
+def _refused(path: Any, match: str) -> str:
+    """Load ``path``; it must fail with one line that names it (ConfigError, and still a
+    CalibrationError for callers that catch that)."""
+    with pytest.raises(ConfigError, match=match) as info:
+        cal.CalibrationFile.load(path)
+    message = str(info.value)
+    assert isinstance(info.value, CalibrationError)
+    assert "\n" not in message and os.fspath(path) in message
+    return message
+
+
 def test_calibration_file_rejects_other_schema_and_edits(calibration, tmp_path):
     doc = calibration.to_dict()
     path = tmp_path / "old.json"
     path.write_text(json.dumps({**doc, "schema_version": 999}))
-    with pytest.raises(CalibrationError, match="schema version 999"):
-        cal.CalibrationFile.load(path)
+    _refused(path, "schema version 999")
     doc["results"]["gamma"]["gamma"] = 1.0
     path.write_text(json.dumps(doc))
-    with pytest.raises(CalibrationError, match="does not match"):
-        cal.CalibrationFile.load(path)
+    _refused(path, "does not match")
     path.write_text("{not json")
-    with pytest.raises(CalibrationError, match="not JSON"):
-        cal.CalibrationFile.load(path)
+    _refused(path, "not JSON")
+
+
+def test_calibration_file_without_its_id_is_refused(calibration, tmp_path):
+    doc = calibration.to_dict()
+    del doc["id"]
+    path = tmp_path / "no-id.json"
+    path.write_text(json.dumps(doc))
+    _refused(path, "'id' missing")
+    with pytest.raises(ConfigError, match="'id' missing"):
+        cal.CalibrationFile.from_dict(doc)
+    path.write_text(json.dumps({**calibration.to_dict(), "id": 12}))
+    _refused(path, "'id' is the number 12; expected a string")
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (b'{"id": "\xff\xfe"}', "not UTF-8"),
+    (b"\xef\xbb\xbf{}", "not JSON"),  # a byte-order mark is not JSON either
+    (b"", "not JSON"),
+    (b'{"a": NaN}', "NaN"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
+    (b"[1, 2]", "must hold a JSON object; got an array"),
+])
+def test_unreadable_calibration_files_give_one_line(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    _refused(path, match)
+
+
+def test_missing_or_huge_calibration_file(tmp_path, monkeypatch):
+    _refused(tmp_path / "absent.json", "cannot be read")
+    monkeypatch.setattr(cal, "MAX_CALIBRATION_FILE_BYTES", 100)
+    path = tmp_path / "big.json"
+    path.write_text(" " * 101 + "{}")
+    _refused(path, "larger than")
+
+
+def _set(doc: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        doc = doc[key]
+    doc[last] = value
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("results.dark.dark_level_v", "3 mV", r"results\.dark\.dark_level_v is the string"),
+    ("results.dark.n_readings", 512.5, r"dark\.n_readings is the number 512.5; expected an "
+                                       "integer$"),
+    ("results.dark.n_readings", True, r"dark\.n_readings is a boolean; expected an integer"),
+    ("results.dark.mask_shape", [32], r"dark\.mask_shape is an array; expected an array of "
+                                      "2 integers"),
+    ("results.dark.gain_db", {"db": 40}, r"dark\.gain_db is an object; expected a number or null"),
+    ("results.dark.notes", "none", r"dark\.notes is the string 'none'; expected an array of "
+                                   "strings"),
+    ("results.settling.resolved", 1, r"settling\.resolved is the number 1; expected a boolean"),
+    ("results.registration.shift_px", [1.0, None], r"registration\.shift_px is an array"),
+    ("results.gamma.levels", [0, "8"], r"gamma\.levels is an array"),
+    ("results.dark.extra", 1.0, r"results\.dark: unknown fields \['extra'\]"),
+    ("results.magic", {}, "unknown calibration routine 'magic'"),
+    ("results.gamma", [], r"results\.gamma must be a JSON object"),
+    ("bench_settings", [], "'bench_settings' is an array; expected an object"),
+    ("created", 2024, "'created' is the number 2024; expected a string"),
+    ("schema_version", True, "schema version True is not supported"),
+    ("comment", "hi", r"unknown entries \['comment'\]"),
+])
+def test_calibration_file_fields_of_the_wrong_type_are_refused(calibration, tmp_path, field,
+                                                               value, match):
+    doc = calibration.to_dict()
+    _set(doc, field, value)
+    path = tmp_path / "typed.json"
+    path.write_text(json.dumps(doc))
+    _refused(path, match)
+
+
+def test_missing_result_field_is_refused(calibration, tmp_path):
+    doc = calibration.to_dict()
+    del doc["results"]["dark"]["dark_level_v"]
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(doc))
+    _refused(path, r"results\.dark: field 'dark_level_v' missing")
+
+
+def test_files_from_before_notes_keep_their_id(calibration, tmp_path):
+    """notes / unresolved_reason are left out of the file while empty: a file written
+    before they existed loads with the same id; a note, once present, is kept and hashed."""
+    doc = calibration.to_dict()
+    assert all("notes" not in r for r in doc["results"].values())
+    assert "unresolved_reason" in doc["results"]["settling"]  # 40 dB: unresolved
+    settling = calibration.results["settling"]
+    assert isinstance(settling, cal.SettlingResult) and not settling.resolved
+    noted = dict(calibration.results)
+    noted["dark"] = replace(noted["dark"], notes=("digitizer step unknown",))
+    other = replace(calibration, results=noted)
+    assert other.id != calibration.id
+    path = tmp_path / "noted.json"
+    other.save(path)
+    again = cal.CalibrationFile.load(path)
+    assert again.results["dark"].notes == ("digitizer step unknown",) and again.id == other.id
+
+
+def test_save_refuses_to_overwrite_unless_asked_and_honours_the_umask(calibration, tmp_path):
+    path = tmp_path / "cal.json"
+    old_mask = os.umask(0o027)
+    try:
+        calibration.save(path, overwrite=False)
+    finally:
+        os.umask(old_mask)
+    assert path.stat().st_mode & 0o777 == 0o640
+    path.write_text("precious")
+    with pytest.raises(ConfigError, match="exists"):
+        calibration.save(path, overwrite=False)
+    assert path.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["cal.json"]  # no temporary left over
+    assert calibration.save(path, overwrite=True) == calibration.id
+    assert cal.CalibrationFile.load(path) == calibration
+
+
+def test_summary_lines_name_every_routine(calibration):
+    lines = calibration.summary_lines()
+    heads = [line.split(":")[0] for line in lines if not line.startswith(" ")]
+    assert heads == list(cal.ROUTINES)
+    text = "\n".join(lines)
+    assert re.search(r"gamma: gamma 2\.(19|20)", text), text
+    assert re.search(r"registration: shift \(\+0\.(49|50)\d*, -(0\.99|1\.00)", text), text
+    assert "dark: dark level" in text
+    assert "settling: unresolved because the carry-over" in text
+    assert "{" not in text and len(lines) <= 12  # a summary, not the JSON
+    assert max(len(line) for line in lines) < 200
 
 
 def test_bench_records_the_calibration_id(calibration, tmp_path):

@@ -9,8 +9,10 @@ bench's chunking is exercised.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+from dataclasses import astuple, replace
 from itertools import pairwise
 
 import numpy as np
@@ -24,12 +26,13 @@ from lsi_hw.drivers.dlpc350 import protocol as P
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
 from lsi_hw.drivers.dlpc350.transport import FakeDLPC350
 from lsi_hw.drivers.pda100a2 import PDA100A2
-from lsi_hw.errors import DeviceError
+from lsi_hw.errors import ConfigError, DeviceError
 from lsi_hw.hardware_bench import HardwareBench
+from lsi_hw.interfaces import BenchTiming
 from lsi_hw.locking import DeviceLock
 from lsi_hw.patterns import PatternSet, take_from_dmd, unpack_dlp_frames
 from lsi_hw.recording import Recording
-from lsi_hw.sim import SimConfig
+from lsi_hw.sim import AmplifierConfig, DigitizerConfig, SimConfig
 from lsi_hw.sim.forward import read_noise_v, resolve_superpixel
 from lsi_hw.twin import FakeHardwareBench
 
@@ -225,13 +228,63 @@ def test_settings_snapshot(run):
     assert det["timing"]["window_s"] > 0 and det["timing"]["settling_delay_s"] >= 0
     assert "user-declared" in det["gain_source"]
     assert s["scene"]["kind"] == "callback"
-    sim = s["simulator"]
+    assert s["acquisition"]["loads_per_scene"] == 3
+    # the ADC step the drivers report is the simulator's (the twin declared its bits)
+    assert det["digitizer"]["resolution_bits"] == 16
+    assert det["digitizer_lsb_v"] == pytest.approx(20.0 / 2**16)
+
+
+def test_settings_snapshot_holds_only_what_a_real_bench_reports(run):
+    """No simulator config in a snapshot (a real bench has none to give); the twin shows
+    it through simulator_settings(), for debugging only."""
+    twin = run["twin"]
+    for snapshot in (run["meas"].settings, twin.settings()):
+        assert "simulator" not in snapshot
+        assert set(snapshot) <= {"bench", "lsi_hw_version", "calibration_id", "modulator",
+                                 "detector", "scene", "acquisition"}
+        assert "noise" not in snapshot["detector"] and "optics" not in json.dumps(snapshot)
+    sim = twin.simulator_settings()
     assert {"monitor", "optics", "dmd", "photodiode", "amplifier", "timing", "noise",
             "digitizer", "seed"} <= set(sim)
     # the simulated reading window is the one the PDA100A2 driver derived
+    det = run["meas"].settings["detector"]
     assert sim["timing"]["window_us"] == pytest.approx(det["timing"]["window_s"] * 1e6)
     assert sim["noise"]["preset"] == "none"
-    assert s["acquisition"]["loads_per_scene"] == 3
+
+
+def test_typed_properties_come_from_the_drivers_not_the_simulator():
+    with FakeHardwareBench(noise="none", config=SimConfig(amplifier=AmplifierConfig(
+            gain_db=60))) as twin:
+        expected = (twin.timing, twin.digitizer_lsb_v, twin.digitizer_range_v,
+                    twin.saturation_v, twin.gain_db, twin.gain_v_per_a, twin.bandwidth_hz)
+        assert expected == (
+            twin.detector.timing_for(235.0, 235.0).bench_timing(), 20.0 / 2**16, 10.0, 10.0,
+            60.0, 1.5e6, 11e3)
+        assert twin.digitizer_lsb_v == twin.sim_config.digitizer.lsb_v
+        t = twin.sim_config.timing  # the simulator reads where the driver says
+        sim_timing = BenchTiming.from_us(t.period_us, t.settling_delay_us, t.window_us)
+        assert astuple(twin.timing) == pytest.approx(astuple(sim_timing), rel=1e-12)
+        # change the simulator behind the twin's back: the properties do not move
+        twin.sim_config = replace(twin.sim_config, amplifier=AmplifierConfig(gain_db=10),
+                                  digitizer=DigitizerConfig(range_v=2.0, bits=8),
+                                  timing=replace(t, window_us=10.0))
+        assert (twin.timing, twin.digitizer_lsb_v, twin.digitizer_range_v,
+                twin.saturation_v, twin.gain_db, twin.gain_v_per_a,
+                twin.bandwidth_hz) == expected
+
+
+def test_the_drivers_get_the_simulated_adc_range_and_resolution():
+    cfg = SimConfig(digitizer=DigitizerConfig(range_v=2.0, bits=12))
+    scenes = scenes_u8(2, seed=9)
+    patterns = PatternSet.random(30, (16, 16), seed=9)
+    with FakeHardwareBench(noise="none", config=cfg) as twin:
+        assert twin.digitizer_range_v == 2.0 and twin.detector.range_v == 2.0
+        assert twin.digitizer_lsb_v == pytest.approx(4.0 / 2**12) == cfg.digitizer.lsb_v
+        meas = twin.measure(scenes, patterns)
+        ref = make_bench("sim", noise="none", config=twin.sim_config).measure(scenes, patterns)
+    assert np.abs(meas.values - ref.values).max() <= cfg.digitizer.lsb_v
+    with pytest.raises(ConfigError, match=r"SimConfig\.digitizer\.range_v .*allowed: "):
+        FakeHardwareBench(config=SimConfig(digitizer=DigitizerConfig(range_v=3.0)))
 
 
 def test_timestamps_increase_within_each_load(run):

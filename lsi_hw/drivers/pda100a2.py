@@ -39,7 +39,7 @@ import numpy as np
 
 from lsi_hw.drivers.digitizers.base import Digitizer
 from lsi_hw.errors import ConfigError
-from lsi_hw.interfaces import Detector
+from lsi_hw.interfaces import BenchTiming, Detector
 from lsi_hw.specs import PDA100A2_GAINS, GainStep, pda100a2_gain
 
 __all__ = [
@@ -98,6 +98,12 @@ class ReadingTiming:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""
         return asdict(self)
+
+    def bench_timing(self) -> BenchTiming:
+        """Period, settling delay and window as a :class:`~lsi_hw.interfaces.BenchTiming`
+        (seconds)."""
+        return BenchTiming(period_s=self.period_s, settling_delay_s=self.settling_delay_s,
+                           window_s=self.window_s)
 
 
 def _finite(name: str, value: Any, unit: str, *, lo: float = 0.0, strict: bool = True) -> float:
@@ -246,6 +252,31 @@ class PDA100A2(Detector):
     def timing(self) -> ReadingTiming | None:
         """The timing of the last :meth:`arm` (None before)."""
         return self._timing
+
+    @property
+    def digitizer_range_v(self) -> float:
+        """Input range of the digitizer in use, volts (it reads -range..+range)."""
+        return self.range_v
+
+    @property
+    def digitizer_lsb_v(self) -> float | None:
+        """The digitizer's ADC step at :attr:`range_v`, volts (None when the digitizer
+        does not state its resolution)."""
+        return self._digitizer.step_v(self.range_v)
+
+    def reading_timing(self, exposure_us: float, period_us: float) -> BenchTiming:
+        """Settling delay and window that :meth:`arm` would use, seconds (as
+        :meth:`timing_for`, without its :class:`SettlingWarning`; the warning comes when
+        the detector is armed).
+
+        Raises
+        ------
+        ConfigError
+            Bad timing (see :meth:`timing_for`).
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SettlingWarning)
+            return self.timing_for(exposure_us, period_us).bench_timing()
 
     # ------------------------------------------------------------------ timing
     def timing_for(self, exposure_us: float, period_us: float) -> ReadingTiming:
@@ -402,6 +433,7 @@ class PDA100A2(Detector):
             "extra_delay_s": self.extra_delay_s,
             "end_margin_s": self.end_margin_s,
             "range_v": self.range_v,
+            "digitizer_lsb_v": self.digitizer_lsb_v,
             "n_readings": self._n_readings,
             "timing": None if self._timing is None else self._timing.as_dict(),
             "last_read_saturated": self._last_saturated,

@@ -37,7 +37,7 @@ import numpy as np
 
 from lsi_hw.errors import ConfigError, DeviceTimeout
 
-__all__ = ["Digitizer", "DigitizerConfig"]
+__all__ = ["Digitizer", "DigitizerConfig", "check_resolution_bits"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,25 @@ def _positive_finite(name: str, value: Any, unit: str, *, allow_zero: bool = Fal
     return number
 
 
+def check_resolution_bits(bits: Any) -> int | None:
+    """Validate an ADC resolution: an integer 1..32 bits, or None (unknown).
+
+    Raises
+    ------
+    ConfigError
+        Anything else; the message names the value and the allowed range.
+    """
+    if bits is None:
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) \
+            or not 1 <= int(bits) <= 32:
+        raise ConfigError(
+            f"resolution_bits={bits!r} must be an integer from 1 to 32 (bits of the ADC), "
+            "or None when unknown"
+        )
+    return int(bits)
+
+
 class Digitizer(abc.ABC):
     """A triggered, per-pattern averaging ADC (one value per trigger, in volts).
 
@@ -101,18 +120,55 @@ class Digitizer(abc.ABC):
         Human-readable identity of the device (model, serial, resource), for snapshots.
     supports_raw:
         Whether :meth:`read_raw` is available.
+    default_resolution_bits:
+        ADC resolution the class assumes, bits; None = unknown (or readings that are not
+        quantized, e.g. a software fake).  Each instance has its own
+        :attr:`resolution_bits`, which starts at this value.
     """
 
     ranges_v: tuple[float, ...] | None = None
     max_sample_rate_hz: float = math.inf
     device_id: str = "digitizer"
     supports_raw: bool = True
+    default_resolution_bits: int | None = None
 
     def __init__(self) -> None:
+        self._resolution_bits: int | None = self.default_resolution_bits
         self._config: DigitizerConfig | None = None
         self._running = False
         self._closed = False
         self._partial_raw: np.ndarray = np.zeros((0, 0))
+
+    # ------------------------------------------------------------------ resolution
+    @property
+    def resolution_bits(self) -> int | None:
+        """ADC resolution, bits (None: unknown, or readings that are not quantized)."""
+        return self._resolution_bits
+
+    @resolution_bits.setter
+    def resolution_bits(self, bits: int | None) -> None:
+        self._resolution_bits = check_resolution_bits(bits)
+
+    def step_v(self, range_v: float | None = None) -> float | None:
+        """ADC step (LSB) ``2 range_v / 2**resolution_bits``, volts.
+
+        Parameters
+        ----------
+        range_v:
+            Input range, volts (the input spans -range_v..+range_v); default the
+            configured one.
+
+        Returns
+        -------
+        float or None
+            None when the resolution is unknown, or no range is given nor configured.
+        """
+        bits = self._resolution_bits
+        if range_v is None:
+            range_v = None if self._config is None else self._config.range_v
+        if bits is None or range_v is None:
+            return None
+        return 2.0 * _positive_finite("range_v", range_v, "V") / 2.0**bits
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -377,6 +433,7 @@ class Digitizer(abc.ABC):
             "type": type(self).__name__,
             "device_id": self.device_id,
             "configured": cfg is not None,
+            "resolution_bits": self._resolution_bits,
         }
         if cfg is not None:
             out.update(cfg.as_dict())

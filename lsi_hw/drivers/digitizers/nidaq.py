@@ -158,9 +158,15 @@ class NiDaqDigitizer(Digitizer):
         Highest sample rate :meth:`configure` accepts, Hz (the card's single-channel
         AI maximum, e.g. 2e6 for a USB-6361, 250e3 for a USB-6211); inf = let DAQmx
         check.
+    resolution_bits:
+        ADC resolution of the card, bits: 16 for the X and M Series cards named above
+        (18 for e.g. an NI 6289); None = unknown.  User-declared (not read from the
+        card); it sets :meth:`~lsi_hw.drivers.digitizers.base.Digitizer.step_v`, the
+        quantization step calibration accounts for.
     """
 
     supports_raw = True
+    default_resolution_bits = 16
 
     def __init__(
         self,
@@ -174,8 +180,10 @@ class NiDaqDigitizer(Digitizer):
         trigger_edge: str = "rising",
         counter_settling: str = "initial-delay",
         max_sample_rate_hz: float = math.inf,
+        resolution_bits: int | None = 16,
     ) -> None:
         super().__init__()
+        self.resolution_bits = resolution_bits  # ConfigError unless 1..32 or None
         for name, value in (("device", device), ("channel", channel),
                             ("trigger_line", trigger_line)):
             if not isinstance(value, str) or not value.strip() or value != value.strip():

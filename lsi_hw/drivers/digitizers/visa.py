@@ -157,7 +157,13 @@ class VisaScopeDigitizer(Digitizer):
         Interval between ``:OPER:COND?`` polls while waiting for the sweep, seconds.
     max_sample_rate_hz:
         Highest rate :meth:`configure` accepts, Hz.
+    resolution_bits:
+        Vertical (ADC) resolution, bits: 8 for InfiniiVision-class scopes in normal
+        acquisition (more in high-resolution modes); None = unknown.  User-declared; it
+        sets the quantization step (``2 range_v / 2**bits``) calibration accounts for.
     """
+
+    default_resolution_bits = 8
 
     def __init__(
         self,
@@ -174,8 +180,10 @@ class VisaScopeDigitizer(Digitizer):
         visa_timeout_s: float = 10.0,
         poll_interval_s: float = 0.01,
         max_sample_rate_hz: float = 5e9,
+        resolution_bits: int | None = 8,
     ) -> None:
         super().__init__()
+        self.resolution_bits = resolution_bits  # ConfigError unless 1..32 or None
         if not isinstance(resource, str) or not resource.strip():
             raise ConfigError(f"resource={resource!r} must be a VISA resource string")
         if not isinstance(backend, str) or (not backend.startswith(("@", "/")) \

@@ -1,0 +1,53 @@
+"""`lsi-hw calibrate`: refuses to replace a file unless --force, prints a short summary."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from lsi_hw.calibration import CalibrationFile
+from lsi_hw.cli import main
+
+
+def _calibrate(*args: str):
+    return CliRunner().invoke(main, ["calibrate", "--routines", "dark,settling", "--size",
+                                     "16", *args])
+
+
+def test_calibrate_prints_the_path_and_one_line_per_routine(tmp_path):
+    out = tmp_path / "cal.json"
+    result = _calibrate("--out", str(out))
+    assert result.exit_code == 0, result.output
+    cal = CalibrationFile.load(out)
+    output = result.output.split("\r")[-1]  # after the progress bar (stderr)
+    lines = output[output.index("wrote "):].strip().splitlines()
+    assert lines[0] == f"wrote {out} (calibration id {cal.id})"
+    assert lines[1].startswith("  dark: dark level ")
+    # 40 dB settles within the delay: the summary says why tau is not given
+    assert lines[2].startswith("  settling: unresolved because the carry-over ")
+    assert "settling delay" in lines[2] and "tau < " in lines[2]
+    assert len(lines) == 3 and "{" not in output  # no JSON dump
+
+
+def test_calibrate_refuses_an_existing_file_unless_forced(tmp_path):
+    out = tmp_path / "cal.json"
+    assert _calibrate("--out", str(out)).exit_code == 0
+    before = out.read_bytes()
+    again = _calibrate("--out", str(out), "--seed", "1")
+    assert again.exit_code == 2
+    assert again.output.strip() == f"Error: --out {out} exists; pass --force to replace it"
+    assert out.read_bytes() == before
+    forced = _calibrate("--out", str(out), "--seed", "1", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert out.read_bytes() != before
+    assert json.loads(out.read_text())["id"] == CalibrationFile.load(out).id
+    assert [p.name for p in tmp_path.iterdir()] == ["cal.json"]
+
+
+def test_calibrate_refuses_a_missing_folder_and_a_folder_as_out(tmp_path):
+    missing = _calibrate("--out", str(tmp_path / "nowhere" / "cal.json"))
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    folder = tmp_path / "x.json"
+    folder.mkdir()
+    assert "is a folder" in _calibrate("--out", str(folder), "--force").output
