@@ -9,6 +9,7 @@ from the file (unlike a plain pickle).
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -55,18 +56,49 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], step: int,
     return target
 
 
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type when it has none), shortened."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; ConfigError for a bad or foreign file."""
+    """Read a checkpoint with ``weights_only=True``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``path``: the file is missing, truncated or corrupt (not a torch
+        file), holds objects ``weights_only`` refuses (code), is not an lsi_ml checkpoint
+        of this format, or its ``config`` / ``step`` / ``model`` entries have the wrong
+        type.
+    """
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"checkpoint {source} does not exist")
     try:
         payload = torch.load(source, map_location=map_location, weights_only=True)
-    except Exception as exc:  # unpicklable code objects, truncated files, ...
-        raise ConfigError(f"checkpoint {source} cannot be loaded safely: {exc}") from exc
+    except pickle.UnpicklingError as exc:  # weights_only refused an object (or garbage)
+        raise ConfigError(f"checkpoint {source} cannot be loaded safely: it is corrupt or "
+                          f"holds objects other than tensors and plain data "
+                          f"({_first_line(exc)})") from None
+    except Exception as exc:  # RuntimeError (bad zip), EOFError, BadZipFile, KeyError, ...
+        raise ConfigError(f"checkpoint {source} is truncated or corrupt and cannot be "
+                          f"loaded safely ({_first_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ConfigError(
             f"checkpoint {source} is not an lsi_ml checkpoint of format {FORMAT_VERSION}"
         )
+    for key, kinds, what in (("config", (dict,), "a table"), ("model", (dict,), "a dict"),
+                             ("optimizer", (dict, type(None)), "a dict or None"),
+                             ("extra", (dict, type(None)), "a dict or None")):
+        if not isinstance(payload.get(key), kinds):
+            raise ConfigError(f"checkpoint {source}: its {key!r} entry is "
+                              f"{type(payload.get(key)).__name__}, not {what} (corrupt)")
+    step = payload.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(f"checkpoint {source}: its step {step!r} is not an int >= 0 "
+                          "(corrupt)")
     return payload

@@ -5,6 +5,11 @@ A *run folder* (``lsi-ml train --out RUN``) holds everything one model needs:
 ``training_curve.png``, ``patterns.npz`` (the masks for ``lsi-hw``) and ``probes.pt``
 (attribute / segmentation / landmark probes trained on generator samples).  Every other
 command takes the run folder (or a ``model.pt`` path).
+
+While ``lsi-ml train`` writes into a run folder it holds ``RUN/.lsi-train.lock``; a second
+``lsi-ml train`` into the same folder is refused (exit 2, naming the other process) instead
+of overwriting the first one's model.  Every file is written atomically (temporary file,
+``fsync``, rename).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,14 +26,17 @@ from typing import Any
 import click
 import numpy as np
 
+from lsi_hw.atomic import atomic_write, atomic_write_text
 from lsi_hw.cli_util import one_line_errors
-from lsi_hw.errors import ConfigError
+from lsi_hw.errors import ConfigError, LSIError
 from lsi_ml import __version__
 
 __all__ = ["main"]
 
 MODEL_FILE = "model.pt"
 PROBES_FILE = "probes.pt"
+LOCK_FILE = ".lsi-train.lock"
+"""Lock file of a run folder while ``lsi-ml train`` writes into it (removed at the end)."""
 BACKENDS = ("sim", "fake-hw", "hw")
 NOISES = ("none", "shot", "read", "full")
 
@@ -168,15 +177,18 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    finally:
+        plt.close(fig)
 
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML training config (keys of lsi_ml.train.TrainConfig).")
 @click.option("--out", type=click.Path(file_okay=False), default="lsi-run", show_default=True,
-              help="Run folder; an existing model.pt in it is resumed.")
+              help="Run folder; an existing model.pt in it is resumed. One training at a "
+                   "time per folder (a second one is refused while the first runs).")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="sim: end to end through the torch twin (default). fake-hw/hw: record "
                    "faces on that bench and fine-tune the decoder, masks frozen.")
@@ -216,15 +228,12 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
           bench_options: tuple[str, ...], nproc: int, device: str | None,
           progress: bool) -> None:
     """Train masks + decoder (sim) or fine-tune the decoder on bench recordings."""
-    from lsi_ml.train import TrainConfig, Trainer, init_distributed
-
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be >= 1")
     options = _parse_bench_options(bench_options)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_torchrun(nproc)
     run = Path(out)
-    checkpoint = run / MODEL_FILE
     overrides: dict[str, Any] = {
         k: v for k, v in dict(size=size, n_masks=n_masks, noise=noise, steps=steps,
                               batch=batch, seed=seed, backend=backend,
@@ -232,31 +241,69 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
                               mask_init=mask_init).items()
         if v is not None}
     overrides["progress"] = progress
-    overrides["checkpoint"] = str(checkpoint)
+    overrides["checkpoint"] = str(run / MODEL_FILE)
     if device is not None:
         overrides["device"] = device
     if init_from:
         overrides["init_from"] = str(_model_path(init_from))
+    created = not run.exists()
+    lock = _lock_run(run)
+    try:
+        _train_run(run, config_file, overrides, options, probe_steps, no_probes, progress)
+    finally:
+        if lock is not None:
+            lock.release(remove=True)
+            if created:  # a run refused before writing anything leaves no empty folder
+                try:
+                    run.rmdir()
+                except OSError:
+                    pass
+
+
+def _is_rank0() -> bool:
+    """Whether this process is rank 0 of a torchrun launch (or not launched by torchrun)."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
+def _lock_run(run: Path) -> Any:
+    """Create the run folder and hold its :data:`LOCK_FILE` (rank 0 only; None on the
+    other ranks of a DDP launch, which never write into the folder and must not wait on a
+    lock rank 0 holds). A second ``lsi-ml train`` into the same folder is refused with a
+    :class:`~lsi_hw.errors.DeviceError` naming the folder and the holder's pid."""
+    from lsi_hw.locking import PathLock
+
+    if not _is_rank0():
+        return None
+    run.mkdir(parents=True, exist_ok=True)
+    return PathLock(run / LOCK_FILE, f"run folder {run}").acquire()
+
+
+def _train_run(run: Path, config_file: str | None, overrides: dict[str, Any],
+               options: dict[str, Any], probe_steps: int | None, no_probes: bool,
+               progress: bool) -> None:
+    """The body of ``lsi-ml train`` once the run folder is locked."""
+    from lsi_ml.train import TrainConfig, Trainer, init_distributed
+
+    checkpoint = run / MODEL_FILE
     rank, world = init_distributed()
     if checkpoint.exists():
-        if config_file or init_from or any(
+        if config_file or "init_from" in overrides or any(
                 k in overrides for k in ("size", "n_masks", "noise", "batch", "seed",
                                          "backend", "mask_init")):
             raise ConfigError(f"{checkpoint} exists: rerun with only --out (and --steps to "
                               "train longer) to resume it, or pick another --out")
+        keep = {k: overrides[k] for k in ("steps", "bank_steps", "device") if k in overrides}
         trainer = Trainer.resume(checkpoint, progress=progress, checkpoint=str(checkpoint),
-                                 **({"steps": steps} if steps is not None else {}),
-                                 **({"bank_steps": bank_steps} if bank_steps is not None
-                                    else {}),
-                                 **({"device": device} if device is not None else {}))
+                                 **keep)
         click.echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.total_steps}")
     else:
         if config_file:
             base = TrainConfig.from_toml(config_file)
-        elif init_from:  # same architecture as the model we start from
-            from lsi_ml.checkpoint import load_checkpoint
-
-            base = TrainConfig.from_dict(load_checkpoint(overrides["init_from"])["config"])
+        elif "init_from" in overrides:  # same architecture as the model we start from
+            base = TrainConfig.from_checkpoint(overrides["init_from"])
             base = replace(base, backend="sim", recording=None, freeze_masks=False)
         else:
             base = TrainConfig()
@@ -271,10 +318,10 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
         if not values.get("checkpoint_every"):
             values["checkpoint_every"] = 200  # a crash loses at most 200 steps
         config = TrainConfig.from_dict(values)
-        run.mkdir(parents=True, exist_ok=True)
-        if rank == 0:
-            (run / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+        config.check_memory()  # refuse a run that cannot fit before writing anything
         trainer = Trainer(config)
+        if rank == 0:
+            atomic_write_text(run / "config.toml", config.to_toml())
     if options and trainer.config.backend == "sim":
         raise ConfigError("--bench-option is for --backend fake-hw or hw")
     if trainer.config.backend != "sim":  # open the bench now: errors before any work
@@ -287,7 +334,7 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
     history = trainer.train()
     if rank != 0:
         return
-    (run / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    atomic_write_text(run / "history.json", json.dumps(history, indent=1))
     _plot_history(history, run / "training_curve.png")
     trainer.optical.export_patterns(trainer.pattern_name).save(run / "patterns.npz")
     last = history[-1] if history else {}
@@ -367,6 +414,8 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     from lsi_ml.devices import check_device
 
     check_device(device, label="--device ", available=True)  # fails before any loading
+    if json_out and not Path(json_out).resolve().parent.is_dir():
+        raise ConfigError(f"--json {json_out}: its folder does not exist")
     trainer = _load_trainer(model, device)
     decode = _bench_decoder(trainer, backend, seed, options)  # opens the bench first
     probe_set = _load_probes(trainer, model, probes, True, progress)
@@ -388,19 +437,28 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     if json_out:
         doc = {"model": str(_model_path(model)), "backend": backend, "ratio": ratio,
                "step": trainer.step, **result.as_dict()}
-        Path(json_out).write_text(json.dumps(doc, indent=1, default=float), encoding="utf-8")
+        atomic_write_text(json_out, json.dumps(doc, indent=1, default=float))
 
 
 # ---------------------------------------------------------------------------------- export
 @main.command("export-patterns")
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace an existing OUT file.")
 @one_line_errors
-def export_patterns(model: str, out: str) -> None:
+def export_patterns(model: str, out: str, force: bool) -> None:
     """Write the model's binary masks as a PatternSet file for `lsi-hw`."""
+    checkpoint = _model_path(model)
+    target = Path(out)
+    if os.path.realpath(target) in {os.path.realpath(checkpoint),
+                                    os.path.realpath(checkpoint.with_name(PROBES_FILE))}:
+        raise ConfigError(f"OUT {out} is the model's own file; --force never replaces an "
+                          "input: pick another OUT")
+    if (target.exists() or target.is_symlink()) and not force:
+        raise ConfigError(f"OUT {out} exists; pick another or add --force to replace it")
     trainer = _load_trainer(model)
     patterns = trainer.optical.export_patterns(trainer.pattern_name)
-    path = patterns.save(out)
+    path = patterns.save(out, overwrite=force)
     fill = patterns.masks.reshape(patterns.m, -1).mean(axis=1)
     click.echo(f"wrote {path}: {patterns.m} masks {patterns.masks.shape[1]}x"
                f"{patterns.masks.shape[2]}, name {patterns.name}, fill {fill.min():.2f}.."
@@ -410,17 +468,88 @@ def export_patterns(model: str, out: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- decode
+_NOT_A_MEASUREMENT = "(lsi-hw simulate/acquire output, or a recording folder)"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _check_readings_layout(dtype: np.dtype, shape: tuple[int, ...], path: Path) -> None:
+    """Refuse readings that are not a real floating-point (B, m) array, naming ``path``."""
+    if dtype.kind != "f":
+        raise ConfigError(f"{path}: readings 'values' are {dtype} numbers; a "
+                          "measurement holds real floating-point volts")
+    if len(shape) != 2:
+        raise ConfigError(f"{path}: readings 'values' have shape {tuple(shape)}; "
+                          "expected 2-D (scenes, patterns)")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ConfigError(f"{path}: readings 'values' of shape {tuple(shape)} hold "
+                          "no scene or no pattern")
+
+
+def _check_readings(values: np.ndarray, path: Path) -> None:
+    """Refuse readings that are not a finite real (B, m) array, naming ``path``."""
+    from lsi_hw.limits import check_finite
+
+    _check_readings_layout(values.dtype, values.shape, path)
+    check_finite(values, f"{path}: readings 'values'")
+    limit = float(np.finfo(np.float32).max)
+    if float(np.max(np.abs(values))) > limit:
+        raise ConfigError(f"{path}: readings 'values' exceed {limit:.3g} V in magnitude "
+                          "(the decoder computes in float32)")
+
+
 def _read_measurement(path: Path) -> Any:
+    """The :class:`~lsi_hw.types.Measurement` in a measurement file or recording folder.
+
+    Refused with one ConfigError line naming ``path``: a truncated or corrupt file, a plain
+    ``.npy``, an archive without ``values``/``timestamps``, readings that are not a 2-D
+    real floating-point array (int, complex, strings, wrong ndim), NaN or infinite
+    readings, or a file that would not fit in memory.
+    """
+    from lsi_hw.limits import check_allocation, npz_headers
     from lsi_hw.recording import read_measurements
     from lsi_hw.types import Measurement
 
     if path.is_dir():
-        return read_measurements(path)
-    try:
-        return Measurement.load(str(path))
-    except (KeyError, ValueError, OSError) as exc:
-        raise ConfigError(f"{path} is not a measurement file (lsi-hw simulate/acquire "
-                          f"output) or recording folder: {exc}") from exc
+        try:
+            measurement = read_measurements(path)
+        except LSIError as exc:
+            text = " ".join(str(exc).split())
+            raise ConfigError(text if str(path) in text else f"{path}: {text}") from None
+        except (KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            raise ConfigError(f"{path} is not a readable recording folder "
+                              f"{_NOT_A_MEASUREMENT}: {_first_line(exc)}") from None
+    else:
+        headers = npz_headers(path)  # truncated / not a zip / pickles: ConfigError
+        if "" in headers:
+            raise ConfigError(f"{path} is a plain .npy array; a measurement is an .npz "
+                              f"archive with values, timestamps, ... {_NOT_A_MEASUREMENT}")
+        missing = [name for name in ("values", "timestamps") if name not in headers]
+        if missing:
+            raise ConfigError(f"{path} is not a measurement file {_NOT_A_MEASUREMENT}: it "
+                              f"lacks {', '.join(missing)} (holds "
+                              f"{', '.join(sorted(headers)) or 'nothing'})")
+        _check_readings_layout(headers["values"].dtype, headers["values"].shape, path)
+        check_allocation(2 * sum(h.nbytes for h in headers.values()), f"reading {path}")
+        try:
+            measurement = Measurement.load(str(path))
+        except LSIError as exc:
+            text = " ".join(str(exc).split())
+            raise ConfigError(text if str(path) in text else f"{path}: {text}") from None
+        except (KeyError, ValueError, TypeError, OSError, EOFError,
+                zipfile.BadZipFile) as exc:
+            raise ConfigError(f"{path} is not a measurement file {_NOT_A_MEASUREMENT}: "
+                              f"{_first_line(exc)}") from None
+    _check_readings(np.asarray(measurement.values), path)
+    return measurement
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through :func:`~lsi_hw.atomic.atomic_write` (no pickles)."""
+    atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
 def _save_overlay(images: np.ndarray, landmarks: np.ndarray | None, seg: np.ndarray | None,
@@ -445,8 +574,10 @@ def _save_overlay(images: np.ndarray, landmarks: np.ndarray | None, seg: np.ndar
             axes[1, i].imshow(seg[i], cmap="tab20", alpha=0.55, interpolation="nearest")
             axes[1, i].axis("off")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    finally:
+        plt.close(fig)
 
 
 @main.command()
@@ -462,7 +593,9 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
     import torch
 
     from lsi_hw.cli_util import OutputFolder
+    from lsi_hw.limits import check_allocation
 
+    # every check happens before the output folder (or its temporary twin) is created
     trainer = _load_trainer(model)
     measurement = _read_measurement(Path(measurements))
     expected = trainer.pattern_name
@@ -473,14 +606,21 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
         raise ConfigError(f"{measurements} was measured with patterns "
                           f"{measurement.pattern_name!r}, not this model's {expected!r} "
                           f"(export them with `lsi-ml export-patterns {model} FILE`)")
+    size = trainer.config.size
+    check_allocation(256 * measurement.n_scenes * size * size,
+                     f"decoding {measurement.n_scenes} scenes at {size} px")
     probe_set = _load_probes(trainer, model, probes, False, False)
-    output = OutputFolder(Path(out), force)
+    probe_file = Path(probes) if probes else _model_path(model).with_name(PROBES_FILE)
+    inputs = [model, _model_path(model), measurements]
+    if probe_set is not None:
+        inputs.append(str(probe_file))
+    output = OutputFolder(Path(out), force, inputs=inputs, made_by="lsi-ml decode")
     try:
         latent = trainer.decode(torch.as_tensor(measurement.values, dtype=torch.float32))
         with torch.no_grad():
             images = trainer.generator.synthesize(latent).permute(0, 2, 3, 1).numpy()
-        np.save(output.path("latents.npy"), latent.numpy())
-        np.save(output.path("images.npy"), images.astype(np.float32))
+        _save_npy(output.path("latents.npy"), latent.numpy())
+        _save_npy(output.path("images.npy"), images.astype(np.float32))
         names = list(measurement.scene_ids)
         landmarks = seg = None
         report: dict[str, Any] = {"model": str(_model_path(model)),
@@ -489,8 +629,8 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
             pred = probe_set.predict(latent)
             landmarks = pred["landmarks"].numpy()
             seg = pred["segmentation"].numpy()
-            np.save(output.path("landmarks.npy"), landmarks)
-            np.save(output.path("segmentation.npy"), seg.astype(np.uint8))
+            _save_npy(output.path("landmarks.npy"), landmarks)
+            _save_npy(output.path("segmentation.npy"), seg.astype(np.uint8))
             attrs = pred["attributes"].numpy()
             report["attributes"] = {
                 name: {a: bool(v) for a, v in zip(probe_set.attribute_names, row, strict=True)}
@@ -498,8 +638,7 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
             report["segmentation_classes"] = list(probe_set.class_names)
         else:
             report["note"] = "no probes: attributes/landmarks/segmentation not decoded"
-        (output.path("decoded.json")).write_text(json.dumps(report, indent=1),
-                                                  encoding="utf-8")
+        atomic_write_text(output.path("decoded.json"), json.dumps(report, indent=1))
         _save_overlay(images, landmarks, seg, names, output.path("overlay.png"))
         output.commit()
     except BaseException:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from lsi_hw.errors import ConfigError, require_known_keys
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
+from lsi_ml.config_check import Rule, check_fields
 from lsi_ml.devices import check_device
 from lsi_ml.probe_training import _generator_signature
 
@@ -47,6 +48,12 @@ __all__ = ["ImageProbeConfig", "ImageProbeSet", "check_images"]
 _KIND = "lsi_ml.ImageProbeSet"
 _RENDER_BATCH = 256
 _WARMUP = 50
+
+_IMAGE_PROBE_RULES: dict[str, Rule] = {
+    "steps": Rule(ge=0), "batch": Rule(ge=1), "lr": Rule(gt=0), "n_train": Rule(ge=1),
+    "seed": Rule(ge=0, le=2**63 - 1), "width": Rule(ge=1),
+}
+"""Allowed values of the :class:`ImageProbeConfig` fields beyond their types."""
 
 
 @dataclass(frozen=True)
@@ -99,15 +106,7 @@ class ImageProbeConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch", "n_train", "width"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("steps", "seed"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        lr = float(self.lr)
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"lr={self.lr} must be finite and > 0")
+        check_fields(self, _IMAGE_PROBE_RULES, where="image probe config")
         check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +116,8 @@ class ImageProbeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageProbeConfig:
         """Config from :meth:`to_dict` output; unknown keys raise ConfigError."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"image probe config must be a table, not {type(data).__name__}")
         require_known_keys(data, (f.name for f in fields(cls)), "image probe config keys")
         return cls(**data)
 
@@ -375,7 +376,18 @@ class ImageProbeSet(nn.Module):
             raise ConfigError(f"{path}: image probes were trained for another generator "
                               f"(differs in {diff}: saved {[saved.get(k) for k in diff]}, "
                               f"given {[current.get(k) for k in diff]})")
-        probes = cls(generator, ImageProbeConfig.from_dict(payload["config"]))
-        probes.load_state_dict(payload["model"])
+        try:
+            config = ImageProbeConfig.from_dict(payload["config"])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: the saved image probe config is invalid ({exc}); "
+                              "retrain the image probes") from None
+        probes = cls(generator, config)
+        try:
+            probes.load_state_dict(payload["model"])
+        except (RuntimeError, TypeError) as exc:  # missing / unexpected / mis-shaped weights
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"{path}: the saved weights do not match the image probe "
+                              f"architecture of its config ({first}); retrain the image "
+                              "probes") from None
         probes.eval()
         return probes

@@ -29,7 +29,6 @@ steps need about 45 min on a CPU (use ``device="cuda"`` where there is one).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,9 @@ from lsi_hw.errors import ConfigError, require_known_keys
 from lsi_hw.patterns import PatternSet
 from lsi_hw.sim.forward import SimConfig
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
+from lsi_ml.config_check import Rule, check_fields
 from lsi_ml.data.synthetic import SyntheticFaces
+from lsi_ml.devices import check_device
 from lsi_ml.encoder import MeasurementNormalizer
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.optical import OpticalEncoder
@@ -58,6 +59,25 @@ _NOISE_STREAM = 201
 _FIT_STREAM = 202
 _EVAL_STREAM = 203
 _INIT_STREAM = 204
+
+_RECON_RULES: dict[str, Rule] = {
+    "size": Rule(ge=32, multiple_of=4),
+    "n_masks": Rule(ge=1),
+    "noise": Rule(choices=NOISE_PRESETS),
+    "steps": Rule(ge=0),
+    "batch": Rule(ge=2, why="the normaliser is fitted on one batch"),
+    "lr": Rule(ge=0),
+    "lr_masks": Rule(ge=0),
+    "l1_weight": Rule(ge=0),
+    "width": Rule(ge=1),
+    "mask_bits": Rule(ge=1, le=8),
+    "n_train": Rule(ge=1),
+    "n_val": Rule(ge=1),
+    "eval_every": Rule(ge=0),
+    "eval_batch": Rule(ge=1),
+    "seed": Rule(ge=0, le=2**63 - 1),
+}
+"""Allowed values of the :class:`ImageReconConfig` fields beyond their types."""
 
 
 def _seed(*key: int) -> int:
@@ -151,28 +171,8 @@ class ImageReconConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if int(self.size) < 32 or int(self.size) % 4:
-            raise ConfigError(f"size={self.size}: need a multiple of 4, >= 32 px")
-        for name in ("n_masks", "n_train", "n_val", "eval_batch", "width"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("steps", "eval_every", "seed"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        if int(self.batch) < 2:
-            raise ConfigError("batch must be >= 2 (the normaliser is fitted on one batch)")
-        if not 1 <= int(self.mask_bits) <= 8:
-            raise ConfigError(f"mask_bits={self.mask_bits} outside 1..8")
-        if self.noise not in NOISE_PRESETS:
-            raise ConfigError(f"noise={self.noise!r} is not one of {NOISE_PRESETS}")
-        for name in ("lr", "lr_masks", "l1_weight"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name}={value} must be finite and >= 0")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError(f"device={self.device!r}: {exc}") from exc
+        check_fields(self, _RECON_RULES, where="image reconstruction config")
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; :meth:`from_dict` inverts it."""
@@ -180,7 +180,10 @@ class ImageReconConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageReconConfig:
-        """Config from a dict of its fields (unknown keys: ConfigError)."""
+        """Config from a dict of its fields (unknown keys, bad values: ConfigError)."""
+        if not isinstance(data, dict):
+            raise ConfigError("image reconstruction config must be a table, not "
+                              f"{type(data).__name__}")
         require_known_keys(data, (f.name for f in fields(cls)), "image reconstruction keys")
         return cls(**data)
 
@@ -441,7 +444,12 @@ class ImageReconTrainer:
         if extra.get("kind") != "image_reconstruction":
             raise ConfigError(f"checkpoint {path} was not written by ImageReconTrainer")
         try:
-            config = replace(ImageReconConfig.from_dict(payload["config"]), **overrides)
+            stored = ImageReconConfig.from_dict(payload["config"])
+        except ConfigError as exc:
+            raise ConfigError(f"checkpoint {path}: its image reconstruction config is "
+                              f"invalid: {exc}") from None
+        try:
+            config = replace(stored, **overrides)
         except TypeError as exc:
             raise ConfigError(f"bad load override: {exc}") from exc
         trainer = cls(config)
@@ -452,8 +460,10 @@ class ImageReconTrainer:
             if trainer.opt_masks is not None and optim.get("masks") is not None:
                 trainer.opt_masks.load_state_dict(optim["masks"])
             trainer.opt_decoder.load_state_dict(optim["decoder"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"checkpoint models do not fit this config: {exc}") from exc
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"checkpoint {path}: its models do not fit its config "
+                              f"({first})") from None
         trainer.step = int(payload["step"])
         trainer.history = [dict(h) for h in extra.get("history", [])]
         trainer.last_loss = float(extra.get("last_loss", float("nan")))

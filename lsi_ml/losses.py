@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lsi_hw.errors import ConfigError
+from lsi_ml.config_check import Rule, check_fields
 
 __all__ = ["LossWeights", "encoder_losses"]
 
@@ -33,9 +34,7 @@ class LossWeights:
     perceptual: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, value in self.__dict__.items():
-            if not value >= 0:
-                raise ConfigError(f"loss weight {name}={value} must be >= 0")
+        check_fields(self, {f.name: Rule(ge=0) for f in fields(self)}, where="loss weights")
 
 
 def encoder_losses(

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from lsi_hw.errors import ConfigError, require_known_keys
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
+from lsi_ml.config_check import Rule, check_fields
 from lsi_ml.devices import check_device
 from lsi_ml.probes import (
     AttributeProbe,
@@ -43,6 +44,20 @@ LANDMARK_HEADS: tuple[str, ...] = ("heatmap", "regression")
 """Landmark probe kinds: soft-argmax heatmaps or the paper's flat regression."""
 
 _KIND = "lsi_ml.ProbeSet"
+
+_PROBE_RULES: dict[str, Rule] = {
+    **{name: Rule(ge=1) for name in ("batch", "n_train", "seg_width", "seg_depth",
+                                     "seg_upscale", "landmark_width", "landmark_depth",
+                                     "render_batch")},
+    **{name: Rule(ge=0) for name in ("steps", "warmup", "seg_trunk_level",
+                                     "landmark_trunk_level", "seg_fine_width",
+                                     "weight_decay", "focal_gamma", "class_balance")},
+    "seed": Rule(ge=0, le=2**63 - 1),
+    "lr": Rule(gt=0),
+    "lr_attributes": Rule(gt=0),
+    "landmark_head": Rule(choices=LANDMARK_HEADS),
+}
+"""Allowed values of the :class:`ProbeConfig` fields beyond their types."""
 
 
 @dataclass(frozen=True)
@@ -162,28 +177,8 @@ class ProbeConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "landmark_maps", tuple(int(i) for i in self.landmark_maps))
-        for name in ("batch", "n_train", "seg_width", "seg_depth", "seg_upscale",
-                     "landmark_width", "landmark_depth", "render_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("steps", "warmup", "seed", "seg_trunk_level", "landmark_trunk_level",
-                     "seg_fine_width"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        for name in ("lr", "lr_attributes"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name}={value} must be finite and > 0")
-        for name in ("weight_decay", "focal_gamma", "class_balance"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name}={value} must be finite and >= 0")
+        check_fields(self, _PROBE_RULES, where="probe config")
         check_device(self.device)
-        if self.landmark_head not in LANDMARK_HEADS:
-            raise ConfigError(
-                f"landmark_head={self.landmark_head!r} is not one of {LANDMARK_HEADS}"
-            )
         if not self.landmark_maps or min(self.landmark_maps) < 0:
             raise ConfigError(f"landmark_maps={self.landmark_maps} must be non-empty, >= 0")
         if len(set(self.landmark_maps)) != len(self.landmark_maps):
@@ -231,12 +226,12 @@ class ProbeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeConfig:
-        """Config from :meth:`to_dict` output; unknown keys raise ConfigError."""
+        """Config from :meth:`to_dict` output (lists become tuples); unknown keys and
+        values of the wrong type raise ConfigError."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"probe config must be a table, not {type(data).__name__}")
         require_known_keys(data, (f.name for f in fields(cls)), "probe config keys")
-        values = dict(data)
-        if "landmark_maps" in values:
-            values["landmark_maps"] = tuple(values["landmark_maps"])
-        return cls(**values)
+        return cls(**data)
 
 
 def _generator_signature(generator: Any) -> dict[str, Any]:

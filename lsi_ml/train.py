@@ -37,8 +37,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lsi_hw.errors import ConfigError, require_known_keys
+from lsi_hw.limits import check_allocation, format_bytes
 from lsi_hw.sim.forward import SimConfig
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
+from lsi_ml.config_check import Rule, check_fields, show_value
 from lsi_ml.data.recorded import RecordedMeasurements
 from lsi_ml.data.synthetic import SyntheticFaces
 from lsi_ml.devices import check_device
@@ -46,7 +48,7 @@ from lsi_ml.encoder import EncoderConfig, LatentEncoder
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.losses import LossWeights, encoder_losses
 from lsi_ml.measurement_bank import MeasurementBank
-from lsi_ml.optical import OpticalEncoder, check_mask_init
+from lsi_ml.optical import MASK_INITS, OpticalEncoder, check_mask_init
 
 __all__ = ["TrainConfig", "Trainer", "init_distributed"]
 
@@ -59,6 +61,39 @@ _FIT_STREAM = 102
 _EVAL_STREAM = 103
 _BANK_NOISE_STREAM = 104
 _BANK_DRAW_STREAM = 105
+
+_CACHE_LIMIT = 4096  # SyntheticFaces keeps splits of at most this many faces rendered
+
+_TRAIN_RULES: dict[str, Rule] = {
+    "size": Rule(ge=32, why="SynthFace renders 32 px or more"),
+    "n_masks": Rule(ge=1),
+    "noise": Rule(choices=NOISE_PRESETS),
+    "steps": Rule(ge=0),
+    "batch": Rule(ge=2, why="the normaliser is fitted on one batch"),
+    "lr_masks": Rule(ge=0),
+    "lr_decoder": Rule(ge=0),
+    "weight_decay": Rule(ge=0),
+    "mask_energy": Rule(ge=0),
+    "n_train": Rule(ge=1),
+    "n_val": Rule(ge=1),
+    "eval_every": Rule(ge=0),
+    "eval_batch": Rule(ge=1),
+    "checkpoint_every": Rule(ge=0),
+    "seed": Rule(ge=0, le=2**63 - 1),
+    "encoder_hidden": Rule(ge=1),
+    "encoder_depth": Rule(ge=1),
+    "encoder_block_hidden": Rule(ge=1),
+    "lr_schedule": Rule(choices=("cosine", "constant")),
+    "warmup": Rule(ge=0),
+    "backend": Rule(choices=BACKENDS),
+    "n_recorded": Rule(ge=2),
+    "mask_init": Rule(choices=MASK_INITS),
+    "bank_steps": Rule(ge=0),
+    "bank_size": Rule(ge=1),
+    "bank_batch": Rule(ge=1),
+    "lr_bank": Rule(ge=0),
+}
+"""Allowed values of the :class:`TrainConfig` fields beyond their types."""
 
 
 def _step_seed(seed: int, stream: int, step: int, row: int | None = None) -> int:
@@ -134,6 +169,11 @@ def _as_8bit(images: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (a run is a pure function of it).
+
+    Every field is checked against its annotation and range when the config is made
+    (:func:`lsi_ml.config_check.check_fields`: ``freeze_masks = "no"`` or ``steps = 4.7``
+    are refused, not coerced), and :meth:`check_memory` refuses a run whose
+    :meth:`memory_estimate` exceeds the memory limit before :class:`Trainer` allocates it.
 
     Attributes
     ----------
@@ -271,23 +311,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
-            object.__setattr__(self, "loss", LossWeights(**self.loss))
-        if not isinstance(self.sim, dict):
-            raise ConfigError("sim must be a table of simulator settings {'stage.field': value}")
+            object.__setattr__(self, "loss", _loss_weights(self.loss))
+        check_fields(self, _TRAIN_RULES, where="config")
         object.__setattr__(self, "sim", _flatten_settings(self.sim))
-        SimConfig().with_noise(self.noise if self.noise in NOISE_PRESETS else "none"
-                               ).with_overrides(self.sim)  # refuse bad settings now
+        SimConfig().with_noise(self.noise).with_overrides(self.sim)  # refuse bad settings now
         check_device(self.device)
-        if self.size < 32:
-            raise ConfigError(f"size={self.size}: SynthFace renders 32 px or more")
-        for name in ("n_masks", "batch", "n_train", "n_val", "eval_batch", "bank_size",
-                     "bank_batch"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("steps", "eval_every", "checkpoint_every", "seed", "bank_steps"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        check_mask_init(int(self.n_masks), (self.size, self.size), self.mask_init)
+        check_mask_init(self.n_masks, (self.size, self.size), self.mask_init)
         if self.bank_steps and self.backend != "sim":
             raise ConfigError(f"bank_steps={self.bank_steps}: the measurement bank is "
                               "rendered through the simulated bench (backend 'sim'); a "
@@ -295,14 +324,6 @@ class TrainConfig:
         if self.bank_steps and self.bank_batch > self.bank_size:
             raise ConfigError(f"bank_batch={self.bank_batch} exceeds bank_size="
                               f"{self.bank_size}")
-        if self.batch < 2:
-            raise ConfigError("batch must be >= 2 (the normaliser is fitted on one batch)")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ConfigError(f"lr_schedule={self.lr_schedule!r}: use 'cosine' or 'constant'")
-        if int(self.warmup) < 0:
-            raise ConfigError(f"warmup={self.warmup} must be >= 0")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend={self.backend!r} is not one of {BACKENDS}")
         if self.backend != "sim":
             if not self.freeze_masks:
                 raise ConfigError(
@@ -312,14 +333,52 @@ class TrainConfig:
             if not self.recording:
                 raise ConfigError(f"backend={self.backend!r} needs recording = a folder for "
                                   "the bench's training measurements")
-        if int(self.n_recorded) < 2:
-            raise ConfigError(f"n_recorded={self.n_recorded} must be >= 2")
-        if self.noise not in NOISE_PRESETS:
-            raise ConfigError(f"noise={self.noise!r} is not one of {NOISE_PRESETS}")
-        for name in ("lr_masks", "lr_decoder", "weight_decay", "mask_energy", "lr_bank"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name}={value} must be finite and >= 0")
+
+    def memory_estimate(self) -> dict[str, int]:
+        """Rough peak memory of a run of this config, bytes, by part (and ``total``).
+
+        * ``masks``: the ``n_masks x size^2`` mask weights as 8 float32 copies (weights,
+          gradient, Adam's two moments, the binarised masks and the backward temporaries);
+        * ``render``: one SynthFace render of the largest batch rendered at once (``batch``,
+          the evaluation batch, the bank's build chunk), at 256 bytes per pixel and scene
+          (measured peaks: 80-230);
+        * ``cache``: train and val splits of at most 4096 faces, rendered once and kept
+          (image float32 x 3 + segmentation int64: 20 bytes per pixel, plus labels);
+        * ``bank``: the measurement bank (``bank_size x (n_masks + latent)`` float32, twice
+          while it is assembled);
+        * ``decoder``: its weights as 4 float32 copies (weights, gradient, AdamW moments).
+        """
+        from lsi_ml.generators.synthface import LEVEL_DIM, LEVEL_NAMES
+        from lsi_ml.measurement_bank import BUILD_CHUNK
+
+        px = self.size * self.size
+        latent = len(LEVEL_NAMES) * LEVEL_DIM
+        cached = sum(n for n in (self.n_train, self.n_val) if n <= _CACHE_LIMIT)
+        rendered = [self.batch, min(self.eval_batch, self.n_val)]
+        if self.bank_steps:
+            rendered.append(min(BUILD_CHUNK, self.bank_size))
+        hidden = self.encoder_hidden
+        params = (self.n_masks * hidden + self.encoder_depth * hidden * hidden
+                  + len(LEVEL_NAMES) * (hidden + LEVEL_DIM) * self.encoder_block_hidden)
+        parts = {
+            "masks": 8 * 4 * self.n_masks * px,
+            "render": 256 * max(rendered) * px,
+            "cache": (20 * px + 4 * 1024) * cached,
+            "bank": 2 * 4 * self.bank_size * (self.n_masks + latent) if self.bank_steps else 0,
+            "decoder": 4 * 4 * params,
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def check_memory(self) -> None:
+        """Refuse (ConfigError, stating the estimate and the limit) a run whose
+        :meth:`memory_estimate` exceeds :func:`lsi_hw.limits.check_allocation`'s limit."""
+        parts = self.memory_estimate()
+        detail = ", ".join(f"{k} {format_bytes(v)}" for k, v in parts.items()
+                           if k != "total" and v)
+        check_allocation(parts["total"], f"config: training at size {self.size} with "
+                                         f"{self.n_masks} masks, batch {self.batch} "
+                                         f"({detail})")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (nested ``loss`` dict); ``TrainConfig.from_dict`` inverts it."""
@@ -328,18 +387,42 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Config from a dict as written by :meth:`to_dict` (unknown keys: ConfigError)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a table of settings, not {type(data).__name__}")
         require_known_keys(data, (f.name for f in fields(cls)), "training config keys")
         values = dict(data)
         if "loss" in values:
             loss = values["loss"]
-            if isinstance(loss, LossWeights):
-                pass
-            elif isinstance(loss, dict):
-                require_known_keys(loss, (f.name for f in fields(LossWeights)), "loss weights")
-                values["loss"] = LossWeights(**{k: float(v) for k, v in loss.items()})
-            else:
-                raise ConfigError("loss must be a table of weights")
+            if isinstance(loss, dict):
+                values["loss"] = _loss_weights(loss)
+            elif not isinstance(loss, LossWeights):
+                raise ConfigError(f"config: loss = {show_value(loss)} must be a table of "
+                                  "weights ([loss] latent_l1 = 1.0, ...)")
         return cls(**values)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, payload: dict[str, Any] | None = None
+                        ) -> TrainConfig:
+        """The config stored in the checkpoint ``path``, checked again like a new one.
+
+        Parameters
+        ----------
+        path : str or Path
+            The checkpoint (named in the error).
+        payload : dict, optional
+            Its contents when already read with :func:`~lsi_ml.checkpoint.load_checkpoint`.
+
+        Raises
+        ------
+        ConfigError
+            One line naming ``path``: the file is unreadable, or its config is not valid.
+        """
+        data = load_checkpoint(path) if payload is None else payload
+        try:
+            return cls.from_dict(data["config"])
+        except (ConfigError, KeyError, TypeError) as exc:
+            raise ConfigError(f"checkpoint {path}: its training config is invalid: "
+                              f"{exc}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
@@ -373,6 +456,9 @@ class TrainConfig:
             extra = sorted(set(data) - {"train", "loss", "sim"})
             if extra:
                 raise ConfigError(f"{source}: unexpected tables/keys {extra} beside [train]")
+            if not isinstance(data["train"], dict):
+                raise ConfigError(f"{source}: train = {show_value(data['train'])} must be a "
+                                  "[train] table")
             train = dict(data["train"])
             for table in ("loss", "sim"):
                 if table in data:
@@ -412,6 +498,12 @@ def warmup_cosine(step: int, steps: int, warmup: int, schedule: str = "cosine") 
         return 1.0
     t = min(1.0, (step - warm) / max(1, steps - warm))
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _loss_weights(table: dict[str, Any]) -> LossWeights:
+    """``[loss]`` table -> LossWeights (unknown names and bad values: ConfigError)."""
+    require_known_keys(table, (f.name for f in fields(LossWeights)), "loss weights")
+    return LossWeights(**table)
 
 
 def _flatten_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -462,6 +554,10 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, *, bench: Any = None) -> None:
+        if not isinstance(config, TrainConfig):
+            raise ConfigError(f"Trainer needs a TrainConfig, not {type(config).__name__} "
+                              "(use TrainConfig.from_dict for a dict)")
+        config.check_memory()  # before anything is allocated
         self.config = config
         self.rank, self.world = _dist_info()
         if config.batch % self.world:
@@ -499,7 +595,7 @@ class Trainer:
         self._bank_net: nn.Module | None = None
         if config.init_from:
             state = load_checkpoint(config.init_from)
-            self._load_models(state["model"])
+            self._load_models(state["model"], config.init_from)
             if config.refit_normalizer and config.backend == "sim":
                 self._fit_normalizer()
         elif config.backend == "sim":
@@ -832,12 +928,14 @@ class Trainer:
 
             dist.barrier()
 
-    def _load_models(self, model: dict[str, Any]) -> None:
+    def _load_models(self, model: dict[str, Any], path: str | Path) -> None:
         try:
             self.optical.load_state_dict(model["optical"])
             self.decoder.load_state_dict(model["decoder"])
-        except (KeyError, RuntimeError) as exc:
-            raise ConfigError(f"checkpoint models do not fit this config: {exc}") from exc
+        except (KeyError, TypeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"checkpoint {path}: its models do not fit its config "
+                              f"({first})") from None
 
     @classmethod
     def resume(cls, path: str | Path, **overrides: Any) -> Trainer:
@@ -857,23 +955,33 @@ class Trainer:
         Trainer
         """
         payload = load_checkpoint(path)
-        config = TrainConfig.from_dict(payload["config"])
+        config = TrainConfig.from_checkpoint(path, payload)
         # the weights come from the checkpoint itself; don't re-read an init file
         try:
             config = replace(config, **{**overrides, "init_from": None})
         except TypeError as exc:
             raise ConfigError(f"bad resume override: {exc}") from exc
         trainer = cls(config)
-        trainer._load_models(payload["model"])
+        trainer._load_models(payload["model"], path)
         optim = payload.get("optimizer") or {}
-        if trainer.opt_masks is not None:
-            if optim.get("masks") is None:
-                raise ConfigError(f"checkpoint {path} has no mask optimizer state "
-                                  "(written with frozen masks); resume with freeze_masks=True")
-            trainer.opt_masks.load_state_dict(optim["masks"])
-        trainer.opt_decoder.load_state_dict(optim["decoder"])
+        if trainer.opt_masks is not None and optim.get("masks") is None:
+            raise ConfigError(f"checkpoint {path} has no mask optimizer state "
+                              "(written with frozen masks); resume with freeze_masks=True")
+        try:
+            if trainer.opt_masks is not None:
+                trainer.opt_masks.load_state_dict(optim["masks"])
+            trainer.opt_decoder.load_state_dict(optim["decoder"])
+            extra = payload.get("extra") or {}
+            history = [{str(k): float(v) for k, v in h.items()}
+                       for h in extra.get("history", [])]
+            last_loss = float(extra.get("last_loss", float("nan")))
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"checkpoint {path}: its optimizer state or history does not "
+                              f"fit its config ({type(exc).__name__}: {first})") from None
         trainer.step = int(payload["step"])
-        extra = payload.get("extra") or {}
-        trainer.history = [dict(h) for h in extra.get("history", [])]
-        trainer.last_loss = float(extra.get("last_loss", float("nan")))
+        trainer.history = history
+        trainer.last_loss = last_loss
         return trainer

@@ -281,7 +281,7 @@ def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path)
     (tmp_path / "bad.toml").write_text("size = 8\n")
     bad = CliRunner().invoke(module.main, ["--config", str(tmp_path / "bad.toml"),
                                            "--minutes", "1", "--out", str(tmp_path / "b")])
-    assert bad.exit_code == 2 and "Error: size=8" in bad.output  # one line, no traceback
+    assert bad.exit_code == 2 and "Error: config: size = 8 must be >= 32" in bad.output
     assert not (tmp_path / "b").exists()
 
 
