@@ -175,7 +175,6 @@ _JSON_BYTES_FACTOR = 16
 """Rough peak memory of parsing a JSON file, per byte of the file."""
 _BYTES_PER_READING = 8 * 2 * 3
 """Memory to read one reading: values + timestamps (float64), chunk + result + a copy."""
-_LOCK_ATTEMPTS = 20
 
 
 # --------------------------------------------------------------------------- helpers
@@ -327,31 +326,13 @@ class _WriterLock(PathLock):
     def __init__(self, lock_path: Path, recording: Path) -> None:
         super().__init__(lock_path, f"recording {recording}")
         self.recording = recording
-        for _ in range(_LOCK_ATTEMPTS):
-            try:
-                self.acquire()
-            except OSError as exc:
-                raise ConfigError(
-                    f"recording {recording}: cannot open its lock file {lock_path} "
-                    f"({_one_line(exc)})"
-                ) from None
-            if self._is_current():
-                return
-            self.release()  # the file we locked was deleted by a closing writer: again
-        raise ConfigError(f"recording {recording}: could not lock {lock_path} (it keeps "
-                          "being replaced); is another process creating and deleting it?")
-
-    def _is_current(self) -> bool:
-        """Whether the locked file is still the one at :attr:`path`."""
-        fd = self._fd
-        if fd is None:  # pragma: no cover - only after a successful acquire
-            return False
         try:
-            named = os.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        mine = os.fstat(fd)
-        return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
+            self.acquire()  # retries when a closing writer removed the file meanwhile
+        except OSError as exc:
+            raise ConfigError(
+                f"recording {recording}: cannot open its lock file {lock_path} "
+                f"({_one_line(exc)})"
+            ) from None
 
     def _busy_message(self, owner: str) -> str:
         who = f"pid {owner}"

@@ -723,17 +723,17 @@ def test_a_writer_that_locked_a_deleted_lock_file_tries_again(tmp_path):
     from lsi_hw import recording as R
 
     path = _recorded(tmp_path)
-    real_acquire = R.PathLock.acquire
+    real_lock = R.PathLock._open_and_lock
     calls = {"n": 0}
 
-    def acquire_then_lose_the_race(self):
-        out = real_acquire(self)
+    def lock_then_lose_the_race(self):
+        fd = real_lock(self)
         calls["n"] += 1
         if calls["n"] == 1:  # a closing writer deletes the file we just locked
             os.unlink(self.path)
-        return out
+        return fd
 
-    R.PathLock.acquire = acquire_then_lose_the_race
+    R.PathLock._open_and_lock = lock_then_lose_the_race
     try:
         with Recording.resume(path) as rec:
             assert calls["n"] == 2  # locked again, this time the file at the name
@@ -744,7 +744,7 @@ def test_a_writer_that_locked_a_deleted_lock_file_tries_again(tmp_path):
             assert other is None
             rec.append(*batch(2, 1))
     finally:
-        R.PathLock.acquire = real_acquire
+        R.PathLock._open_and_lock = real_lock
     assert Recording.open(path).n_batches == 3
 
 
