@@ -90,6 +90,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
     if target.is_dir():
         raise ConfigError(f"{target} is a folder, not a file")
     folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"{target}: the folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())

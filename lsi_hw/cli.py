@@ -401,6 +401,9 @@ def calibrate(backend: str, noise: str, gain_db: int, seed: int, size: int,
         if unknown:
             raise ConfigError(f"--routines {','.join(unknown)} unknown; allowed: "
                               f"{', '.join(ROUTINES)}")
+    if size < 8 or size > 512 or size & (size - 1):
+        raise ConfigError(f"--size {size} must be a power of two from 8 to 512 (Hadamard "
+                          "calibration patterns)")
     if out.suffix != ".json":
         raise ConfigError(f"--out {out}: the calibration file must end in .json")
     if out.is_dir():

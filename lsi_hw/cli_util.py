@@ -129,8 +129,12 @@ class OutputFolder:
                                       "or add --force")
                 check_replaceable(self.final, inputs)
                 self._replace = True
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = make_private_dir(self.final.parent, f".{self.final.name}.")
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = make_private_dir(self.final.parent, f".{self.final.name}.")
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot create a folder there "
+                              f"({exc.strerror or exc})") from None
 
     def path(self, name: str) -> Path:
         """Where to write the output file ``name`` (inside the temporary folder)."""

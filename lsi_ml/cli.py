@@ -230,6 +230,9 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
     """Train masks + decoder (sim) or fine-tune the decoder on bench recordings."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be >= 1")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps {steps} must be >= 1 (the total number of optimizer "
+                          "steps)")
     options = _parse_bench_options(bench_options)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_torchrun(nproc)

@@ -328,3 +328,22 @@ def test_patterns_generate_needs_force_to_overwrite(tmp_path):
     assert run(["patterns", "generate", "hadamard", "--m", "8", "--size", "8",
                 "-o", str(out), "--force"]).exit_code == 0
     assert PatternSet.load(out).m == 8
+
+
+def test_errors_name_the_users_path_not_a_temporary_one(tmp_path):
+    result = run(["patterns", "generate", "hadamard", "--m", "4", "--size", "8",
+                  "-o", str(tmp_path / "nodir" / "x.npz")])
+    line = one_line_error(result, "nodir", "does not exist")
+    assert ".tmp" not in line
+    blocked = tmp_path / "ro"
+    blocked.write_text("a file where a folder should be")
+    line = one_line_error(run(["simulate", *SMALL, "--out", str(blocked / "sub" / "run")]),
+                          "--out")
+    assert ".run." not in line
+
+
+def test_calibrate_refuses_a_size_that_is_not_a_power_of_two(tmp_path):
+    for size in ("3", "48", "4", "1024"):
+        one_line_error(run(["calibrate", "--size", size, "--out", str(tmp_path / "c.json")]),
+                       f"--size {size}")
+    assert not (tmp_path / "c.json").exists()

@@ -154,6 +154,15 @@ def test_cli_train_refuses_a_mistyped_config_before_creating_the_run(tmp_path: P
     assert not out.exists()
 
 
+def test_cli_train_refuses_zero_steps_before_creating_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    for steps in ("0", "-3"):
+        result = _invoke(["train", "--out", str(out), "--steps", steps, "--no-probes",
+                          "--no-progress"])
+        _one_line_error(result, f"--steps {steps} must be >= 1")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("cls, bad, where", [
     (ProbeConfig, {"steps": 2.5}, "probe config: steps = 2.5 must be an int"),
     (ProbeConfig, {"landmark_maps": [0, "1"]}, "probe config: landmark_maps"),
