@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ import click
 
 from lsi_hw.atomic import atomic_write_text, fsync_dir, make_private_dir
 from lsi_hw.errors import ConfigError, LSIError
+from lsi_hw.locking import PathLock
 
 __all__ = ["MARKER_FILE", "OutputFolder", "check_replaceable", "one_line_errors"]
 
@@ -99,6 +101,14 @@ def check_replaceable(out: Path, inputs: Iterable[str | os.PathLike[str]] = ()) 
 class OutputFolder:
     """A folder that appears under its final name only when everything is written.
 
+    While it is being written, the output is locked (``.NAME.lsi-lock`` beside it), so two
+    processes never write the same ``--out``.  The files go to ``.NAME.lsi-tmp-XXXXXXXX``
+    and :meth:`commit` renames that folder onto ``NAME``.  Replacing an earlier output
+    (``force``) moves the old folder aside to ``.NAME.lsi-old-XXXXXXXX`` first, renames
+    the new one into place, then deletes the old one.  A crash (``kill -9``) between those
+    two renames leaves the old output aside; the next run on the same ``--out`` puts it
+    back before anything else, and removes what killed runs left half-written.
+
     Parameters
     ----------
     out:
@@ -119,22 +129,54 @@ class OutputFolder:
         self.made_by = made_by
         inputs = list(inputs)
         _check_not_precious(self.final, inputs)
-        self._replace = False
-        if self.final.exists() or self.final.is_symlink():
-            empty_dir = (self.final.is_dir() and not self.final.is_symlink()
-                         and not any(self.final.iterdir()))
-            if not empty_dir:
-                if not force:
-                    raise ConfigError(f"--out {out} exists and is not empty; pick another "
-                                      "or add --force")
-                check_replaceable(self.final, inputs)
-                self._replace = True
+        parent = self.final.parent
         try:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = make_private_dir(self.final.parent, f".{self.final.name}.")
+            parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"--out {out}: cannot create a folder there "
                               f"({exc.strerror or exc})") from None
+        self._lock = PathLock(parent / f".{self.final.name}.lsi-lock", f"--out {out}")
+        self._lock.acquire()
+        try:
+            self._recover()
+            self._replace = False
+            if self.final.exists() or self.final.is_symlink():
+                empty_dir = (self.final.is_dir() and not self.final.is_symlink()
+                             and not any(self.final.iterdir()))
+                if not empty_dir:
+                    if not force:
+                        raise ConfigError(f"--out {out} exists and is not empty; pick "
+                                          "another or add --force")
+                    check_replaceable(self.final, inputs)
+                    self._replace = True
+            try:
+                self.tmp = make_private_dir(parent, self._prefix("tmp"))
+            except OSError as exc:
+                raise ConfigError(f"--out {out}: cannot create a folder there "
+                                  f"({exc.strerror or exc})") from None
+        except BaseException:
+            self._lock.release(remove=True)
+            raise
+
+    def _prefix(self, kind: str) -> str:
+        return f".{self.final.name}.lsi-{kind}-"
+
+    def _leftovers(self, kind: str) -> list[Path]:
+        """Folders a killed run of this output left behind (``tmp`` or ``old``)."""
+        pattern = re.compile(re.escape(self._prefix(kind)) + r"[A-Za-z0-9_]{8}")
+        return sorted(p for p in self.final.parent.iterdir()
+                      if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+    def _recover(self) -> None:
+        """Under the lock: put back an output a crash left aside, delete half-written
+        folders of killed runs."""
+        for aside in self._leftovers("old"):
+            old = aside / "old"
+            if not self.final.exists() and (old / MARKER_FILE).is_file():
+                os.replace(old, self.final)
+            shutil.rmtree(aside, ignore_errors=True)
+        for tmp in self._leftovers("tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def path(self, name: str) -> Path:
         """Where to write the output file ``name`` (inside the temporary folder)."""
@@ -143,20 +185,25 @@ class OutputFolder:
     def commit(self) -> None:
         """Write the marker, then move the folder into place (replacing the old one only
         after the new one is complete)."""
-        atomic_write_text(self.tmp / MARKER_FILE,
-                          json.dumps({"made_by": self.made_by}) + "\n")
-        if self._replace and self.final.exists():
-            check_replaceable(self.final)  # unchanged since __init__?
-            trash = make_private_dir(self.final.parent, f".{self.final.name}.old.")
-            os.replace(self.final, trash / "old")
-            os.replace(self.tmp, self.final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            if self.final.is_dir() and not any(self.final.iterdir()):
-                self.final.rmdir()
-            os.replace(self.tmp, self.final)
-        fsync_dir(self.final.parent)
+        try:
+            atomic_write_text(self.tmp / MARKER_FILE,
+                              json.dumps({"made_by": self.made_by}) + "\n")
+            if self._replace and self.final.exists():
+                check_replaceable(self.final)  # unchanged since __init__?
+                aside = make_private_dir(self.final.parent, self._prefix("old"))
+                os.replace(self.final, aside / "old")
+                os.replace(self.tmp, self.final)
+                fsync_dir(self.final.parent)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                if self.final.is_dir() and not any(self.final.iterdir()):
+                    self.final.rmdir()
+                os.replace(self.tmp, self.final)
+            fsync_dir(self.final.parent)
+        finally:
+            self._lock.release(remove=True)
 
     def abandon(self) -> None:
         """Remove the temporary folder (the final folder is untouched)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._lock.release(remove=True)

@@ -347,3 +347,62 @@ def test_calibrate_refuses_a_size_that_is_not_a_power_of_two(tmp_path):
         one_line_error(run(["calibrate", "--size", size, "--out", str(tmp_path / "c.json")]),
                        f"--size {size}")
     assert not (tmp_path / "c.json").exists()
+
+
+_REWRITER = """
+import sys
+from pathlib import Path
+from lsi_hw.cli_util import OutputFolder
+out = Path(sys.argv[1])
+for generation in range(10**9):
+    folder = OutputFolder(out, True)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        folder.path(name).write_text(str(generation) * 20000)
+    folder.commit()
+"""
+
+
+def test_kill_9_while_replacing_an_output_loses_nothing(tmp_path):
+    """``kill -9`` at random moments of a loop that keeps replacing one output: afterwards
+    (and after the next run's recovery) the output is always one whole generation, and no
+    temporary folder or lock file is left."""
+    import random
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    first = OutputFolder(out, False)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        first.path(name).write_text("x" * 20000)
+    first.commit()
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(12):
+        child = subprocess.Popen([sys.executable, "-c", _REWRITER, str(out)])
+        time.sleep(0.3 + rng.random() * 0.4)
+        child.kill()
+        child.wait()
+        OutputFolder(out, True).abandon()  # the next run: recovers, then writes nothing
+        contents = {(out / n).read_text() for n in ("a.txt", "b.txt", "c.txt")}
+        assert len(contents) == 1, "a mix of two generations"
+        assert (out / MARKER_FILE).is_file()
+        seen |= contents
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert len(seen) > 1  # the loop did replace the output between kills
+
+
+def test_an_output_left_aside_by_a_crash_is_put_back(tmp_path):
+    out = tmp_path / "out"
+    first = OutputFolder(out, False)
+    first.path("data.txt").write_text("old")
+    first.commit()
+    aside = tmp_path / ".out.lsi-old-abcd1234"  # the state between commit's two renames
+    aside.mkdir()
+    os.replace(out, aside / "old")
+    half = tmp_path / ".out.lsi-tmp-efgh5678"  # a killed run's half-written folder
+    half.mkdir()
+    (half / "data.txt").write_text("half")
+    OutputFolder(out, True).abandon()
+    assert (out / "data.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
