@@ -105,7 +105,10 @@ def _drop(tree: Any, path: _Path) -> None:
 
 
 def _unset(value: Any) -> bool:
-    """A value a device reports before anything is loaded: absent, None, 0 or empty."""
+    """A value a device reports before anything is loaded: absent, None, 0 or empty.
+
+    (The simulated modulator reports an exposure and period of 0 before a sequence is
+    loaded; so a loaded value of exactly 0 is not told apart from "not loaded".)"""
     if value is _MISSING or value is None:
         return True
     if isinstance(value, bool):

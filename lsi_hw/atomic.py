@@ -29,7 +29,16 @@ __all__ = [
 
 
 def current_umask() -> int:
-    """The process umask (read without changing it for longer than one call)."""
+    """The process umask: read from ``/proc/self/status`` where Linux offers it (nothing
+    changes), else by setting and restoring it (a moment in which another thread's new
+    files would get 0o022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -92,7 +101,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(f"{target}: the folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot write in {folder} "
+                          f"({exc.strerror or exc})") from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         text_encoding = (encoding or "utf-8") if "b" not in mode else None

@@ -136,7 +136,11 @@ class OutputFolder:
             raise ConfigError(f"--out {out}: cannot create a folder there "
                               f"({exc.strerror or exc})") from None
         self._lock = PathLock(parent / f".{self.final.name}.lsi-lock", f"--out {out}")
-        self._lock.acquire()
+        try:
+            self._lock.acquire()
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot write in {parent} "
+                              f"({exc.strerror or exc})") from None
         try:
             self._recover()
             self._replace = False
@@ -192,7 +196,12 @@ class OutputFolder:
                 check_replaceable(self.final)  # unchanged since __init__?
                 aside = make_private_dir(self.final.parent, self._prefix("old"))
                 os.replace(self.final, aside / "old")
-                os.replace(self.tmp, self.final)
+                try:
+                    os.replace(self.tmp, self.final)
+                except OSError:
+                    os.replace(aside / "old", self.final)  # put the old output back
+                    aside.rmdir()
+                    raise
                 fsync_dir(self.final.parent)
                 shutil.rmtree(aside, ignore_errors=True)
             else:
@@ -200,6 +209,9 @@ class OutputFolder:
                     self.final.rmdir()
                 os.replace(self.tmp, self.final)
             fsync_dir(self.final.parent)
+        except OSError as exc:
+            raise ConfigError(f"--out {self.final}: could not move the finished output into "
+                              f"place ({exc.strerror or exc})") from None
         finally:
             self._lock.release(remove=True)
 

@@ -10,8 +10,10 @@ byte of it is inflated; :func:`load_npz` then loads it with that check done.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import numpy as np
 from lsi_hw.errors import ConfigError
 
 __all__ = [
+    "READ_ERRORS",
     "ArrayHeader",
     "check_allocation",
     "check_finite",
@@ -29,6 +32,12 @@ __all__ = [
     "memory_limit_bytes",
     "npz_headers",
 ]
+
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, OSError, EOFError, SyntaxError, NotImplementedError, zipfile.BadZipFile,
+    zipfile.LargeZipFile, zlib.error)
+"""What reading a damaged ``.npy`` / ``.npz`` file can raise (a bad zip directory, a
+corrupt deflate stream, a bad CRC, a truncated member, a malformed header)."""
 
 MEMORY_ENV = "LSI_MAX_MEMORY_GB"
 """Environment variable that sets the memory limit in GiB (default: half the machine's
@@ -53,8 +62,8 @@ def memory_limit_bytes() -> int:
             value = float(text)
         except ValueError:
             raise ConfigError(f"{MEMORY_ENV}={text!r} is not a number of GiB") from None
-        if not value > 0:
-            raise ConfigError(f"{MEMORY_ENV}={text!r} must be > 0")
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{MEMORY_ENV}={text!r} must be a finite number of GiB > 0")
         return int(value * 2**30)
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -112,7 +121,7 @@ def _read_header(fh: Any, where: str) -> ArrayHeader:
             shape, _, dtype = fmt.read_array_header_1_0(fh)
         else:
             shape, _, dtype = fmt.read_array_header_2_0(fh)
-    except (ValueError, EOFError, OSError, SyntaxError) as exc:
+    except READ_ERRORS as exc:
         raise ConfigError(f"{where}: not a NumPy array ({' '.join(str(exc).split())})") from None
     if dtype.hasobject:
         raise ConfigError(f"{where}: holds Python objects (pickles), which are never loaded")
@@ -148,7 +157,7 @@ def npz_headers(path: str | os.PathLike[str]) -> dict[str, ArrayHeader]:
                     raise ConfigError(f"{p} [{name}]: truncated (holds {info.file_size} bytes, "
                                       f"its header needs {headers[key].nbytes})")
             return headers
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+    except READ_ERRORS as exc:
         raise ConfigError(f"{p}: not a readable .npz file ({exc})") from None
 
 
@@ -189,7 +198,7 @@ def load_npz(path: str | os.PathLike[str], what: str = "file", *,
     try:
         with np.load(p, allow_pickle=False) as data:
             return {name: data[name] for name in headers}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except READ_ERRORS as exc:
         raise ConfigError(f"{p}: corrupt {what} ({' '.join(str(exc).split())})") from None
 
 

@@ -100,16 +100,20 @@ class PathLock:
         for _ in range(100):
             fd = self._open_and_lock()
             try:
-                on_disk = os.stat(self.path, follow_symlinks=False)
-            except FileNotFoundError:
-                on_disk = None
-            held = os.fstat(fd)
-            if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (held.st_dev,
-                                                                           held.st_ino):
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, str(os.getpid()).encode(), 0)
-                self._fd = fd
-                return self
+                try:
+                    on_disk = os.stat(self.path, follow_symlinks=False)
+                except FileNotFoundError:
+                    on_disk = None
+                held = os.fstat(fd)
+                if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (
+                        held.st_dev, held.st_ino):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, str(os.getpid()).encode(), 0)
+                    self._fd = fd
+                    return self
+            except BaseException:
+                os.close(fd)  # never keep a lock we could not finish taking
+                raise
             os.close(fd)  # the file we locked was removed meanwhile: lock the new one
         raise self.busy_error(f"{self.what}: the lock file {self.path} keeps changing")
 

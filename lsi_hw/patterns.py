@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -1266,7 +1265,7 @@ class PatternSet:
         meta: dict[str, Any] = {"generator": "loaded", "source": str(p)}
         rows = signs = None
         split = False
-        from lsi_hw.limits import check_allocation, npz_headers
+        from lsi_hw.limits import READ_ERRORS, check_allocation, npz_headers
 
         try:  # shapes from the headers first: a corrupt file or a zip bomb is refused here
             headers = npz_headers(p)
@@ -1275,7 +1274,7 @@ class PatternSet:
             raise PatternError(str(exc)) from None
         try:
             loaded = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        except READ_ERRORS as exc:
             raise PatternError(f"{p}: not a readable numpy {suffix} file ({exc})") from None
         try:
             if isinstance(loaded, np.ndarray):
@@ -1310,7 +1309,7 @@ class PatternSet:
             if msg.startswith(f"{p}:"):
                 raise
             raise PatternError(f"{p}: {msg}") from None
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        except READ_ERRORS as exc:
             raise PatternError(f"{p}: could not read the masks ({exc})") from None
 
     # -- generators ------------------------------------------------------------------------

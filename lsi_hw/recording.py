@@ -143,7 +143,7 @@ import numpy as np
 
 from lsi_hw.atomic import atomic_write_bytes, fsync_dir, make_private_dir
 from lsi_hw.errors import ConfigError
-from lsi_hw.limits import check_allocation, format_bytes, npz_headers
+from lsi_hw.limits import READ_ERRORS, check_allocation, format_bytes, npz_headers
 from lsi_hw.locking import PathLock
 from lsi_hw.types import Measurement, jsonable
 
@@ -625,7 +625,11 @@ class Recording:
         # Build the recording under a temporary name, then rename it into place: a crash
         # leaves either no recording or a complete empty one.
         # The folder gets the permissions of an ordinary mkdir (0o777 less the umask).
-        tmp = make_private_dir(path.parent, f".{path.name}.creating-")
+        try:
+            tmp = make_private_dir(path.parent, f".{path.name}.creating-")
+        except OSError as exc:
+            raise ConfigError(f"recording {path}: cannot create it in {path.parent} "
+                              f"({exc.strerror or exc})") from None
         lock = None
         old_lock = None
         try:
@@ -648,10 +652,13 @@ class Recording:
                 shutil.rmtree(trash, ignore_errors=True)
             lock.path = path / LOCK_FILE  # moved with the folder
             fsync_dir(path.parent)
-        except BaseException:
+        except BaseException as exc:
             if lock is not None:
                 lock.release()
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):  # name the recording, not the temporary folder
+                raise ConfigError(f"recording {path}: could not create it "
+                                  f"({exc.strerror or exc})") from None
             raise
         finally:
             if old_lock is not None:
@@ -1055,6 +1062,7 @@ class Recording:
     def _check_chunk_headers(self, chunk: Mapping[str, Any]) -> None:
         """The chunk's arrays, from their .npz headers only (nothing inflated): values and
         timestamps (n, m) float64 and scene_ids (n,) strings, as the manifest says."""
+        _check_batch_dir(self._path)  # never read headers through a symlinked batches/
         file = self._path / chunk["file"]
         headers = npz_headers(file)
         n, m = chunk["n_scenes"], self.m
@@ -1076,7 +1084,7 @@ class Recording:
         try:
             with np.load(io.BytesIO(raw), allow_pickle=False) as data:
                 values, stamps = data["values"], data["timestamps"]
-        except (ValueError, OSError, EOFError, KeyError) as exc:
+        except (*READ_ERRORS, KeyError) as exc:
             raise ConfigError(f"committed file {self._path / chunk['file']} is corrupt "
                               f"({_one_line(exc)})") from None
         if values.shape != (chunk["n_scenes"], self.m) or stamps.shape != values.shape:

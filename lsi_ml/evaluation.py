@@ -570,6 +570,22 @@ def _test_set_and_pairs(generator: Any, n_test: int, n_pairs: int, seed: int
 
 
 @torch.no_grad()
+def _check_memory(generator: Any, n_test: int, n_pairs: int) -> None:
+    """Refuse a test set whose kept results would not fit in memory, before rendering.
+
+    Per test face the evaluation keeps the true and the predicted segmentation maps
+    (int64, size^2 each, plus a copy when scoring) and a few latent-sized vectors; per
+    verification pair it keeps the two faces' latents."""
+    from lsi_hw.limits import check_allocation
+
+    side = int(getattr(generator, "size", 256))
+    dims = int(getattr(generator, "latent_dim", 512))
+    per_face = 3 * 8 * side * side + 8 * 4 * dims + 4096
+    per_pair = 2 * 2 * 4 * dims
+    check_allocation(n_test * per_face + 2 * n_pairs * per_pair,
+                     f"evaluating {n_test} test faces and {n_pairs} pairs at {side} px")
+
+
 def evaluate_decoder(
     decode: Decoder,
     generator: Any,
@@ -634,6 +650,7 @@ def evaluate_decoder(
     """
     t0 = time.perf_counter()
     _check_sizes(n_test, n_pairs, batch, seed)
+    _check_memory(generator, int(n_test), int(n_pairs))
     if dlib and int(dlib_faces) < 1:
         raise ConfigError(f"dlib_faces={dlib_faces} must be >= 1")
     dlib_model = _dlib_faces() if dlib else None  # fail before any rendering

@@ -406,3 +406,31 @@ def test_an_output_left_aside_by_a_crash_is_put_back(tmp_path):
     OutputFolder(out, True).abandon()
     assert (out / "data.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_corrupt_deflate_stream_is_one_line(tmp_path):
+    path = tmp_path / "q.npz"
+    PatternSet.random(16, (32, 32), seed=0).save(path)
+    data = bytearray(path.read_bytes())
+    for i in range(60, 100):  # inside the first member's compressed data
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(PatternError, match=r"q\.npz"):
+        PatternSet.load(path)
+    one_line_error(run(["patterns", "inspect", str(path)]), "q.npz")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-1", "lots"])
+def test_a_bad_memory_limit_is_one_line(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("LSI_MAX_MEMORY_GB", value)
+    one_line_error(run(["patterns", "generate", "hadamard", "--m", "4", "--size", "8",
+                        "-o", str(tmp_path / "x.npz")]), "LSI_MAX_MEMORY_GB")
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs a sysfs to refuse files")
+def test_an_unwritable_folder_names_the_users_path(tmp_path):
+    for args in (["patterns", "generate", "hadamard", "--m", "4", "--size", "8",
+                  "-o", "/sys/kernel/x.npz"],
+                 ["simulate", *SMALL, "--out", "/sys/kernel/lsi-run"]):
+        line = one_line_error(run(args), "/sys/kernel")
+        assert ".tmp" not in line and "lsi-tmp" not in line and "lsi-lock" not in line

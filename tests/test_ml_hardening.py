@@ -500,3 +500,16 @@ def test_training_too_big_for_memory_is_refused_before_allocating(
                       "--no-progress"])
     _one_line_error(result, "size 2048", "needs about", "the limit is 1.0 GiB")
     assert not out.exists()
+
+
+def test_evaluation_too_big_for_memory_is_refused_before_rendering(monkeypatch) -> None:
+    from lsi_ml.evaluation import evaluate_decoder
+    from lsi_ml.generators.synthface import SynthFace
+
+    monkeypatch.setenv("LSI_MAX_MEMORY_GB", "1")
+
+    def never(_batch):  # pragma: no cover - must not be reached
+        raise AssertionError("decoded before the size check")
+
+    with pytest.raises(ConfigError, match=r"evaluating 1000000000 test faces.*limit is 1\.0"):
+        evaluate_decoder(never, SynthFace(size=32), None, n_test=10**9, n_pairs=8)
