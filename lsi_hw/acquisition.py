@@ -25,7 +25,6 @@ an interrupted and resumed acquisition gives the same volts as an uninterrupted 
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +117,6 @@ def _unset(value: Any) -> bool:
     return isinstance(value, (str, list, tuple, dict)) and len(value) == 0
 
 
-def patterns_sha256(patterns: PatternSet) -> str:
-    """SHA-256 (hex) of a pattern set's shape and bit-packed masks."""
-    digest = hashlib.sha256(repr((patterns.m, tuple(patterns.shape))).encode())
-    digest.update(patterns.pack().tobytes())
-    return digest.hexdigest()
-
-
 def run_settings(bench: Bench, patterns: PatternSet) -> dict[str, Any]:
     """Run-level settings of an acquisition: what must match when it is resumed.
 
@@ -145,7 +137,7 @@ def run_settings(bench: Bench, patterns: PatternSet) -> dict[str, Any]:
         "bench": settings.get("bench"),
         "calibration_id": settings.get("calibration_id"),
         "patterns": {"name": patterns.name, "m": patterns.m, "shape": list(patterns.shape),
-                     "sha256": patterns_sha256(patterns)},
+                     "sha256": patterns.digest()},
         "bench_settings": stable,
     }
     simulator = getattr(bench, "simulator_settings", None)

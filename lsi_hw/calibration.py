@@ -55,6 +55,7 @@ from lsi_hw import __version__
 from lsi_hw.atomic import atomic_write
 from lsi_hw.errors import CalibrationError, ConfigError
 from lsi_hw.interfaces import Bench, BenchTiming
+from lsi_hw.limits import parse_json_strict
 from lsi_hw.patterns import PatternSet
 from lsi_hw.types import Measurement, jsonable
 
@@ -2190,28 +2191,10 @@ class CalibrationFile:
                 "calibration file"
             )
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CalibrationFileError(
-                f"{where} is not UTF-8 text (byte {exc.start}: {exc.reason}): not JSON"
-            ) from None
-        try:
-            doc = json.loads(text, parse_constant=_refuse_constant)
-        except json.JSONDecodeError as exc:
-            raise CalibrationFileError(
-                f"{where} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-            ) from None
-        except RecursionError:
-            raise CalibrationFileError(f"{where} is nested too deeply to be a calibration "
-                                       "file") from None
-        except ValueError as exc:  # NaN / Infinity, refused by _refuse_constant
-            raise CalibrationFileError(f"{where} is not strict JSON ({exc})") from None
+            doc = parse_json_strict(raw, where)
+        except ConfigError as exc:
+            raise CalibrationFileError(str(exc)) from None
         return cls.from_dict(doc, source=where)
-
-
-def _refuse_constant(name: str) -> Any:
-    """``json.loads`` hook: NaN and Infinity are not JSON (and never written by save)."""
-    raise ValueError(f"it holds {name}, which strict JSON does not allow")
 
 
 def run_all(

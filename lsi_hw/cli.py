@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from lsi_hw import __version__
-from lsi_hw.cli_util import OutputFolder, one_line_errors
+from lsi_hw.cli_util import OutputFolder, check_new_file, one_line_errors
 from lsi_hw.errors import ConfigError
 from lsi_hw.sim.detector import NOISE_PRESETS
 
@@ -410,8 +410,7 @@ def calibrate(backend: str, noise: str, gain_db: int, seed: int, size: int,
         raise ConfigError(f"--out {out} is a folder; give a .json file name")
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
-    if not force and (out.exists() or out.is_symlink()):  # before the long calibration
-        raise ConfigError(f"--out {out} exists; pass --force to replace it")
+    check_new_file(out, force, "--out")  # before the long calibration
     bench = _open_bench(backend, noise, gain_db, seed)
     try:
         result = run_all(bench, size=size, routines=chosen)
@@ -452,8 +451,7 @@ def patterns_generate(
 
     if output.suffix != ".npz":
         raise ConfigError(f"--out {output}: the output must be a .npz file")
-    if (output.exists() or output.is_symlink()) and not force:
-        raise ConfigError(f"--out {output} exists; add --force to replace it")
+    check_new_file(output, force, "--out")
     if m < 1:
         raise ConfigError(f"--m {m} must be >= 1")
     _check_side(size)
@@ -485,8 +483,7 @@ def patterns_inspect(file: Path, png: Path | None, force: bool) -> None:
     if png is not None:
         if png.suffix.lower() != ".png":
             raise ConfigError(f"--png {png}: the figure file must end in .png")
-        if (png.exists() or png.is_symlink()) and not force:
-            raise ConfigError(f"--png {png} exists; add --force to replace it")
+        check_new_file(png, force, "--png")
     ps = PatternSet.load(file)
     fill = ps.masks.reshape(ps.m, -1).mean(axis=1)
     click.echo(f"{file}: {ps.name}")

@@ -26,7 +26,13 @@ from lsi_hw.atomic import atomic_write_text, fsync_dir, make_private_dir
 from lsi_hw.errors import ConfigError, LSIError
 from lsi_hw.locking import PathLock
 
-__all__ = ["MARKER_FILE", "OutputFolder", "check_replaceable", "one_line_errors"]
+__all__ = [
+    "MARKER_FILE",
+    "OutputFolder",
+    "check_new_file",
+    "check_replaceable",
+    "one_line_errors",
+]
 
 MARKER_FILE = ".lsi-output.json"
 """Marker written into every output folder this toolkit completes; only folders that hold
@@ -59,6 +65,13 @@ def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         sys.exit(2)
 
     return wrapper
+
+
+def check_new_file(path: Path, force: bool, option: str) -> None:
+    """Refuse an output file that exists unless ``--force`` (before any work is done;
+    the write itself is atomic and re-checks)."""
+    if (path.exists() or path.is_symlink()) and not force:
+        raise ConfigError(f"{option} {path} exists; add --force to replace it")
 
 
 def _resolved(path: Path) -> Path:

@@ -10,6 +10,7 @@ byte of it is inflated; :func:`load_npz` then loads it with that check done.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zipfile
@@ -28,10 +29,15 @@ __all__ = [
     "check_allocation",
     "check_finite",
     "format_bytes",
+    "json_depth_exceeds",
     "load_npz",
     "memory_limit_bytes",
     "npz_headers",
+    "parse_json_strict",
 ]
+
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of lists/objects any JSON file of the toolkit may have."""
 
 READ_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, OSError, EOFError, SyntaxError, NotImplementedError, zipfile.BadZipFile,
@@ -210,3 +216,54 @@ def check_finite(values: np.ndarray, where: str) -> None:
         raise ConfigError(f"{where}: {int(bad.sum())} of {values.size} values are NaN or "
                           "infinite")
 
+
+
+def json_depth_exceeds(obj: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether dicts/lists in ``obj`` nest deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which strict JSON does not allow")
+
+
+def parse_json_strict(raw: bytes, where: str) -> Any:
+    """Parse the JSON bytes ``raw`` of ``where`` (e.g. ``"manifest rec/manifest.json"``).
+
+    Raises
+    ------
+    ConfigError
+        One line: not UTF-8, not valid JSON (NaN and Infinity included), or nested deeper
+        than :data:`MAX_JSON_DEPTH` levels.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+                          ) from None
+    try:
+        doc = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} "
+                          "levels)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid JSON (line {exc.lineno}, column "
+                          f"{exc.colno}: {exc.msg})") from None
+    except ValueError as exc:  # NaN / Infinity
+        raise ConfigError(f"{where} is not valid JSON ({exc})") from None
+    if json_depth_exceeds(doc):
+        raise ConfigError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} "
+                          "levels)")
+    return doc

@@ -781,7 +781,8 @@ class PatternSet:
         non-complementary pairs for ``split=True``, non-JSON ``meta``.
     """
 
-    __slots__ = ("_masks", "_meta_json", "_name", "_packed", "_rows", "_signs", "_split")
+    __slots__ = ("_digest", "_masks", "_meta_json", "_name", "_packed", "_rows", "_signs",
+                 "_split")
 
     _masks: np.ndarray
     _meta_json: str
@@ -1120,6 +1121,19 @@ class PatternSet:
             packed.flags.writeable = False
             object.__setattr__(self, "_packed", packed)
         return packed
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the masks: their ``(m, H, W)`` and bit-packed pixels (names and
+        provenance do not count; the same masks give the same digest).  Computed once."""
+        digest = getattr(self, "_digest", None)
+        if digest is None:
+            import hashlib
+
+            h = hashlib.sha256(repr((self.m, tuple(self.shape))).encode())
+            h.update(self.pack().tobytes())
+            digest = h.hexdigest()
+            object.__setattr__(self, "_digest", digest)
+        return digest
 
     @classmethod
     def unpack(

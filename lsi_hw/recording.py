@@ -143,7 +143,15 @@ import numpy as np
 
 from lsi_hw.atomic import atomic_write_bytes, fsync_dir, make_private_dir
 from lsi_hw.errors import ConfigError
-from lsi_hw.limits import READ_ERRORS, check_allocation, format_bytes, npz_headers
+from lsi_hw.limits import (
+    MAX_JSON_DEPTH,
+    READ_ERRORS,
+    check_allocation,
+    format_bytes,
+    json_depth_exceeds,
+    npz_headers,
+    parse_json_strict,
+)
 from lsi_hw.locking import PathLock
 from lsi_hw.types import Measurement, jsonable
 
@@ -169,7 +177,7 @@ _MEMBER = re.compile(r"^batches/([A-Za-z0-9_][A-Za-z0-9._-]{0,254})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _MAX_DIFFS = 8
-_MAX_JSON_DEPTH = 100
+_MAX_JSON_DEPTH = MAX_JSON_DEPTH
 """Deepest nesting of dicts and lists accepted in a settings snapshot or JSON file."""
 _JSON_BYTES_FACTOR = 16
 """Rough peak memory of parsing a JSON file, per byte of the file."""
@@ -185,12 +193,6 @@ def _utc(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _write_durable(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file (``0o666`` less the umask),
-    fsync, rename, fsync of the folder (:func:`lsi_hw.atomic.atomic_write_bytes`)."""
-    atomic_write_bytes(path, data)
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
 
@@ -201,23 +203,6 @@ def _sha256(data: bytes) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _depth_exceeds(obj: Any, limit: int) -> bool:
-    """Whether dicts/lists in ``obj`` nest deeper than ``limit`` (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(obj, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
-        if depth >= limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _snapshot(settings: Any, what: str) -> dict[str, Any]:
@@ -234,7 +219,7 @@ def _snapshot(settings: Any, what: str) -> dict[str, Any]:
             "numbers, strings, bools, None, lists and dicts (numpy values are converted)"
         ) from None
     snap = json.loads(text)
-    if _depth_exceeds(snap, _MAX_JSON_DEPTH):
+    if json_depth_exceeds(snap, _MAX_JSON_DEPTH):
         raise ConfigError(f"{what} nests dicts/lists deeper than {_MAX_JSON_DEPTH} levels")
     return snap
 
@@ -270,25 +255,9 @@ def _summarise(diffs: list[str]) -> str:
     return shown + (f" and {len(rest)} more ({', '.join(rest)})" if rest else "")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
 def _parse_json(raw: bytes, file: Path, what: str) -> Any:
     """Parse JSON ``raw`` read from ``file``; every failure is one ConfigError line."""
-    try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {file} is not UTF-8 text ({_one_line(exc)})") from None
-    except RecursionError:
-        raise ConfigError(f"{what} {file} is malformed: JSON nested too deeply") from None
-    except ValueError as exc:
-        raise ConfigError(f"{what} {file} is not valid JSON ({_one_line(exc)})") from None
-    if _depth_exceeds(doc, _MAX_JSON_DEPTH):
-        raise ConfigError(
-            f"{what} {file} is malformed: JSON nested deeper than {_MAX_JSON_DEPTH} levels"
-        )
-    return doc
+    return parse_json_strict(raw, f"{what} {file}")
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -635,8 +604,8 @@ class Recording:
         try:
             (tmp / BATCH_DIR).mkdir()
             lock = _WriterLock(tmp / LOCK_FILE, path)
-            _write_durable(tmp / RUN_FILE, _json_bytes(run))
-            _write_durable(tmp / MANIFEST_FILE, _json_bytes(manifest))
+            atomic_write_bytes(tmp / RUN_FILE, _json_bytes(run))
+            atomic_write_bytes(tmp / MANIFEST_FILE, _json_bytes(manifest))
             fsync_dir(tmp / BATCH_DIR)
             fsync_dir(tmp)
             if kind is None:
@@ -1305,7 +1274,7 @@ class Recording:
             )
             raw = buf.getvalue()
             name = f"{batch:06d}-{part:03d}.npz"
-            _write_durable(folder / name, raw)
+            atomic_write_bytes(folder / name, raw)
             chunks.append({"file": f"{BATCH_DIR}/{name}", "n_scenes": hi - lo,
                            "sha256": _sha256(raw)})
         record = {
@@ -1321,7 +1290,7 @@ class Recording:
         }
         record_raw = _json_bytes(record)
         record_name = f"{BATCH_DIR}/{batch:06d}.json"
-        _write_durable(root / record_name, record_raw)
+        atomic_write_bytes(root / record_name, record_raw)
         fsync_dir(folder)
         entry = {
             "index": batch,
@@ -1339,7 +1308,7 @@ class Recording:
             updated_unix=now,
             batches=[*self._manifest["batches"], entry],
         )
-        _write_durable(root / MANIFEST_FILE, _json_bytes(manifest))  # commit point
+        atomic_write_bytes(root / MANIFEST_FILE, _json_bytes(manifest))  # commit point
         self._manifest = manifest
         self._records[batch] = record
         self._cache = None

@@ -147,7 +147,7 @@ class Measurement:
             truncated or corrupt, too big for memory, or its readings are not finite real
             numbers of shape (B, m).  The message names the path.
         """
-        from lsi_hw.limits import check_finite, load_npz
+        from lsi_hw.limits import check_finite, load_npz, parse_json_strict
 
         what = "measurement file (lsi-hw simulate/acquire output)"
         data = load_npz(path, what, required=("values", "timestamps", "settings"))
@@ -156,10 +156,7 @@ class Measurement:
             raise ConfigError(f"{path}: 'values' must be a 2-D real array (scenes x patterns); "
                               f"got {values.dtype} of shape {values.shape}")
         check_finite(values, f"{path}: 'values'")
-        try:
-            settings = json.loads(str(data["settings"]))
-        except (ValueError, RecursionError) as exc:
-            raise ConfigError(f"{path}: 'settings' is not valid JSON ({exc})") from None
+        settings = parse_json_strict(str(data["settings"]).encode(), f"{path}: 'settings'")
         if not isinstance(settings, dict):
             raise ConfigError(f"{path}: 'settings' must be a JSON object")
         names = data.get("scene_ids", np.array([], dtype=str))

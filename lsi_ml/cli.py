@@ -27,8 +27,9 @@ import click
 import numpy as np
 
 from lsi_hw.atomic import atomic_write, atomic_write_text
-from lsi_hw.cli_util import one_line_errors
+from lsi_hw.cli_util import check_new_file, one_line_errors
 from lsi_hw.errors import ConfigError, LSIError
+from lsi_hw.plotting import save_figure
 from lsi_ml import __version__
 
 __all__ = ["main"]
@@ -177,10 +178,7 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 @main.command()
@@ -457,8 +455,7 @@ def export_patterns(model: str, out: str, force: bool) -> None:
                                     os.path.realpath(checkpoint.with_name(PROBES_FILE))}:
         raise ConfigError(f"OUT {out} is the model's own file; --force never replaces an "
                           "input: pick another OUT")
-    if (target.exists() or target.is_symlink()) and not force:
-        raise ConfigError(f"OUT {out} exists; pick another or add --force to replace it")
+    check_new_file(target, force, "OUT")
     trainer = _load_trainer(model)
     patterns = trainer.optical.export_patterns(trainer.pattern_name)
     path = patterns.save(out, overwrite=force)
@@ -577,10 +574,7 @@ def _save_overlay(images: np.ndarray, landmarks: np.ndarray | None, seg: np.ndar
             axes[1, i].imshow(seg[i], cmap="tab20", alpha=0.55, interpolation="nearest")
             axes[1, i].axis("off")
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 @main.command()

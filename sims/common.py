@@ -204,11 +204,12 @@ def device_notes(rows: Sequence[dict[str, Any]],
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (a crash leaves the old file or none)."""
-    from lsi_hw.atomic import atomic_write
+    """Write ``data`` to ``path`` atomically (a crash leaves the old file or none),
+    creating its folder first."""
+    from lsi_hw.atomic import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda f: f.write(data))
+    return atomic_write_bytes(path, data)
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> Path:

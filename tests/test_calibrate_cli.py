@@ -36,7 +36,7 @@ def test_calibrate_refuses_an_existing_file_unless_forced(tmp_path):
     before = out.read_bytes()
     again = _calibrate("--out", str(out), "--seed", "1")
     assert again.exit_code == 2
-    assert again.output.strip() == f"Error: --out {out} exists; pass --force to replace it"
+    assert again.output.strip() == f"Error: --out {out} exists; add --force to replace it"
     assert out.read_bytes() == before
     forced = _calibrate("--out", str(out), "--seed", "1", "--force")
     assert forced.exit_code == 0, forced.output

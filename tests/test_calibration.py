@@ -416,7 +416,7 @@ def test_calibration_file_rejects_other_schema_and_edits(calibration, tmp_path):
     path.write_text(json.dumps(doc))
     _refused(path, "does not match")
     path.write_text("{not json")
-    _refused(path, "not JSON")
+    _refused(path, "not valid JSON")
 
 
 def test_calibration_file_without_its_id_is_refused(calibration, tmp_path):
@@ -433,8 +433,8 @@ def test_calibration_file_without_its_id_is_refused(calibration, tmp_path):
 
 @pytest.mark.parametrize(("content", "match"), [
     (b'{"id": "\xff\xfe"}', "not UTF-8"),
-    (b"\xef\xbb\xbf{}", "not JSON"),  # a byte-order mark is not JSON either
-    (b"", "not JSON"),
+    (b"\xef\xbb\xbf{}", "not valid JSON"),  # a byte-order mark is not JSON either
+    (b"", "not valid JSON"),
     (b'{"a": NaN}', "NaN"),
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),

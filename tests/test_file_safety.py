@@ -302,8 +302,11 @@ def test_measurement_load_refuses_truncated_npy_and_deep_json(tmp_path):
     with pytest.raises(ConfigError, match=r"plain \.npy"):
         Measurement.load(str(plain))
     deep = _measurement(tmp_path, np.ones((2, 3)), "[" * 100_000 + "]" * 100_000)
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="nested too deeply"):
         Measurement.load(str(deep))
+    nan = _measurement(tmp_path, np.ones((2, 3)), '{"a": NaN}')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Measurement.load(str(nan))
 
 
 # ------------------------------------------------------------------- OSError is one line

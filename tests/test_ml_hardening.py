@@ -338,6 +338,7 @@ def test_only_rank0_of_a_ddp_launch_takes_the_lock(tmp_path: Path,
 # ----------------------------------------------------------------------- atomic writes
 def test_run_files_go_through_atomic_writes(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import lsi_hw.plotting as plotting
     import lsi_ml.cli as cli
 
     written: list[str] = []
@@ -353,6 +354,7 @@ def test_run_files_go_through_atomic_writes(tmp_path: Path,
 
     monkeypatch.setattr(cli, "atomic_write_text", spy_text)
     monkeypatch.setattr(cli, "atomic_write", spy_write)
+    monkeypatch.setattr(plotting, "atomic_write", spy_write)  # figures: save_figure
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_TOML)
     result = _invoke(["train", "--config", str(config), "--out", str(tmp_path / "run"),
