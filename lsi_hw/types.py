@@ -152,9 +152,10 @@ class Measurement:
         what = "measurement file (lsi-hw simulate/acquire output)"
         data = load_npz(path, what, required=("values", "timestamps", "settings"))
         values = data["values"]
-        if values.dtype.kind not in "fiu" or values.ndim != 2:
-            raise ConfigError(f"{path}: 'values' must be a 2-D real array (scenes x patterns); "
-                              f"got {values.dtype} of shape {values.shape}")
+        if values.dtype.kind != "f" or values.ndim != 2 or 0 in values.shape:
+            raise ConfigError(f"{path}: 'values' must be a 2-D floating-point array of volts "
+                              f"(scenes x patterns); got {values.dtype} of shape "
+                              f"{values.shape}")
         check_finite(values, f"{path}: 'values'")
         settings = parse_json_strict(str(data["settings"]).encode(), f"{path}: 'settings'")
         if not isinstance(settings, dict):

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -468,32 +467,11 @@ def export_patterns(model: str, out: str, force: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------- decode
-_NOT_A_MEASUREMENT = "(lsi-hw simulate/acquire output, or a recording folder)"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def _check_readings_layout(dtype: np.dtype, shape: tuple[int, ...], path: Path) -> None:
-    """Refuse readings that are not a real floating-point (B, m) array, naming ``path``."""
-    if dtype.kind != "f":
-        raise ConfigError(f"{path}: readings 'values' are {dtype} numbers; a "
-                          "measurement holds real floating-point volts")
-    if len(shape) != 2:
-        raise ConfigError(f"{path}: readings 'values' have shape {tuple(shape)}; "
-                          "expected 2-D (scenes, patterns)")
-    if shape[0] < 1 or shape[1] < 1:
-        raise ConfigError(f"{path}: readings 'values' of shape {tuple(shape)} hold "
-                          "no scene or no pattern")
-
-
 def _check_readings(values: np.ndarray, path: Path) -> None:
-    """Refuse readings that are not a finite real (B, m) array, naming ``path``."""
+    """Refuse readings the decoder cannot take: non-finite, or beyond float32, naming
+    ``path`` (the layout and dtype are checked when the file is read)."""
     from lsi_hw.limits import check_finite
 
-    _check_readings_layout(values.dtype, values.shape, path)
     check_finite(values, f"{path}: readings 'values'")
     limit = float(np.finfo(np.float32).max)
     if float(np.max(np.abs(values))) > limit:
@@ -504,46 +482,21 @@ def _check_readings(values: np.ndarray, path: Path) -> None:
 def _read_measurement(path: Path) -> Any:
     """The :class:`~lsi_hw.types.Measurement` in a measurement file or recording folder.
 
-    Refused with one ConfigError line naming ``path``: a truncated or corrupt file, a plain
-    ``.npy``, an archive without ``values``/``timestamps``, readings that are not a 2-D
-    real floating-point array (int, complex, strings, wrong ndim), NaN or infinite
-    readings, or a file that would not fit in memory.
+    Refused with one ConfigError line naming ``path`` (by ``Measurement.load`` and
+    ``read_measurements``): a truncated or corrupt file, a plain ``.npy``, an archive
+    without ``values``/``timestamps``, readings that are not a 2-D floating-point array,
+    NaN or infinite readings, or a file that would not fit in memory.
     """
-    from lsi_hw.limits import check_allocation, npz_headers
     from lsi_hw.recording import read_measurements
     from lsi_hw.types import Measurement
 
-    if path.is_dir():
-        try:
-            measurement = read_measurements(path)
-        except LSIError as exc:
-            text = " ".join(str(exc).split())
-            raise ConfigError(text if str(path) in text else f"{path}: {text}") from None
-        except (KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-            raise ConfigError(f"{path} is not a readable recording folder "
-                              f"{_NOT_A_MEASUREMENT}: {_first_line(exc)}") from None
-    else:
-        headers = npz_headers(path)  # truncated / not a zip / pickles: ConfigError
-        if "" in headers:
-            raise ConfigError(f"{path} is a plain .npy array; a measurement is an .npz "
-                              f"archive with values, timestamps, ... {_NOT_A_MEASUREMENT}")
-        missing = [name for name in ("values", "timestamps") if name not in headers]
-        if missing:
-            raise ConfigError(f"{path} is not a measurement file {_NOT_A_MEASUREMENT}: it "
-                              f"lacks {', '.join(missing)} (holds "
-                              f"{', '.join(sorted(headers)) or 'nothing'})")
-        _check_readings_layout(headers["values"].dtype, headers["values"].shape, path)
-        check_allocation(2 * sum(h.nbytes for h in headers.values()), f"reading {path}")
-        try:
-            measurement = Measurement.load(str(path))
-        except LSIError as exc:
-            text = " ".join(str(exc).split())
-            raise ConfigError(text if str(path) in text else f"{path}: {text}") from None
-        except (KeyError, ValueError, TypeError, OSError, EOFError,
-                zipfile.BadZipFile) as exc:
-            raise ConfigError(f"{path} is not a measurement file {_NOT_A_MEASUREMENT}: "
-                              f"{_first_line(exc)}") from None
-    _check_readings(np.asarray(measurement.values), path)
+    try:
+        measurement = (read_measurements(path) if path.is_dir()
+                       else Measurement.load(str(path)))
+    except LSIError as exc:
+        text = " ".join(str(exc).split())
+        raise ConfigError(text if str(path) in text else f"{path}: {text}") from None
+    _check_readings(measurement.values, path)
     return measurement
 
 

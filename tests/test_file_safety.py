@@ -280,9 +280,9 @@ def _measurement(tmp_path: Path, values: np.ndarray, settings: str = "{}") -> Pa
 @pytest.mark.parametrize("values, match", [
     (np.array([[1.0, np.nan]]), "NaN or infinite"),
     (np.array([[1.0, np.inf]]), "NaN or infinite"),
-    (np.array([["a", "b"]]), "2-D real array"),
-    (np.array([[1 + 1j, 2]]), "2-D real array"),
-    (np.array([[[1.0]]]), "2-D real array"),
+    (np.array([["a", "b"]]), "2-D floating-point array"),
+    (np.array([[1 + 1j, 2]]), "2-D floating-point array"),
+    (np.array([[[1.0]]]), "2-D floating-point array"),
 ])
 def test_measurement_load_refuses_bad_values(tmp_path, values, match):
     with pytest.raises(ConfigError, match=match) as info:
