@@ -417,6 +417,9 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     if json_out and not Path(json_out).resolve().parent.is_dir():
         raise ConfigError(f"--json {json_out}: its folder does not exist")
     trainer = _load_trainer(model, device)
+    from lsi_ml.evaluation import check_eval_memory
+
+    check_eval_memory(trainer.generator, n_test, n_pairs)  # before probes or the bench
     decode = _bench_decoder(trainer, backend, seed, options)  # opens the bench first
     probe_set = _load_probes(trainer, model, probes, True, progress)
     result = evaluate_decoder(decode, trainer.generator, probe_set, n_test=n_test,

@@ -54,8 +54,9 @@ from lsi_hw.errors import ConfigError
 from lsi_ml import metrics
 from lsi_ml.data.synthetic import SyntheticFaces, split_seed
 
-__all__ = ["DLIB_MIN_SIZE", "Decoder", "EvalResult", "dlib_reconstruction_scores",
-           "evaluate_decoder", "oracle_decoder"]
+__all__ = ["DLIB_MIN_SIZE", "Decoder", "EvalResult", "check_eval_memory",
+           "dlib_reconstruction_scores", "evaluate_decoder", "oracle_decoder"]
+
 
 Decoder = Callable[[dict[str, Tensor]], Tensor]
 """``decode(batch) -> latent (B, L, D)``; ``batch`` has ``image`` (B, 3, H, W) in [0, 1]
@@ -570,7 +571,7 @@ def _test_set_and_pairs(generator: Any, n_test: int, n_pairs: int, seed: int
 
 
 @torch.no_grad()
-def _check_memory(generator: Any, n_test: int, n_pairs: int) -> None:
+def check_eval_memory(generator: Any, n_test: int, n_pairs: int) -> None:
     """Refuse a test set whose kept results would not fit in memory, before rendering.
 
     Per test face the evaluation keeps the true and the predicted segmentation maps
@@ -650,7 +651,7 @@ def evaluate_decoder(
     """
     t0 = time.perf_counter()
     _check_sizes(n_test, n_pairs, batch, seed)
-    _check_memory(generator, int(n_test), int(n_pairs))
+    check_eval_memory(generator, int(n_test), int(n_pairs))
     if dlib and int(dlib_faces) < 1:
         raise ConfigError(f"dlib_faces={dlib_faces} must be >= 1")
     dlib_model = _dlib_faces() if dlib else None  # fail before any rendering

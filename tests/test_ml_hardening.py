@@ -515,3 +515,11 @@ def test_evaluation_too_big_for_memory_is_refused_before_rendering(monkeypatch) 
 
     with pytest.raises(ConfigError, match=r"evaluating 1000000000 test faces.*limit is 1\.0"):
         evaluate_decoder(never, SynthFace(size=32), None, n_test=10**9, n_pairs=8)
+
+
+def test_cli_eval_refuses_a_huge_test_set_before_training_probes(
+        model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LSI_MAX_MEMORY_GB", "1")
+    result = _invoke(["eval", str(model_dir), "--n-test", "1000000000", "--no-progress"])
+    _one_line_error(result, "evaluating 1000000000 test faces")
+    assert not (model_dir / "probes.pt").exists()
