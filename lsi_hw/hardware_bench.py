@@ -120,36 +120,6 @@ class HardwareBench(Bench):
         seconds (None when the detector cannot tell)."""
         return self.detector.reading_timing(*self.pattern_timing_us())
 
-    @property
-    def digitizer_lsb_v(self) -> float | None:
-        """The detector's ADC step, volts (None when its digitizer does not say)."""
-        return self.detector.digitizer_lsb_v
-
-    @property
-    def digitizer_range_v(self) -> float | None:
-        """The detector's ADC full scale, volts."""
-        return self.detector.digitizer_range_v
-
-    @property
-    def saturation_v(self) -> float | None:
-        """The detector amplifier's saturation voltage, volts."""
-        return self.detector.saturation_v
-
-    @property
-    def gain_db(self) -> float | None:
-        """The detector's declared gain step, dB."""
-        return self.detector.gain_db
-
-    @property
-    def gain_v_per_a(self) -> float | None:
-        """The detector's transimpedance at the declared gain, V/A."""
-        return self.detector.v_per_a
-
-    @property
-    def bandwidth_hz(self) -> float | None:
-        """The detector amplifier's -3 dB bandwidth at the declared gain, Hz."""
-        return self.detector.bandwidth_hz
-
     def _chunks(self, patterns: PatternSet) -> list[tuple[int, PatternSet]]:
         size = self.patterns_per_load
         if patterns.m <= size:

@@ -425,32 +425,37 @@ class Bench(_Device):
         """Reading timing of the next :meth:`measure` (seconds), or None if unknown."""
         return None
 
+    def _from_detector(self, name: str) -> Any:
+        """``self.detector.<name>`` when the bench has a detector that reports it."""
+        detector = getattr(self, "detector", None)
+        return None if detector is None else getattr(detector, name, None)
+
     @property
     def digitizer_lsb_v(self) -> float | None:
-        """ADC step (LSB) at the input range in use, volts, or None if unknown."""
-        return None
+        """ADC step (LSB) at the input range in use, volts (the detector's), or None."""
+        return self._from_detector("digitizer_lsb_v")
 
     @property
     def digitizer_range_v(self) -> float | None:
-        """ADC full scale (it reads -range..+range), volts, or None if unknown."""
-        return None
+        """ADC full scale (it reads -range..+range), volts (the detector's), or None."""
+        return self._from_detector("digitizer_range_v")
 
     @property
     def saturation_v(self) -> float | None:
-        """Output voltage at which the amplifier saturates, volts, or None if unknown."""
-        return None
+        """Output voltage at which the reading saturates, volts (the detector's), or None."""
+        return self._from_detector("saturation_v")
 
     @property
     def gain_db(self) -> float | None:
-        """Declared amplifier gain step, dB, or None if unknown."""
-        return None
+        """Declared amplifier gain step, dB (the detector's), or None if unknown."""
+        return self._from_detector("gain_db")
 
     @property
     def gain_v_per_a(self) -> float | None:
-        """Declared transimpedance gain, V/A, or None if unknown."""
-        return None
+        """Declared transimpedance gain, V/A (the detector's ``v_per_a``), or None."""
+        return self._from_detector("v_per_a")
 
     @property
     def bandwidth_hz(self) -> float | None:
-        """Declared -3 dB bandwidth of the amplifier, Hz, or None if unknown."""
-        return None
+        """Declared -3 dB bandwidth of the amplifier, Hz (the detector's), or None."""
+        return self._from_detector("bandwidth_hz")

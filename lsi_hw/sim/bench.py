@@ -380,34 +380,9 @@ class SimBench(Bench):
         return BenchTiming.from_us(t.period_us, t.settling_delay_us, t.window_us)
 
     @property
-    def digitizer_lsb_v(self) -> float:
-        """Quantization step of the simulated ADC, volts."""
-        return self.detector.digitizer_lsb_v
-
-    @property
-    def digitizer_range_v(self) -> float:
-        """Full scale of the simulated ADC (-range..+range), volts."""
-        return self.detector.digitizer_range_v
-
-    @property
     def saturation_v(self) -> float:
         """Saturation voltage of the simulated amplifier, volts."""
         return float(self.config.amplifier.saturation_v)
-
-    @property
-    def gain_db(self) -> float:
-        """Configured amplifier gain step, dB."""
-        return self.detector.gain_db
-
-    @property
-    def gain_v_per_a(self) -> float:
-        """Transimpedance of the configured gain and load, V/A."""
-        return self.detector.v_per_a
-
-    @property
-    def bandwidth_hz(self) -> float:
-        """-3 dB bandwidth of the configured gain, Hz."""
-        return self.detector.bandwidth_hz
 
     def _timestamps(self, n_scenes: int, m: int) -> np.ndarray:
         timing = self.config.timing
