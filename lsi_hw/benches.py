@@ -38,8 +38,9 @@ def make_bench(name: str, **options: Any) -> Bench:
 
 def open_hardware_bench(
     *,
-    gain_db: int = 40,
+    gain_db: int | None = None,
     load: str = "hi-z",
+    range_v: float | None = None,
     digitizer: str = "nidaq",
     daq_device: str = "Dev1",
     daq_channel: str = "ai0",
@@ -61,7 +62,12 @@ def open_hardware_bench(
     Parameters
     ----------
     gain_db, load:
-        The PDA100A2 knob position and output load as set on the device (user-declared).
+        The PDA100A2 knob position and output load as set on the device (user-declared);
+        None = the simulator's default operating point (``AmplifierConfig().gain_db``).
+    range_v:
+        Digitizer input range, volts (it reads -range_v..+range_v); None = the simulator's
+        default (``DigitizerConfig().range_v``), the range set for typical scenes (see
+        :mod:`lsi_hw.operating_point`; ``lsi-hw check`` reports the fraction used).
     digitizer:
         ``nidaq`` (NI-DAQmx card ``daq_device``/``daq_channel`` triggered on
         ``trigger_line``) or ``visa`` (oscilloscope at ``visa_resource``).
@@ -78,7 +84,8 @@ def open_hardware_bench(
         shows one static frame per load (so loads hold at most 24 patterns).
     config, noise, seed:
         Accepted for symmetry with the simulated benches and ignored (the physics is real);
-        ``config`` may still give ``gain_db``/``load`` through its amplifier.
+        ``config`` may still give ``gain_db``/``load`` through its amplifier and
+        ``range_v`` through its digitizer.
     """
     from lsi_hw.drivers.digitizers import NiDaqDigitizer, VisaScopeDigitizer
     from lsi_hw.drivers.display import MonitorScene
@@ -86,9 +93,15 @@ def open_hardware_bench(
     from lsi_hw.drivers.pda100a2 import PDA100A2
     from lsi_hw.hardware_bench import HardwareBench
     from lsi_hw.locking import DeviceLock
+    from lsi_hw.sim.detector import AmplifierConfig, DigitizerConfig
 
     if config is not None:
         gain_db, load = config.amplifier.gain_db, config.amplifier.load
+        range_v = config.digitizer.range_v
+    if gain_db is None:
+        gain_db = AmplifierConfig().gain_db
+    if range_v is None:
+        range_v = DigitizerConfig().range_v
     if digitizer == "nidaq":
         adc: Any = NiDaqDigitizer(device=daq_device, channel=daq_channel,
                                   trigger_line=trigger_line)
@@ -100,7 +113,8 @@ def open_hardware_bench(
         raise ConfigError(f"digitizer={digitizer!r} is not one of 'nidaq', 'visa'")
     if digitizer_bits is not None:
         adc.resolution_bits = digitizer_bits  # ConfigError unless 1..32
-    detector = PDA100A2(adc, gain_db=gain_db, load=load)  # validates before any device I/O
+    # validates before any device I/O
+    detector = PDA100A2(adc, gain_db=gain_db, load=load, range_v=range_v)
     lock = DeviceLock("dlp4500").acquire()  # before any device is opened
     opened: list[Any] = [detector]
     try:

@@ -27,6 +27,12 @@ period) and the reading averages ``x_k + (s_k - x_k) exp(-t / tau)`` over the wi
 several patterns discard the first readings of each hold (``discard``) so that settling
 does not bias them.
 
+Operating point: a bench is set up (gain, digitizer range) so that the brightest reading
+of its typical scenes uses 30-80 % of full scale (:mod:`lsi_hw.operating_point`);
+:func:`measure_operating_point` measures where it sits and recommends a setting, and
+:func:`run_all` scales its bright stimuli (a full-screen white with every mirror on is
+about twice the brightest typical reading) so that no calibration reading clips.
+
 Digitizer quantization: when the readings' noise is below one ADC step (LSB) the mean
 of repeated readings is biased by up to LSB/2 and averaging does not help.  Levels are
 therefore quoted with a type-B term ``b / sqrt(3)`` added in quadrature, where ``b`` is
@@ -43,6 +49,7 @@ import math
 import os
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +76,7 @@ __all__ = [
     "GainComparison",
     "GammaResult",
     "LinearityResult",
+    "OperatingPointResult",
     "RegistrationResult",
     "SettlingResult",
     "bayer_mask",
@@ -77,6 +85,7 @@ __all__ = [
     "default_registration_target",
     "fit_monitor_gamma",
     "measure_dark",
+    "measure_operating_point",
     "measure_settling",
     "quantization_bias_bound",
     "register_dmd_to_scene",
@@ -113,6 +122,7 @@ class _Declared:
 
     lsb_v: ADC step, V.  clip_v: smallest of amplifier saturation and ADC full scale, V.
     gain_db: gain step, dB.  v_per_a: transimpedance, V/A.  bandwidth_hz: -3 dB, Hz.
+    range_v: ADC full scale (-range..+range), V.  saturation_v: amplifier saturation, V.
     """
 
     lsb_v: float | None
@@ -120,6 +130,8 @@ class _Declared:
     gain_db: float | None
     v_per_a: float | None
     bandwidth_hz: float | None
+    range_v: float | None = None
+    saturation_v: float | None = None
 
 
 def _bench_number(bench: Bench, name: str, unit: str, *, positive: bool = True
@@ -144,14 +156,17 @@ def _bench_number(bench: Bench, name: str, unit: str, *, positive: bool = True
 
 def _declared(bench: Bench) -> _Declared:
     """Read the typed detector properties of ``bench`` once (validated)."""
-    limits = [v for v in (_bench_number(bench, "saturation_v", "V"),
-                          _bench_number(bench, "digitizer_range_v", "V")) if v is not None]
+    saturation = _bench_number(bench, "saturation_v", "V")
+    full_scale = _bench_number(bench, "digitizer_range_v", "V")
+    limits = [v for v in (saturation, full_scale) if v is not None]
     return _Declared(
         lsb_v=_bench_number(bench, "digitizer_lsb_v", "V"),
         clip_v=min(limits) if limits else None,
         gain_db=_bench_number(bench, "gain_db", "dB", positive=False),
         v_per_a=_bench_number(bench, "gain_v_per_a", "V/A"),
         bandwidth_hz=_bench_number(bench, "bandwidth_hz", "Hz"),
+        range_v=full_scale,
+        saturation_v=saturation,
     )
 
 
@@ -678,7 +693,7 @@ class GammaResult(_Result):
     black_to_peak, black_to_peak_u:
         ``b / a``: black luminance over the white-minus-black luminance.
     peak_v, peak_u_v:
-        ``a`` in volts of differential (all mirrors on minus all off) reading.
+        ``a`` in volts of differential (the "on" mask minus all off) reading.
     black_v, black_u_v:
         ``b`` in the same volts.
     levels:
@@ -694,6 +709,11 @@ class GammaResult(_Result):
         Mask shape (H, W) and declared gain (dB).
     notes:
         What the bench did not know and so was left out.
+    open_fraction:
+        Exact open fraction of the "on" mask (1 = every mirror on; less when the bench's
+        range is set for typical scenes and a white screen would clip, see
+        :func:`run_all`).  The differential volts scale with it; gamma and the
+        black-to-peak ratio do not.
     """
 
     gamma: float
@@ -712,12 +732,14 @@ class GammaResult(_Result):
     mask_shape: tuple[int, int]
     gain_db: float | None
     notes: tuple[str, ...] = ()
+    open_fraction: float = 1.0
 
     def summary(self) -> str:
         """Gamma and black-to-peak ratio on one line."""
+        on = "on" if self.open_fraction == 1.0 else f"{self.open_fraction:.3g} open"
         return (f"gamma {self.gamma:.4g} +- {self.gamma_u:.2g}, black/peak "
                 f"{self.black_to_peak:.3g} +- {self.black_to_peak_u:.2g}, peak "
-                f"{_si(self.peak_v, 'V')} (on - off)")
+                f"{_si(self.peak_v, 'V')} ({on} - off)")
 
 
 @dataclass(frozen=True)
@@ -855,6 +877,312 @@ class SettlingResult(_Result):
             text += (f"; tau < {_si(self.tau_upper_s, 's', 3)} (bandwidth > "
                      f"{_si(self.bandwidth_lower_hz, 'Hz', 3)})")
         return text
+
+
+# --------------------------------------------------------------------------------------------
+# 0. operating point: where the brightest readings sit in the digitizer's range
+# --------------------------------------------------------------------------------------------
+
+#: Uniform drive levels measured by :func:`measure_operating_point` (0 = the dark level).
+OPERATING_LADDER: tuple[int, ...] = (0, 64, 96, 128, 160, 192, 224, 255)
+#: Open fraction of the sparse probe mask: an all-on reading that clips is extrapolated
+#: from it (``off + (probe - off) / fraction``).
+PROBE_FRACTION: float = 1.0 / 16.0
+#: :func:`run_all` scales its bright stimuli to at most this fraction of the clipping level.
+STIMULUS_FRACTION: float = 0.7
+
+
+@dataclass(frozen=True)
+class OperatingPointResult(_Result):
+    """Where the brightest readings of typical scenes sit in the digitizer's range, and the
+    gain and range recommended for them (:mod:`lsi_hw.operating_point`).
+
+    Attributes
+    ----------
+    mask_shape:
+        Mask shape (H, W), pixels.
+    scene_names:
+        The typical scenes measured (the built-in test scenes by default).
+    dark_v:
+        Black scene, every mirror off, volts.
+    peak_v:
+        Brightest all-on reading of the typical scenes (the largest any mask gives on
+        them), volts.
+    peak_scene:
+        Name of the scene that gave it.
+    peak_estimated:
+        True when that all-on reading clipped and ``peak_v`` was extrapolated from the
+        sparse probe mask (:data:`PROBE_FRACTION` of the mirrors on).
+    levels, level_v, level_estimated:
+        Uniform full-screen drive levels, their all-on readings (volts, dark included) and
+        whether each was extrapolated from the probe because it clipped.
+    range_v, clip_v, gain_db:
+        Declared digitizer range, clipping level (smallest of amplifier saturation and
+        range) in volts, and gain step in dB (None when the bench does not say).
+    fraction:
+        ``peak_v / range_v``: fraction of full scale used by the brightest reading.
+    status, message:
+        ``ok`` (30-80 %), ``wasted`` (below: the ADC step dominates), ``high`` (above 80 %),
+        ``saturating``, or ``unknown`` (no declared range), and the same in words.
+    recommended_gain_db, recommended_range_v, recommended_fraction:
+        The recommended gain step (dB), range (V) and the fraction of full scale they give.
+    settling_residual:
+        ``exp(-T / tau)`` of the recommended gain after one pattern period ``T``.
+    recommendation:
+        Why that setting (None when gain or range are unknown).
+    notes:
+        What the bench did not know and so was left out.
+    """
+
+    mask_shape: tuple[int, int]
+    scene_names: tuple[str, ...]
+    dark_v: float
+    peak_v: float
+    peak_scene: str
+    peak_estimated: bool
+    levels: tuple[int, ...]
+    level_v: tuple[float, ...]
+    level_estimated: tuple[bool, ...]
+    range_v: float | None
+    clip_v: float | None
+    gain_db: float | None
+    fraction: float | None
+    status: str
+    message: str
+    recommended_gain_db: int | None
+    recommended_range_v: float | None
+    recommended_fraction: float | None
+    settling_residual: float | None
+    recommendation: str | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def white_v(self) -> float:
+        """All-on reading of the brightest uniform level (full-screen white), volts."""
+        return self.level_v[int(np.argmax(self.levels))]
+
+    def summary(self) -> str:
+        """The brightest reading as a fraction of the range, and the recommendation."""
+        est = ", extrapolated" if self.peak_estimated else ""
+        text = f"brightest typical reading {_si(self.peak_v, 'V')} ({self.peak_scene}{est})"
+        if self.fraction is not None and self.range_v is not None:
+            text += f" = {self.fraction:.0%} of +-{self.range_v:g} V ({self.status})"
+        if self.recommended_gain_db is not None and self.recommended_range_v is not None:
+            text += (f"; recommended {self.recommended_gain_db} dB, "
+                     f"+-{self.recommended_range_v:g} V -> {self.recommended_fraction:.0%}, "
+                     f"settling residual {self.settling_residual:.2g}")
+        return text
+
+    def summary_lines(self) -> list[str]:
+        """:meth:`summary`, a warning when the brightest reading is outside 30-80 %, the
+        reason for a recommendation that differs from the current setting, the notes."""
+        lines = [self.summary()]
+        if self.status not in ("ok", "unknown"):
+            lines.append(f"warning: {self.message}")
+        changed = (self.recommended_gain_db is not None
+                   and (self.recommended_gain_db != self.gain_db
+                        or self.recommended_range_v != self.range_v))
+        if changed and self.recommendation:
+            lines.append(f"recommendation: {self.recommendation}")
+        return lines + [f"note: {n}" for n in self.notes]
+
+    def stimulus_options(self, fraction: float = STIMULUS_FRACTION) -> dict[str, dict[str, Any]]:
+        """Options of the bright calibration routines that keep their readings at or below
+        ``fraction`` of the clipping level (what :func:`run_all` passes them).
+
+        * ``dark`` (``white_level``) and ``settling`` (``level``): the brightest measured
+          uniform level whose all-on reading stays below that;
+        * ``gamma`` (``open_fraction``) and ``linearity`` (``fractions``): the largest open
+          fraction (multiple of 1/64) for which full-screen white stays below it.
+
+        Empty when nothing clips (every routine keeps its defaults) or the clipping level
+        is unknown.
+        """
+        if self.clip_v is None:
+            return {}
+        ceiling = fraction * self.clip_v
+        if self.white_v <= ceiling:
+            return {}
+        fitting = [lv for lv, v in zip(self.levels, self.level_v, strict=True)
+                   if lv > 0 and v <= ceiling]
+        positive = [lv for lv in self.levels if lv > 0]
+        level = max(fitting) if fitting else min(positive or [255])
+        signal = self.white_v - self.dark_v
+        open_f = max(1, math.floor(64 * (ceiling - self.dark_v) / signal)) / 64
+        out: dict[str, dict[str, Any]] = {
+            "dark": {"white_level": int(level)},
+            "settling": {"level": int(level)},
+            "gamma": {"open_fraction": open_f},
+        }
+        steps = sorted({round(f * open_f * 64) / 64 for f in np.linspace(0, 1, 9)})
+        if len(steps) >= 3:
+            out["linearity"] = {"fractions": tuple(steps)}
+        return out
+
+
+def measure_operating_point(
+    bench: Bench,
+    *,
+    size: int | tuple[int, int] = 32,
+    scenes: np.ndarray | None = None,
+    scene_names: Sequence[str] | None = None,
+    ranges_v: Sequence[float] | None = None,
+    repeats: int = 8,
+    discard: int = 2,
+    progress: bool = False,
+) -> OperatingPointResult:
+    """Where the brightest readings of typical scenes sit in the digitizer's range, and the
+    gain and range that put them at 30-80 % of full scale.
+
+    The typical scenes (default: the built-in test scenes at the mask size) and a ladder of
+    uniform full-screen levels (:data:`OPERATING_LADDER`, 0 = black) are measured with the
+    all-off mask, a sparse probe mask (:data:`PROBE_FRACTION` of the mirrors, evenly
+    dithered) and the all-on mask, each held ``discard + repeats`` patterns.  The all-on
+    reading is the largest any mask gives on a scene, so the brightest all-on reading of
+    the typical scenes is the reading to place in the range; where it clips it is
+    extrapolated from the probe (``off + (probe - off) / fraction``).  The result says what
+    fraction of the range it uses (:func:`lsi_hw.operating_point.assess_fraction`) and
+    recommends a gain and range (:func:`lsi_hw.operating_point.recommend_operating_point`,
+    from the declared gain, range, amplifier saturation and pattern period).  The ladder
+    tells :func:`run_all` how to scale its bright stimuli
+    (:meth:`OperatingPointResult.stimulus_options`).
+
+    Parameters
+    ----------
+    bench:
+        Any bench.
+    size:
+        Mask shape (H, W) or side, pixels (the built-in scenes need a square of >= 8).
+    scenes, scene_names:
+        Typical scenes (B, H, W[, 3]) uint8 of the mask shape, and their names (default the
+        built-in test scenes; none when the shape does not allow them).
+    ranges_v:
+        Input ranges the digitizer offers, volts (None: the NI X Series ranges).
+    repeats, discard:
+        Readings kept / dropped per mask hold.
+    progress:
+        Show a progress bar.
+
+    Raises
+    ------
+    ConfigError
+        Bad arguments.
+    CalibrationError
+        The bench returned readings of the wrong shape or non-finite ones.
+    """
+    from lsi_hw.operating_point import assess_fraction, recommend_operating_point
+
+    shape = _mask_shape(size)
+    repeats = _check_count("repeats", repeats, 1)
+    discard = _check_count("discard", discard, 0)
+    notes: list[str] = []
+    if scenes is None:
+        if shape[0] == shape[1] and shape[0] >= 8:
+            from lsi_hw.testscenes import builtin_scenes
+
+            typical, names = builtin_scenes(shape[0])
+        else:
+            typical, names = np.zeros((0, *shape), dtype=np.uint8), []
+            notes.append(f"no built-in scenes for a {shape} mask (they need a square of >= 8 "
+                         "px): the brightest reading is that of the uniform levels")
+    else:
+        typical = np.asarray(scenes)
+        if typical.dtype != np.uint8 or typical.ndim not in (3, 4) \
+                or typical.shape[1:3] != shape or len(typical) == 0:
+            raise ConfigError(f"scenes must be uint8 (B, {shape[0]}, {shape[1]}[, 3]) with "
+                              f"B >= 1; got {typical.dtype} {typical.shape}")
+        names = list(scene_names) if scene_names is not None else [
+            f"scene {k}" for k in range(len(typical))]
+        if len(names) != len(typical):
+            raise ConfigError(f"{len(names)} scene names for {len(typical)} scenes")
+    ladder = _uniform_scenes(OPERATING_LADDER, shape)
+    if typical.ndim == 4:
+        ladder = np.repeat(ladder[..., None], 3, axis=3)
+    probe = bayer_mask(shape, PROBE_FRACTION)
+    f_probe = float(probe.mean())
+    masks = np.stack([np.zeros(shape), probe, np.ones(shape)])
+    patterns = _held_patterns(masks, repeats, discard, "calibration-operating-point")
+    declared = _declared(bench)
+    with _progress(progress, 1, "operating point") as step, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meas = _measure(bench, np.concatenate([ladder, typical]), patterns)
+        step("measured")
+    for w in caught:  # clipping of the bright ladder is expected and handled below
+        if w.category.__name__ != "SaturationWarning":
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    held = _held_readings(meas.values, 3, repeats, discard).mean(axis=2)  # (B, 3)
+    off, sparse, on = held[:, 0], held[:, 1], held[:, 2]
+    clip = declared.clip_v
+    clipped = (np.zeros(len(on), dtype=bool) if clip is None
+               else np.abs(on) >= SATURATION_MARGIN * clip)
+    all_on = np.where(clipped, off + (sparse - off) / f_probe, on)
+    n_ladder = len(OPERATING_LADDER)
+    dark = float(off[0])
+    if len(typical):
+        k = int(np.argmax(all_on[n_ladder:]))
+        peak, peak_name, peak_est = (float(all_on[n_ladder + k]), str(names[k]),
+                                     bool(clipped[n_ladder + k]))
+    else:
+        k = int(np.argmax(all_on[:n_ladder]))
+        peak, peak_name, peak_est = (float(all_on[k]), f"uniform level {OPERATING_LADDER[k]}",
+                                     bool(clipped[k]))
+    if clip is None:
+        notes.append(_NOTE_NO_CLIP)
+    rng_v, gain = declared.range_v, declared.gain_db
+    fraction = status = message = None
+    rec_gain = rec_range = rec_fraction = residual = reason = None
+    if rng_v is None:
+        status, message = "unknown", "digitizer range unknown (bench.digitizer_range_v is None)"
+        notes.append("digitizer range unknown (bench.digitizer_range_v is None): no fraction "
+                     "of full scale and no recommendation")
+    else:
+        fraction, status, message = assess_fraction(peak, rng_v, declared.saturation_v)
+        if peak_est and status != "saturating":
+            status, message = "saturating", (f"saturating: typical scenes clip with every "
+                                             f"mirror on ({message})")
+    if gain is None:
+        notes.append("gain step unknown (bench.gain_db is None): no recommendation")
+    elif rng_v is not None:
+        sat = declared.saturation_v
+        if sat is None:
+            notes.append("amplifier saturation taken as the PDA100A2's 10 V (Hi-Z): the bench "
+                         "does not report it (bench.saturation_v is None)")
+            sat = 10.0
+        timing = getattr(bench, "timing", None)
+        period = timing.period_s if isinstance(timing, BenchTiming) else 235e-6
+        try:
+            point = recommend_operating_point(peak, gain, ranges_v, dark_v=dark,
+                                              saturation_v=sat, period_s=period)
+        except ConfigError as exc:  # e.g. a gain that is not a PDA100A2 step
+            notes.append(f"no recommendation: {exc}")
+        else:
+            rec_gain, rec_range = point.gain_db, point.range_v
+            rec_fraction, residual, reason = (point.expected_fraction, point.settling_residual,
+                                              point.reason)
+    return OperatingPointResult(
+        mask_shape=shape,
+        scene_names=tuple(str(n) for n in names),
+        dark_v=dark,
+        peak_v=peak,
+        peak_scene=peak_name,
+        peak_estimated=peak_est,
+        levels=OPERATING_LADDER,
+        level_v=tuple(float(v) for v in all_on[:n_ladder]),
+        level_estimated=tuple(bool(c) for c in clipped[:n_ladder]),
+        range_v=rng_v,
+        clip_v=clip,
+        gain_db=gain,
+        fraction=fraction,
+        status=str(status),
+        message=str(message),
+        recommended_gain_db=rec_gain,
+        recommended_range_v=rec_range,
+        recommended_fraction=rec_fraction,
+        settling_residual=residual,
+        recommendation=reason,
+        notes=tuple(notes),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1011,6 +1339,22 @@ def bayer_mask(shape: tuple[int, int], fraction: float, tile: int = 8) -> np.nda
     h, w = shape
     full = np.tile(idx, (-(-h // tile), -(-w // tile)))[:h, :w]
     return (full < round(fraction * tile * tile)).astype(np.uint8)
+
+
+def _on_mask(shape: tuple[int, int], open_fraction: float) -> np.ndarray:
+    """The "on" mask of a routine: every mirror for 1, else :func:`bayer_mask` (ConfigError
+    outside (0, 1] or when no mirror would open)."""
+    try:
+        f = float(open_fraction)
+    except (TypeError, ValueError):
+        f = math.nan
+    if not 0.0 < f <= 1.0:
+        raise ConfigError(f"open_fraction={open_fraction!r} must be in (0, 1]")
+    mask = np.ones(shape, dtype=np.uint8) if f == 1.0 else bayer_mask(shape, f)
+    if not mask.any():
+        raise ConfigError(f"open_fraction={open_fraction!r} opens no mirror of a {shape} mask "
+                          "(8 x 8 dither: use at least 1/64)")
+    return mask
 
 
 def _wls_line(x: np.ndarray, y: np.ndarray, u: np.ndarray
@@ -1247,13 +1591,15 @@ def fit_monitor_gamma(
     passes: int = 3,
     gamma_tolerance: float = 0.05,
     seed: int = 0,
+    open_fraction: float = 1.0,
     progress: bool = False,
 ) -> GammaResult:
     """Fit the monitor transfer ``L = a (v/255)^gamma + b`` from full-screen grey levels.
 
-    Each level is measured with the all-on and the all-off mask (held ``discard +
-    repeats`` patterns, twice, alternating); their difference removes the dark level and
-    the leakage and is proportional to the screen luminance.  A weighted least-squares fit
+    Each level is measured with the "on" mask (every mirror on, or an evenly dithered
+    ``open_fraction`` of them) and the all-off mask (held ``discard + repeats`` patterns,
+    twice, alternating); their difference removes the dark level and the leakage and is
+    proportional to the screen luminance.  A weighted least-squares fit
     gives gamma, ``a`` and ``b`` and so the black-to-peak ratio ``b / a``.  The levels are
     swept ``passes`` times, each in its own seeded random order, so slow source drift does
     not bend the curve; the scatter between passes enters the uncertainties.
@@ -1275,6 +1621,10 @@ def fit_monitor_gamma(
         Largest acceptable uncertainty of gamma.
     seed:
         Seed of the scene order.
+    open_fraction:
+        Open fraction of the "on" mask, 0 < f <= 1 (:func:`bayer_mask`, 8 x 8 dither:
+        multiples of 1/64).  Below 1 when a full-screen white with every mirror on would
+        clip (:func:`run_all` chooses it from the operating point).
     progress:
         Show a progress bar.
 
@@ -1293,7 +1643,8 @@ def fit_monitor_gamma(
         raise CalibrationError(f"fit_monitor_gamma needs at least 4 distinct levels; got {lv}")
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(lv.size) for _ in range(passes)])
-    masks = np.stack([np.ones(shape), np.zeros(shape), np.ones(shape), np.zeros(shape)])
+    on_mask = _on_mask(shape, open_fraction)
+    masks = np.stack([on_mask, np.zeros(shape), on_mask, np.zeros(shape)])
     patterns = _held_patterns(masks, repeats, discard, "calibration-gamma")
     declared = _declared(bench)
     with _progress(progress, 1, "gamma") as step:
@@ -1383,6 +1734,7 @@ def fit_monitor_gamma(
         mask_shape=shape,
         gain_db=declared.gain_db,
         notes=_notes(declared, lsb=True, clip=True),
+        open_fraction=float(on_mask.mean()),
     )
     if not (0.3 <= g <= 5.0) or not g_u <= gamma_tolerance:
         raise CalibrationError(
@@ -1997,6 +2349,7 @@ def measure_settling(
 
 #: Routine name -> result class, in the order :func:`run_all` runs them.
 ROUTINES: dict[str, type[_Result]] = {
+    "operating_point": OperatingPointResult,
     "dark": DarkResult,
     "linearity": LinearityResult,
     "gamma": GammaResult,
@@ -2209,16 +2562,29 @@ def run_all(
 ) -> CalibrationFile:
     """Run every calibration routine on ``bench`` and collect a :class:`CalibrationFile`.
 
+    The operating point (:func:`measure_operating_point`) is always measured first and
+    recorded: it says what fraction of the digitizer's range the brightest typical
+    reading uses and recommends a gain and range.  A bench set up for typical scenes
+    (30-80 % of full scale) clips on a full-screen white with every mirror on (typical
+    scenes average about a third of the peak luminance), so the bright stimuli are then
+    scaled to stay below :data:`STIMULUS_FRACTION` of the clipping level
+    (:meth:`OperatingPointResult.stimulus_options`: a lower white level for the dark
+    leakage and the settling step, a dithered "on" mask for the gamma fit, smaller open
+    fractions for the linearity); where full white fits, every routine keeps its defaults.
+    Options given in ``options`` win over the scaled ones.
+
     Parameters
     ----------
     bench:
         Any bench.
     size:
-        Mask side for the dark, linearity, gamma and settling routines, pixels.
+        Mask side for the operating point, dark, linearity, gamma and settling routines,
+        pixels.
     registration_size:
         Mask side for the registration (a power of two; default ``size``).
     routines:
-        Subset of :data:`ROUTINES` to run (default: all, in that order).
+        Subset of :data:`ROUTINES` to run (default: all, in that order); the operating
+        point is measured in any case.
     allow_white:
         Let :func:`measure_dark` show a white scene (leakage).
     options:
@@ -2236,8 +2602,14 @@ def run_all(
     unknown = [n for n in names if n not in ROUTINES]
     if unknown:
         raise ConfigError(f"unknown routines {unknown}; allowed: {', '.join(ROUTINES)}")
+    names = ["operating_point"] + [n for n in names if n != "operating_point"]
     opts = {k: dict(v) for k, v in (options or {}).items()}
+    bad = sorted(set(opts) - set(ROUTINES))
+    if bad:
+        raise ConfigError(f"options for unknown routines {bad}; allowed: {', '.join(ROUTINES)}")
     calls: dict[str, Callable[[], _Result]] = {
+        "operating_point": lambda: measure_operating_point(bench, size=size,
+                                                           **opts.get("operating_point", {})),
         "dark": lambda: measure_dark(bench, size=size, allow_white=allow_white,
                                      **opts.get("dark", {})),
         "linearity": lambda: check_linearity_and_gain(bench, size=size,
@@ -2252,5 +2624,9 @@ def run_all(
     with _progress(progress, len(names), "calibration") as step:
         for name in names:
             results[name] = calls[name]()
+            point = results[name]
+            if isinstance(point, OperatingPointResult):
+                for routine, scaled in point.stimulus_options().items():
+                    opts[routine] = {**scaled, **opts.get(routine, {})}
             step(name)
     return CalibrationFile(results=results, bench_settings=snapshot)

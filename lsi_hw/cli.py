@@ -20,13 +20,18 @@ import numpy as np
 from lsi_hw import __version__
 from lsi_hw.cli_util import OutputFolder, check_new_file, one_line_errors
 from lsi_hw.errors import ConfigError
-from lsi_hw.sim.detector import NOISE_PRESETS
+from lsi_hw.sim.detector import NOISE_PRESETS, AmplifierConfig, DigitizerConfig
 
 __all__ = ["main"]
 
 _one_line_errors = one_line_errors
 _Output = OutputFolder
 
+
+DEFAULT_GAIN_DB = AmplifierConfig().gain_db
+"""Default --gain-db: the simulator's default operating point (50 dB)."""
+DEFAULT_RANGE_V = DigitizerConfig().range_v
+"""Default --range-v: the simulator's default digitizer range (+-0.5 V)."""
 
 MAX_SIDE = 2048
 """Largest mask / scene side (pixels) the command line accepts (the DLP4500 itself has
@@ -117,8 +122,10 @@ def main() -> None:
               help="Acquire each mask and its complement and recombine (differential).")
 @click.option("--images", default="builtin", show_default=True,
               help="'builtin' test scenes or a folder of square images.")
-@click.option("--gain-db", type=int, default=40, show_default=True,
+@click.option("--gain-db", type=int, default=DEFAULT_GAIN_DB, show_default=True,
               help="PDA100A2 gain step in dB (0, 10, ..., 70).")
+@click.option("--range-v", type=float, default=DEFAULT_RANGE_V, show_default=True,
+              help="Digitizer input range, volts (it reads -V..+V).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("lsi_sim_out"),
               show_default=True, help="Output folder (must be new or empty, or use --force).")
@@ -127,7 +134,7 @@ def main() -> None:
 @_one_line_errors
 def simulate(
     noise: str, pattern_kind: str, m: int, size: int | None, split: bool, images: str,
-    gain_db: int, seed: int, out: Path, force: bool, plot: bool,
+    gain_db: int, range_v: float, seed: int, out: Path, force: bool, plot: bool,
 ) -> None:
     """Simulate the bench on test scenes and save the readings with their settings.
 
@@ -138,12 +145,15 @@ def simulate(
     from dataclasses import replace
 
     from lsi_hw.benches import make_bench
+    from lsi_hw.operating_point import assess_fraction
     from lsi_hw.reconstruct import preview_reconstruction
-    from lsi_hw.sim import AmplifierConfig, SimConfig
+    from lsi_hw.sim import SimConfig
     from lsi_hw.testscenes import builtin_scenes, load_image_dir
 
     # --- validate everything before touching the output folder ---------------------
-    config = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=gain_db))
+    base = SimConfig()
+    config = replace(base, amplifier=AmplifierConfig(gain_db=gain_db),
+                     digitizer=replace(base.digitizer, range_v=range_v))
     n_scenes = 4 if images == "builtin" else None
     if n_scenes is None:
         from lsi_hw.testscenes import count_images
@@ -180,11 +190,16 @@ def simulate(
         noise_rms = float(np.sqrt(np.mean(err**2)))
         snr_db = 20 * np.log10(signal_rms / noise_rms) if noise_rms > 0 else float("inf")
         acq = measured.settings["acquisition"]
+        fraction, status, message = assess_fraction(
+            float(np.abs(volts).max()), config.digitizer.range_v, config.amplifier.saturation_v)
         summary = {
             "scenes": names,
             "patterns": {"name": patterns.name, "m": patterns.m, "shape": list(patterns.shape)},
             "noise": noise,
             "gain_db": gain_db,
+            "range_v": config.digitizer.range_v,
+            "fraction_of_full_scale": fraction,
+            "operating_point": status,
             "seed": seed,
             "snr_db": snr_db,
             "saturated_readings": acq["saturated_count"],
@@ -220,6 +235,8 @@ def simulate(
     click.echo(f"  saturated readings {acq['saturated_count']:8d}")
     click.echo(f"  detector range     {volts.min() * 1e3:.3f} .. {volts.max() * 1e3:.3f} mV"
                f"  ({(volts.max() - volts.min()) / config.digitizer.lsb_v:.0f} LSB)")
+    click.echo(f"  full scale used    {fraction:8.0%}  of +-{config.digitizer.range_v:g} V"
+               f" by the brightest reading ({message})")
     click.echo(f"  time taken         {elapsed:8.3f} s  for {acq['real_time_s']:.3f} s of DMD time"
                f"  (real-time factor {acq['real_time_s'] / elapsed:.1f}x;"
                f" plus {startup:.2f} s one-time start-up)")
@@ -230,10 +247,14 @@ def simulate(
 
 
 def _bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--backend, --noise, --gain-db, --seed: the options that pick and set up a bench."""
+    """--backend, --noise, --gain-db, --range-v, --seed: the options that pick and set up a
+    bench."""
     func = click.option("--seed", type=int, default=0, show_default=True,
                         help="Seed of every random draw (sim, fake-hw).")(func)
-    func = click.option("--gain-db", type=int, default=40, show_default=True,
+    func = click.option("--range-v", type=float, default=DEFAULT_RANGE_V, show_default=True,
+                        help="Digitizer input range, volts (it reads -V..+V; fake-hw and NI "
+                             "X Series cards offer 0.1, 0.2, 0.5, 1, 2, 5, 10).")(func)
+    func = click.option("--gain-db", type=int, default=DEFAULT_GAIN_DB, show_default=True,
                         help="PDA100A2 gain step in dB (on hw: the knob position).")(func)
     func = click.option("--noise", type=click.Choice(list(NOISE_PRESETS)), default="full",
                         show_default=True, help="Simulated noise (sim, fake-hw).")(func)
@@ -243,13 +264,15 @@ def _bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open_bench(backend: str, noise: str, gain_db: int, seed: int,
-                calibration_id: str | None = None) -> Any:
+                calibration_id: str | None = None, range_v: float = DEFAULT_RANGE_V) -> Any:
     from dataclasses import replace
 
     from lsi_hw.benches import make_bench
-    from lsi_hw.sim import AmplifierConfig, SimConfig
+    from lsi_hw.sim import SimConfig
 
-    config = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=gain_db))
+    base = SimConfig()
+    config = replace(base, amplifier=AmplifierConfig(gain_db=gain_db),
+                     digitizer=replace(base.digitizer, range_v=range_v))
     if backend == "hw":
         return make_bench("hw", config=config, calibration_id=calibration_id)
     return make_bench(backend, noise=noise, seed=seed, config=config,
@@ -270,18 +293,19 @@ def info() -> None:
 @click.argument("what", type=click.Choice(["dlp4500", "detector", "bench"]))
 @_bench_options
 @_one_line_errors
-def check(what: str, backend: str, noise: str, gain_db: int, seed: int) -> None:
+def check(what: str, backend: str, noise: str, gain_db: int, range_v: float, seed: int) -> None:
     """Short self-test of a device (no questions asked): status, a test sequence, a dark
-    reading and a saturation check.  Exit code 1 when a check fails."""
+    reading and the operating point: what fraction of the digitizer's range the brightest
+    reading of the built-in test scenes uses (30-80 % wanted) and the recommended gain and
+    range.  Lines start with ``ok``, ``!!`` (a warning, e.g. range wasted) or ``--`` (a
+    failure, e.g. saturation).  Exit code 1 when a check fails."""
     from lsi_hw.patterns import PatternSet
 
     failures = 0
-    bench = _open_bench(backend, noise, gain_db, seed)
+    bench = _open_bench(backend, noise, gain_db, seed, range_v=range_v)
     try:
         size = 32
         black = np.zeros((1, size, size), dtype=np.uint8)
-        white = np.full((1, size, size), 255, dtype=np.uint8)
-        closed_open = PatternSet(np.stack([np.zeros((size, size)), np.ones((size, size))]))
         if what in ("dlp4500", "bench"):
             status = getattr(bench.modulator, "status", None)
             if callable(status):  # the real driver (hw, fake-hw): controller status words
@@ -303,13 +327,7 @@ def check(what: str, backend: str, noise: str, gain_db: int, seed: int) -> None:
                                  PatternSet(np.zeros((64, size, size)))).values
             click.echo(f"ok  dark level {dark.mean() * 1e3:.3f} mV, noise "
                        f"{dark.std() * 1e3:.3f} mV rms")
-            bright = bench.measure(white, closed_open).values[0]
-            sat = bench.detector.saturation_v
-            verdict = "ok " if bright.max() < 0.95 * sat else "-- "
-            failures += verdict == "-- "
-            state = "headroom" if verdict == "ok " else "SATURATED: lower the gain"
-            click.echo(f"{verdict} white, open aperture: {bright[1]:.3f} V of {sat:.1f} V "
-                       f"saturation ({state})")
+            failures += _check_operating_point(bench, size)
         if what == "bench":
             from lsi_hw.reconstruct import preview_reconstruction
             from lsi_hw.testscenes import siemens_star
@@ -329,6 +347,49 @@ def check(what: str, backend: str, noise: str, gain_db: int, seed: int) -> None:
         sys.exit(1)
 
 
+def _digitizer_ranges(bench: Any) -> tuple[float, ...] | None:
+    """The input ranges the bench's digitizer offers, volts (None: not listed)."""
+    digitizer = getattr(getattr(bench, "detector", None), "digitizer", None)
+    ranges = getattr(digitizer, "ranges_v", None)
+    return tuple(float(r) for r in ranges) if ranges else None
+
+
+def _check_operating_point(bench: Any, size: int) -> int:
+    """Print where the brightest reading of the built-in scenes sits in the digitizer's
+    range and the recommended gain and range; returns 1 when it saturates, else 0."""
+    from lsi_hw.calibration import measure_operating_point
+
+    point = measure_operating_point(bench, size=size, ranges_v=_digitizer_ranges(bench))
+    est = ", extrapolated: the all-on reading clips" if point.peak_estimated else ""
+    where = (f"brightest typical reading {point.peak_v:.4g} V ({point.peak_scene}, all "
+             f"mirrors on{est})")
+    mark = {"ok": "ok ", "saturating": "-- "}.get(point.status, "!! ")
+    if point.fraction is None or point.range_v is None:
+        click.echo(f"!!  {where}: {point.message}")
+    elif point.status == "saturating":
+        click.echo(f"--  {where}: SATURATED at the +-{point.range_v:g} V range: lower the gain "
+                   "or take a larger range")
+    else:
+        state = ("headroom" if point.status == "ok" else point.message.split(" (")[0])
+        click.echo(f"{mark} {where} = {point.fraction:.0%} of the +-{point.range_v:g} V range "
+                   f"(wanted 30-80 %; {state})")
+    if point.recommended_gain_db is not None:
+        same = (point.recommended_gain_db == point.gain_db
+                and point.recommended_range_v == point.range_v)
+        click.echo(f"    recommended: {point.recommended_gain_db} dB, "
+                   f"+-{point.recommended_range_v:g} V -> {point.recommended_fraction:.0%} of "
+                   f"full scale, settling residual after one pattern "
+                   f"{point.settling_residual:.2g}" + (" (the current setting)" if same else
+                                                       f" ({point.recommendation})"))
+    if point.clip_v is not None and point.white_v >= 0.98 * point.clip_v:
+        click.echo(f"    full-screen white, all mirrors on: ~{point.white_v:.3g} V, beyond the "
+                   f"{point.clip_v:g} V clipping level (expected when the range is set for "
+                   "typical scenes; calibrate scales its stimuli)")
+    for note in point.notes:
+        click.echo(f"    note: {note}")
+    return int(point.status == "saturating")
+
+
 @main.command()
 @_bench_options
 @click.option("--patterns", "pattern_kind", default="hadamard", show_default=True,
@@ -344,9 +405,9 @@ def check(what: str, backend: str, noise: str, gain_db: int, seed: int) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Recording folder; rerunning the command resumes it.")
 @_one_line_errors
-def acquire(backend: str, noise: str, gain_db: int, seed: int, pattern_kind: str, m: int,
-            size: int | None, images: str, batch_size: int, calibration: Path | None,
-            out: Path) -> None:
+def acquire(backend: str, noise: str, gain_db: int, range_v: float, seed: int,
+            pattern_kind: str, m: int, size: int | None, images: str, batch_size: int,
+            calibration: Path | None, out: Path) -> None:
     """Acquire scenes into a crash-safe recording; rerun to resume where it stopped."""
     from lsi_hw.acquisition import acquire as run_acquisition
     from lsi_hw.testscenes import builtin_scenes, load_image_dir
@@ -364,7 +425,7 @@ def acquire(backend: str, noise: str, gain_db: int, seed: int, pattern_kind: str
     patterns = _build_patterns(pattern_kind, m, size, seed, False, n_scenes)
     side = patterns.shape[0]
     scenes, _ = builtin_scenes(side) if images == "builtin" else load_image_dir(images, side)
-    bench = _open_bench(backend, noise, gain_db, seed, calibration_id)
+    bench = _open_bench(backend, noise, gain_db, seed, calibration_id, range_v=range_v)
     try:
         summary = run_acquisition(bench, scenes, patterns, out, batch_size=batch_size)
     finally:
@@ -379,18 +440,22 @@ def acquire(backend: str, noise: str, gain_db: int, seed: int, pattern_kind: str
 @click.option("--size", type=int, default=32, show_default=True,
               help="Mask side of the calibration patterns (a power of two).")
 @click.option("--routines", default=None,
-              help="Comma-separated subset of: dark, linearity, gamma, registration, settling.")
+              help="Comma-separated subset of: dark, linearity, gamma, registration, settling "
+                   "(the operating point is always measured first).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Calibration file to write (.json).")
 @click.option("--force", is_flag=True, default=False,
               help="Replace an existing --out file (refused otherwise).")
 @_one_line_errors
-def calibrate(backend: str, noise: str, gain_db: int, seed: int, size: int,
+def calibrate(backend: str, noise: str, gain_db: int, range_v: float, seed: int, size: int,
               routines: str | None, out: Path, force: bool) -> None:
     """Run the calibration routines on a bench and write a versioned calibration file.
 
     Prints the file written and one line per routine (what it found, and what the bench
-    did not report, e.g. why the settling is unresolved).
+    did not report, e.g. why the settling is unresolved).  The first, the operating point,
+    gives the fraction of the digitizer's range the brightest reading of the built-in
+    scenes uses (30-80 % wanted; a warning when the range is wasted or saturates) and the
+    recommended gain and range.
     """
     from lsi_hw.calibration import ROUTINES, run_all
 
@@ -411,9 +476,10 @@ def calibrate(backend: str, noise: str, gain_db: int, seed: int, size: int,
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
     check_new_file(out, force, "--out")  # before the long calibration
-    bench = _open_bench(backend, noise, gain_db, seed)
+    bench = _open_bench(backend, noise, gain_db, seed, range_v=range_v)
     try:
-        result = run_all(bench, size=size, routines=chosen)
+        result = run_all(bench, size=size, routines=chosen,
+                         options={"operating_point": {"ranges_v": _digitizer_ranges(bench)}})
     finally:
         bench.close()
     result.save(out, overwrite=force)  # refuses a file that appeared meanwhile

@@ -55,8 +55,10 @@ class FakeHardwareBench(HardwareBench):
     config:
         The simulated bench (same :class:`~lsi_hw.sim.forward.SimConfig` as ``SimBench``);
         its gain, load, pattern timing, ADC range and resolution are given to the real
-        drivers (the range must be one the fake digitizer offers), and its reading window
-        is replaced by the one the PDA100A2 driver derives.
+        drivers (the range must be one the fake digitizer offers: the NI X Series ranges,
+        which hold the default +-0.5 V operating point), and its reading window is
+        replaced by the one the PDA100A2 driver derives.  So the twin runs at the same
+        default operating point as ``SimBench`` and the torch training model.
     calibration_id:
         Recorded in every snapshot.
     lock_name:

@@ -376,6 +376,10 @@ def _bench_decoder(trainer: Any, backend: str, seed: int,
               help="Probe file (default RUN/probes.pt; trained and cached if missing).")
 @click.option("--ceiling", is_flag=True,
               help="Also score the probes on the TRUE latents (what a perfect decoder gets).")
+@click.option("--recognizer/--no-recognizer", "use_recognizer", default=None,
+              help="Score each decoded image against its original with the SynthFace "
+                   "recognizer. Default: when `lsi-ml recognizer` has cached one; "
+                   "--recognizer trains it here if missing (~5 min on a CPU core).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Test-set seed.")
 @click.option("--dlib", is_flag=True,
               help="Also report dlib face verification (descriptor distance < 0.6) and dlib "
@@ -396,7 +400,8 @@ def _bench_decoder(trainer: Any, backend: str, seed: int,
 @one_line_errors
 def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | None,
           ceiling: bool, seed: int, dlib: bool, json_out: str | None, per_dim: int | None,
-          bench_options: tuple[str, ...], device: str, progress: bool) -> None:
+          bench_options: tuple[str, ...], device: str, progress: bool,
+          use_recognizer: bool | None = None) -> None:
     """Print a Table-1-style row: ratio, verification, FD, attributes, seg F1, NME."""
     from lsi_ml.evaluation import evaluate_decoder
 
@@ -422,9 +427,21 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     check_eval_memory(trainer.generator, n_test, n_pairs)  # before probes or the bench
     decode = _bench_decoder(trainer, backend, seed, options)  # opens the bench first
     probe_set = _load_probes(trainer, model, probes, True, progress)
+    recognizer = None
+    if use_recognizer is not False and hasattr(trainer.generator,
+                                               "sample_latent_same_identity"):
+        from lsi_ml.recognizer import load_or_train_recognizer, recognizer_cache_path
+
+        cached = recognizer_cache_path(trainer.generator).exists()
+        if use_recognizer or cached:
+            recognizer = load_or_train_recognizer(trainer.generator, progress=progress,
+                                                  device=str(trainer.device))
+        else:
+            click.echo("no SynthFace recognizer cached: identity scores of decoded images "
+                       "left out (`lsi-ml recognizer` makes one, ~5 min)")
     result = evaluate_decoder(decode, trainer.generator, probe_set, n_test=n_test,
                               n_pairs=n_pairs, seed=seed, progress=progress,
-                              with_ceiling=ceiling, dlib=dlib)
+                              with_ceiling=ceiling, dlib=dlib, recognizer=recognizer)
     ratio = _ratio(trainer)
     click.echo(f"model {_model_path(model)} (step {trainer.step}), backend {backend}, "
                f"noise {trainer.config.noise}, SynthFace {trainer.config.size} px")
@@ -600,6 +617,66 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
     click.echo(f"decoded {len(names)} scenes -> {out}/ (latents.npy, images.npy, "
                f"decoded.json{', landmarks.npy, segmentation.npy' if probe_set else ''}, "
                "overlay.png)")
+
+
+# ---------------------------------------------------------------------------------- recognizer
+@main.command("recognizer")
+@click.option("--steps", type=int, default=None,
+              help="Training steps (default 600: ~5 min on one idle CPU core at 64 px).")
+@click.option("--size", type=int, default=64, show_default=True,
+              help="SynthFace image size, pixels: the generator the recognizer is made for.")
+@click.option("--generator-seed", type=int, default=0, show_default=True,
+              help="SynthFace seed (its fixed textures).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the weights, training identities and threshold pairs.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="File to write (default: the cache that evaluation reads, "
+                   "$XDG_CACHE_HOME or ~/.cache, /lsi-toolkit/recognizer/<key>.pt).")
+@click.option("--force", is_flag=True, help="Retrain and replace an existing file.")
+@one_line_errors
+def recognizer(steps: int | None, size: int, generator_seed: int, seed: int, device: str,
+               out: str | None, force: bool) -> None:
+    """Train the SynthFace face recognizer (identity metric) and cache it; never downloaded."""
+    from lsi_ml.devices import check_device
+    from lsi_ml.generators.synthface import SynthFace
+    from lsi_ml.recognizer import (
+        RecognizerConfig,
+        load_recognizer,
+        recognizer_cache_path,
+        save_recognizer,
+        train_recognizer,
+    )
+
+    if not 32 <= size <= 512:
+        raise ConfigError(f"--size {size} must be in 32..512 pixels (SynthFace renders 64..256 "
+                          "as intended)")
+    if not 0 <= generator_seed <= 2**63 - 1:
+        raise ConfigError(f"--generator-seed {generator_seed} must be in 0..2**63-1")
+    check_device(device, label="--device ", available=True)
+    overrides: dict[str, Any] = {"seed": seed, "device": device}
+    if steps is not None:
+        overrides["steps"] = steps
+    try:
+        config = RecognizerConfig(**overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (--steps / --seed)") from None
+    generator = SynthFace(size, seed=generator_seed)
+    path = Path(out) if out else recognizer_cache_path(generator, config)
+    if out:
+        check_new_file(path, force, "--out")
+    elif path.exists() and not force:
+        model = load_recognizer(path, generator)  # a corrupt / stale file fails here
+        click.echo(f"recognizer already made: {path} (threshold {model.threshold:.3f}, "
+                   f"validation accuracy {model.train_stats.get('val_accuracy', float('nan')):.3f}"
+                   "); --force retrains it")
+        return
+    model = train_recognizer(generator, config)
+    save_recognizer(model, path, generator)
+    stats = model.train_stats
+    click.echo(f"wrote {path}: {config.steps} steps in {stats['seconds_train']:.0f} s, "
+               f"threshold {model.threshold:.3f}, accuracy {stats['val_accuracy']:.3f} on "
+               f"{config.val_pairs} held-out validation pairs (SynthFace {size} px)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,27 @@ decoders' ``train`` data), asks a decoder for latents and scores them:
   pairs and applied to test pairs; the accuracy on the hard-negative test pairs (nearest
   other identity of a pool) is reported too.
 
+* exact readout (``exact=True``, the default for a generator whose ``render`` returns ground
+  truth, e.g. SynthFace; the PRIMARY score there): the decoded latent is rendered with
+  ``generator.render`` and ITS exact landmarks, segmentation and attributes are compared with
+  those of the scene (the render of the true latent): ``exact_attribute_accuracy`` (fraction
+  of attributes equal, per face, then mean over faces), ``exact_seg_f1`` (per-face macro F1
+  over the classes present in either map, :func:`lsi_ml.metrics.segmentation_f1_per_image`,
+  then mean) and ``exact_nme`` (per-face NME x100 of the original landmarks' box diagonal,
+  then mean). No probe is involved: the oracle decoder scores exactly 100 % / 100 % / 0, and
+  the probe scores above measure the probes' reading of the latent ("probes").
+
+Every score carries a percentile bootstrap 95 % confidence interval (``result.ci[name] =
+(low, high)``, ``n_boot`` resamples, seeded by ``seed``; :func:`lsi_ml.metrics.bootstrap_ci`):
+the test FACES are resampled for the face scores (attribute accuracy from per-face accuracy,
+segmentation F1 from per-face confusion matrices summed over the resample, NME, PSNR, SSIM,
+latent errors and R^2, exact readout), the test PAIRS for verification (the threshold stays
+the one chosen on the val pairs; hard-negative accuracy, TPR and TNR resample their own
+subsets). The Frechet distance has no interval: it is a set statistic biased in the set
+size, whose bootstrap would not be a confidence interval (and would cost a matrix square root
+per resample). ``summary()``, ``table1_row()`` and :meth:`EvalResult.ci_row` print / export
+the intervals.
+
 With ``with_ceiling=True`` the same metrics are computed for the oracle (true latents), so
 probe error can be told apart from decoder error.
 
@@ -151,6 +172,42 @@ class EvalResult:
     dlib_landmark_nme : float or None
         dlib landmarks of the reconstruction vs dlib landmarks of the original, NME x100 of
         the box diagonal, over the faces detected in both (NaN if none).
+    exact_attribute_accuracy : float
+        Exact readout (see the module docstring): fraction of the attributes of
+        ``render(decoded)`` equal to the scene's, per face, mean over faces. NaN when not
+        computed (``exact_note`` says why).
+    exact_attribute_accuracy_per_attribute : dict of str to float
+        The same per attribute (empty when not computed).
+    exact_seg_f1 : float
+        Per-face macro F1 of ``render(decoded).segmentation`` vs the scene's map, mean.
+    exact_nme : float
+        Per-face NME (x100 of the scene's landmark box diagonal) of
+        ``render(decoded).landmarks``, mean.
+    exact_note : str
+        Empty when the exact readout was computed, else why it is n/a (e.g. an image-space
+        method: no latent to render).
+    recognizer_accuracy : float
+        The paper's identity protocol with the SynthFace recognizer
+        (:mod:`lsi_ml.recognizer`): each decoded image ``synthesize(decoded)`` against its
+        own original (genuine pair) and against another face's original (impostor pair,
+        a fixed derangement), threshold fixed beforehand on held-out real renders; mean of
+        the correct decisions.
+    recognizer_genuine_accept : float
+        Fraction of decoded images the recognizer calls the same person as their original
+        (what the paper's "verif. %" columns report).
+    recognizer_hard_accuracy : float
+        As ``recognizer_accuracy`` with the hardest impostor (the most similar other
+        original for the recognizer).
+    recognizer_note : str
+        Empty when the recognizer scores were computed, else why not.
+    ci : dict of str to (float, float)
+        Percentile bootstrap interval ``(low, high)`` of each score that has one, keyed by
+        its field name, in the field's units (fractions, not %). Scores without a defined
+        interval (NaN score, the Frechet distance) have no key.
+    ci_level : float
+        Coverage of those intervals (0.95).
+    n_boot : int
+        Bootstrap resamples behind them (0: no intervals).
     """
 
     n_test: int
@@ -187,6 +244,18 @@ class EvalResult:
     dlib_verification: float | None = None
     dlib_distance: float | None = None
     dlib_landmark_nme: float | None = None
+    exact_attribute_accuracy: float = float("nan")
+    exact_attribute_accuracy_per_attribute: dict[str, float] = field(default_factory=dict)
+    exact_seg_f1: float = float("nan")
+    exact_nme: float = float("nan")
+    exact_note: str = "not computed"
+    recognizer_accuracy: float = float("nan")
+    recognizer_genuine_accept: float = float("nan")
+    recognizer_hard_accuracy: float = float("nan")
+    recognizer_note: str = "not computed"
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ci_level: float = 0.95
+    n_boot: int = 0
 
     @property
     def fd_result(self) -> metrics.FrechetResult:
@@ -200,47 +269,114 @@ class EvalResult:
         return self.fd_result.label
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain nested dict (``ceiling`` as a dict or None); adds ``fd_label``."""
+        """Plain nested dict (``ceiling`` as a dict or None); adds ``fd_label``; ``ci`` values
+        are ``(low, high)`` tuples (lists once written as JSON)."""
         data = asdict(self)
         data["fd_label"] = self.fd_label
         if self.ceiling is not None:
             data["ceiling"] = self.ceiling.as_dict()
         return data
 
-    def table1_row(self, ratio_label: str) -> str:
-        """One Markdown row for :func:`lsi_ml.metrics.table1_header` (``fd_space`` given)."""
-        return metrics.table1_row(
-            ratio_label, self.verification_accuracy, self.fd_result, self.fd_space,
-            self.attribute_accuracy, self.segmentation_f1, self.landmark_nme,
-        )
+    def ci_row(self) -> dict[str, float]:
+        """Flat columns for a CSV: ``<score>_ci_lo`` and ``<score>_ci_hi`` of every interval
+        plus the exact-readout scores (``exact_*``; NaN when n/a), e.g. for
+        ``sims.report``, which prints ``"89.1 [87.9, 90.2]"`` where a CSV has them."""
+        row: dict[str, float] = {"exact_attribute_accuracy": self.exact_attribute_accuracy,
+                                 "exact_seg_f1": self.exact_seg_f1,
+                                 "exact_nme": self.exact_nme,
+                                 "recognizer_accuracy": self.recognizer_accuracy,
+                                 "recognizer_genuine_accept": self.recognizer_genuine_accept,
+                                 "recognizer_hard_accuracy": self.recognizer_hard_accuracy}
+        for name, (low, high) in self.ci.items():
+            row[f"{name}_ci_lo"] = float(low)
+            row[f"{name}_ci_hi"] = float(high)
+        return row
+
+    def table1_row(self, ratio_label: str, *, intervals: bool = True) -> str:
+        """One Markdown row for :func:`lsi_ml.metrics.table1_header` (``fd_space`` given);
+        with ``intervals`` the cells carry their bootstrap intervals, ``"89.15 [87.90,
+        90.20]"`` (:func:`lsi_ml.metrics.table1_row_ci`)."""
+        args = (ratio_label, self.verification_accuracy, self.fd_result, self.fd_space,
+                self.attribute_accuracy, self.segmentation_f1, self.landmark_nme)
+        if intervals and self.ci:
+            return metrics.table1_row_ci(*args, ci=self.ci)
+        return metrics.table1_row(*args)
+
+    @property
+    def has_exact(self) -> bool:
+        """Whether the exact readout was computed (finite exact scores)."""
+        return math.isfinite(self.exact_seg_f1)
 
     def summary(self) -> str:
-        """Multi-line human-readable report (with the probe ceiling, if computed)."""
-        rows: list[tuple[str, str, Callable[[EvalResult], float]]] = [
-            ("verification accuracy", "%", lambda r: 100 * r.verification_accuracy),
-            ("  hard negatives rejected", "%", lambda r: 100 * r.verification_hard_accuracy),
-            ("attribute accuracy", "%", lambda r: 100 * r.attribute_accuracy),
-            ("segmentation F1 (macro)", "%", lambda r: 100 * r.segmentation_f1),
-            ("landmark NME (x100 bbox diag)", "", lambda r: r.landmark_nme),
-            ("latent L1 (per element)", "", lambda r: r.latent_l1),
-            ("latent L2 (per face)", "", lambda r: r.latent_l2),
-            ("latent R^2 (mean over dims)", "", lambda r: r.latent_r2),
-            ("  identity dims R^2", "", lambda r: r.identity_r2),
-            ("PSNR", "dB", lambda r: r.psnr),
-            ("SSIM", "", lambda r: r.ssim),
-            (self.fd_label, "", lambda r: r.fd),
+        """Multi-line human-readable report: the exact readout (when computed; the primary
+        score on generators with ground truth), then the probe and image scores, each with
+        its bootstrap interval, beside the probe ceiling if computed."""
+        Row = tuple[str, str, str, float]  # label, unit, field name, scale
+        exact: list[Row] = [
+            ("exact attribute accuracy", "%", "exact_attribute_accuracy", 100.0),
+            ("exact segmentation F1 (per face)", "%", "exact_seg_f1", 100.0),
+            ("exact landmark NME (x100 bbox diag)", "", "exact_nme", 1.0),
         ]
+        recog: list[Row] = [
+            ("recognizer: decoded vs own original", "%", "recognizer_accuracy", 100.0),
+            ("  genuine accepted (paper's verif.)", "%", "recognizer_genuine_accept", 100.0),
+            ("  with the hardest impostor", "%", "recognizer_hard_accuracy", 100.0),
+        ]
+        probe: list[Row] = [
+            ("verification accuracy", "%", "verification_accuracy", 100.0),
+            ("  hard negatives rejected", "%", "verification_hard_accuracy", 100.0),
+            ("attribute accuracy", "%", "attribute_accuracy", 100.0),
+            ("segmentation F1 (macro)", "%", "segmentation_f1", 100.0),
+            ("landmark NME (x100 bbox diag)", "", "landmark_nme", 1.0),
+            ("latent L1 (per element)", "", "latent_l1", 1.0),
+            ("latent L2 (per face)", "", "latent_l2", 1.0),
+            ("latent R^2 (mean over dims)", "", "latent_r2", 1.0),
+            ("  identity dims R^2", "", "identity_r2", 1.0),
+            ("PSNR", "dB", "psnr", 1.0),
+            ("SSIM", "", "ssim", 1.0),
+            (self.fd_label, "", "fd", 1.0),
+        ]
+        results = [self] if self.ceiling is None else [self, self.ceiling]
+
+        def cell(res: EvalResult, name: str, scale: float) -> str:
+            value = float(getattr(res, name))
+            bounds = res.ci.get(name)
+            text = f"{scale * value:.3f}"
+            if bounds is not None:
+                text += f" [{scale * bounds[0]:.3f}, {scale * bounds[1]:.3f}]"
+            return text
+
+        has_recog = math.isfinite(self.recognizer_accuracy)
+        shown = (exact if self.has_exact else []) + (recog if has_recog else []) + probe
+        cells = {name: [cell(r, name, scale) for r in results] for _, _, name, scale in shown}
+        width = max(len(label) for label, _, _, _ in shown) + 2
+        col = max(12, *(len(c) + 2 for cs in cells.values() for c in cs))
         head = f"evaluation: {self.n_test} test faces, {self.n_pairs} val + {self.n_pairs} " \
                f"test verification pairs, {self.seconds:.1f} s"
         lines = [head]
-        width = max(len(name) for name, _, _ in rows) + 2
+        if self.n_boot:
+            lines.append(f"[low, high]: {100 * self.ci_level:g} % bootstrap intervals "
+                         f"({self.n_boot} resamples of the test faces / test pairs)")
         if self.ceiling is not None:
-            lines.append(f"{'':{width}}{'decoder':>12}{'ceiling':>12}")
-        for name, unit, get in rows:
-            cell = f"{get(self):12.3f}"
-            if self.ceiling is not None:
-                cell += f"{get(self.ceiling):12.3f}"
-            lines.append(f"{name:{width}}{cell} {unit}".rstrip())
+            lines.append(f"{'':{width}}{'decoder':>{col}}{'ceiling':>{col}}")
+
+        def block(rows: list[Row]) -> None:
+            for label, unit, name, _ in rows:
+                text = "".join(f"{c:>{col}}" for c in cells[name])
+                lines.append(f"{label:{width}}{text} {unit}".rstrip())
+
+        if self.has_exact:
+            lines.append("exact readout (render the decoded latent, compare its exact ground "
+                         "truth with the scene's):")
+            block(exact)
+            if has_recog:
+                lines.append("identity by the SynthFace recognizer (decoded image vs its "
+                             "original, threshold fixed on held-out renders):")
+                block(recog)
+            lines.append("probes on the latent and image scores:")
+        else:
+            lines.append(f"exact readout: n/a ({self.exact_note})")
+        block(probe)
         if self.latent_r2_per_level:
             lines.append("latent R^2 per level: " + ", ".join(
                 f"{name} {value:.2f}" for name, value in self.latent_r2_per_level.items()))
@@ -248,6 +384,8 @@ class EvalResult:
             lines.append("ceiling = the same probes and metrics on the true latents (oracle)")
         if not self.fd_is_inception:
             lines.append(f"note: {self.fd_label} is a substitute feature space, not FID")
+        if self.n_boot:
+            lines.append("note: no interval for the Frechet distance (a set statistic)")
         if self.dlib_n_faces is not None:
             lines.extend(self._dlib_lines(width))
         return "\n".join(lines)
@@ -283,13 +421,19 @@ class EvalResult:
         n = int(self.dlib_n_faces or 0)
         n_orig = round((self.dlib_detected or 0.0) * n)
         n_rec = round((self.dlib_reconstruction_detected or 0.0) * n)
-        rows = [("dlib verification (dist < 0.6)", "%", 100 * _nan(self.dlib_verification)),
-                ("dlib mean descriptor distance", "", _nan(self.dlib_distance)),
-                ("dlib landmark NME (x100 bbox)", "", _nan(self.dlib_landmark_nme))]
-        wide = max(width, max(len(name) for name, _, _ in rows) + 2)
+        rows = [("dlib verification (dist < 0.6)", "%", "dlib_verification", 100.0),
+                ("dlib mean descriptor distance", "", "dlib_distance", 1.0),
+                ("dlib landmark NME (x100 bbox)", "", "dlib_landmark_nme", 1.0)]
+        wide = max(width, max(len(name) for name, _, _, _ in rows) + 2)
         lines = [f"dlib on generated images: synthesize(decoded) vs the original scene, "
                  f"both >= {DLIB_MIN_SIZE} px (decoder only)"]
-        lines += [f"{name:{wide}}{value:12.3f} {unit}".rstrip() for name, unit, value in rows]
+        for label, unit, name, scale in rows:
+            value = scale * _nan(getattr(self, name))
+            text = f"{value:12.3f}"
+            if name in self.ci:
+                low, high = self.ci[name]
+                text += f" [{scale * low:.3f}, {scale * high:.3f}]"
+            lines.append(f"{label:{wide}}{text} {unit}".rstrip())
         lines.append(f"  dlib found a face in {n_orig}/{n} originals and {n_rec}/{n} "
                      f"reconstructions; the {n - n_orig} without one in the original")
         lines.append("  are not counted in the match rate (no face in the reconstruction = "
@@ -346,6 +490,14 @@ def dlib_reconstruction_scores(originals: Tensor, reconstructions: Tensor, *,
         ``dlib_landmark_nme`` (x100 of the original's landmark box diagonal), both over the
         faces detected in both images; NaN where nothing was detected.
     """
+    return _dlib_scores(originals, reconstructions, faces)[0]
+
+
+def _dlib_scores(originals: Tensor, reconstructions: Tensor, faces: Any
+                 ) -> tuple[dict[str, float | int], dict[str, np.ndarray]]:
+    """:func:`dlib_reconstruction_scores` plus its per-face values (for intervals):
+    ``match`` (bool, one per face detected in the original) and ``nme`` (one per face
+    detected in both)."""
     from lsi_ml.faces import DLIB_THRESHOLD, to_uint8_rgb
 
     if originals.dim() != 4 or originals.shape != reconstructions.shape:
@@ -374,16 +526,17 @@ def dlib_reconstruction_scores(originals: Tensor, reconstructions: Tensor, *,
         same.append(dist < DLIB_THRESHOLD)
         lm_ref.append(f.landmarks(a, box_a[0]))
         lm_pred.append(f.landmarks(b, box_b[0]))
-    nme = (metrics.landmark_nme(np.stack(lm_pred), np.stack(lm_ref)) if lm_ref
-           else float("nan"))
-    return {
+    nme_per = (metrics.landmark_nme_per_image(np.stack(lm_pred), np.stack(lm_ref)) if lm_ref
+               else np.zeros(0))
+    scores: dict[str, float | int] = {
         "dlib_n_faces": n,
         "dlib_detected": found_orig / n if n else float("nan"),
         "dlib_reconstruction_detected": found_rec / n if n else float("nan"),
         "dlib_verification": float(np.mean(same)) if same else float("nan"),
         "dlib_distance": float(np.mean(dists)) if dists else float("nan"),
-        "dlib_landmark_nme": float(nme),
+        "dlib_landmark_nme": float(np.mean(nme_per)) if nme_per.size else float("nan"),
     }
+    return scores, {"match": np.asarray(same, dtype=np.float64), "nme": nme_per}
 
 
 def _check_decoded(decoded: Any, latent: Tensor) -> Tensor:
@@ -402,6 +555,40 @@ def _nan_dict(names: Any, values: np.ndarray) -> dict[str, float]:
     return {str(n): float(v) for n, v in zip(names, values, strict=True)}
 
 
+@dataclass(frozen=True)
+class _Boot:
+    """Bootstrap settings of one evaluation (``n_boot = 0``: no intervals)."""
+
+    n_boot: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def ci(self, values: Any = None, *, weighted: Any = None,
+           n: int | None = None) -> tuple[float, float] | None:
+        """:func:`lsi_ml.metrics.bootstrap_ci` of per-item ``values`` (or a ``weighted``
+        statistic over ``n`` items); None when off or undefined (no items, NaN)."""
+        if self.n_boot < 1:
+            return None
+        if values is not None and np.asarray(values).size == 0:
+            return None
+        low, high = metrics.bootstrap_ci(values, weighted=weighted, n=n, n_boot=self.n_boot,
+                                         seed=self.seed, level=self.level)
+        if math.isnan(low) or math.isnan(high):
+            return None
+        return (low, high)
+
+
+def _put(ci: dict[str, tuple[float, float]], name: str,
+         bounds: tuple[float, float] | None) -> None:
+    if bounds is not None:
+        ci[name] = bounds
+
+
+def _field_of(out: Any, name: str) -> Tensor:
+    """``out.name`` of a RenderOutput, or ``out[name]`` of a batch dict."""
+    return out[name] if isinstance(out, dict) else getattr(out, name)
+
+
 class _Accumulator:
     """Collects per-chunk predictions of one decoder (or of the oracle)."""
 
@@ -413,6 +600,9 @@ class _Accumulator:
         self.psnr: list[np.ndarray] = []
         self.ssim: list[np.ndarray] = []
         self.fd_feats: list[np.ndarray] = []
+        self.exact_attr: list[np.ndarray] = []  # (B, A) bool: attribute equal to the scene's
+        self.exact_f1: list[np.ndarray] = []  # (B,) per-face macro F1
+        self.exact_nme: list[np.ndarray] = []  # (B,) per-face NME
 
     def add(self, generator: Any, probes: Any, latent: Tensor, scene: Tensor,
             fd_features: Any, image: Tensor | None = None) -> None:
@@ -429,6 +619,20 @@ class _Accumulator:
         self.psnr.append(np.asarray(metrics.psnr(image, scene, reduction="none")))
         self.ssim.append(np.asarray(metrics.ssim(image, scene, reduction="none")))
         self.fd_feats.append(np.asarray(fd_features(image.cpu().numpy())))
+
+    def add_exact(self, rendered: Any, truth: dict[str, Tensor], n_classes: int) -> None:
+        """Exact readout of one chunk: ``rendered`` = ``generator.render(decoded)`` (a
+        RenderOutput, or for the oracle the scenes' own ground truth) vs ``truth`` (the
+        scenes' ground truth: ``attributes``, ``segmentation``, ``landmarks``)."""
+        pred_attr = metrics._to_numpy(_field_of(rendered, "attributes")) > 0.5
+        true_attr = metrics._to_numpy(truth["attributes"]) > 0.5
+        self.exact_attr.append(pred_attr.reshape(true_attr.shape) == true_attr)
+        pred_seg = _field_of(rendered, "segmentation")
+        true_seg = truth["segmentation"]
+        classes = n_classes or int(max(int(pred_seg.max()), int(true_seg.max())) + 1)
+        self.exact_f1.append(metrics.segmentation_f1_per_image(pred_seg, true_seg, classes))
+        self.exact_nme.append(metrics.landmark_nme_per_image(
+            _field_of(rendered, "landmarks"), truth["landmarks"]))
 
 
 def _verification_scores(decode: Decoder, generator: Any, pairs: tuple[Tensor, ...],
@@ -449,38 +653,161 @@ def _verification_scores(decode: Decoder, generator: Any, pairs: tuple[Tensor, .
 
 def _finish(acc: _Accumulator, truth: dict[str, list[Tensor]], generator: Any, probes: Any,
             fd_features: Any, scene_feats: np.ndarray, ver: dict[str, float],
-            n_pairs: int) -> EvalResult:
+            ver_ci: dict[str, tuple[float, float]], n_pairs: int, boot: _Boot) -> EvalResult:
     latent = torch.cat(acc.latent)
     true_latent = torch.cat(truth["latent"])
-    attr_mean, attr_per = metrics.attribute_accuracy(torch.cat(acc.attr_logits),
-                                                     torch.cat(truth["attributes"]))
+    logits = torch.cat(acc.attr_logits)
+    true_attr = torch.cat(truth["attributes"])
+    attr_mean, attr_per = metrics.attribute_accuracy(logits, true_attr)
     n_classes = len(probes.class_names)
-    seg_mean, seg_per = metrics.segmentation_f1(torch.cat(acc.seg).long(),
-                                                torch.cat(truth["segmentation"]), n_classes)
-    nme = metrics.landmark_nme(torch.cat(acc.landmarks), torch.cat(truth["landmarks"]))
+    pred_seg, true_seg = torch.cat(acc.seg).long(), torch.cat(truth["segmentation"])
+    seg_mean, seg_per = metrics.segmentation_f1(pred_seg, true_seg, n_classes)
+    nme_per = metrics.landmark_nme_per_image(torch.cat(acc.landmarks),
+                                             torch.cat(truth["landmarks"]))
     lat = metrics.latent_errors(latent, true_latent)
     r2 = _latent_r2_summary(latent, true_latent, generator)
     feats = np.concatenate(acc.fd_feats)
     fd = metrics.frechet_distance(feats, scene_feats)
-    return EvalResult(
+    psnr, ssim = np.concatenate(acc.psnr), np.concatenate(acc.ssim)
+    ci = dict(ver_ci)
+    _put(ci, "attribute_accuracy",
+         boot.ci(metrics.attribute_accuracy_per_image(logits, true_attr)))
+    _put(ci, "segmentation_f1", _seg_f1_ci(pred_seg, true_seg, n_classes, boot))
+    _put(ci, "landmark_nme", boot.ci(nme_per))
+    _put(ci, "psnr", boot.ci(psnr))
+    _put(ci, "ssim", boot.ci(ssim))
+    ci.update(_latent_ci(latent, true_latent, generator, boot))
+    result = EvalResult(
         n_test=int(latent.shape[0]),
         n_pairs=int(n_pairs),
         attribute_accuracy=attr_mean,
         attribute_accuracy_per_attribute=_nan_dict(probes.attribute_names, attr_per),
         segmentation_f1=seg_mean,
         segmentation_f1_per_class=_nan_dict(probes.class_names, seg_per),
-        landmark_nme=nme,
+        landmark_nme=float(np.mean(nme_per)),
         latent_l1=lat["l1"],
         latent_mse=lat["mse"],
         latent_l2=lat["l2"],
-        psnr=float(np.mean(np.concatenate(acc.psnr))),
-        ssim=float(np.mean(np.concatenate(acc.ssim))),
+        psnr=float(np.mean(psnr)),
+        ssim=float(np.mean(ssim)),
         fd=fd,
         fd_space=str(fd_features.name),
         fd_is_inception=bool(getattr(fd_features, "is_inception", False)),
         **r2,
         **ver,
     )
+    _finish_exact(result, acc, ci, boot, getattr(generator, "attribute_names", None))
+    result.ci, result.ci_level, result.n_boot = ci, boot.level, boot.n_boot
+    return result
+
+
+def _recognizer_scores(result: EvalResult, recognizer: Any, originals: Tensor,
+                       decoded: Tensor, seed: int) -> None:
+    """Fill the ``recognizer_*`` fields (and intervals) of ``result``."""
+    from lsi_ml.recognizer import verification_decoded_vs_original
+
+    if originals.shape[0] < 2:
+        result.recognizer_note = "needs at least 2 test faces"
+        return
+    with torch.no_grad():
+        plain = verification_decoded_vs_original(recognizer, originals, decoded, seed=seed)
+        hard = verification_decoded_vs_original(recognizer, originals, decoded,
+                                                impostors="hardest", seed=seed)
+    result.recognizer_accuracy = plain.accuracy
+    result.recognizer_genuine_accept = plain.genuine_accept_rate
+    result.recognizer_hard_accuracy = hard.accuracy
+    result.recognizer_note = ""
+    _put(result.ci, "recognizer_accuracy", plain.accuracy_ci95)
+    _put(result.ci, "recognizer_genuine_accept", plain.genuine_accept_rate_ci95)
+    _put(result.ci, "recognizer_hard_accuracy", hard.accuracy_ci95)
+
+
+def _finish_exact(result: EvalResult, acc: Any, ci: dict[str, tuple[float, float]],
+                  boot: _Boot, attribute_names: Any) -> None:
+    """Fill the ``exact_*`` fields (and intervals) of ``result`` from an accumulator's exact
+    readout, if it has one (``exact_note`` stays as it is otherwise)."""
+    if not getattr(acc, "exact_f1", None):
+        return
+    correct = np.concatenate(acc.exact_attr)
+    f1 = np.concatenate(acc.exact_f1)
+    nme = np.concatenate(acc.exact_nme)
+    per_face_attr = correct.mean(axis=1)
+    names = list(attribute_names) if attribute_names is not None else \
+        [f"attribute[{k}]" for k in range(correct.shape[1])]
+    result.exact_attribute_accuracy = float(per_face_attr.mean())
+    result.exact_attribute_accuracy_per_attribute = _nan_dict(names, correct.mean(axis=0))
+    result.exact_seg_f1 = float(f1.mean())
+    result.exact_nme = float(nme.mean())
+    result.exact_note = ""
+    _put(ci, "exact_attribute_accuracy", boot.ci(per_face_attr))
+    _put(ci, "exact_seg_f1", boot.ci(f1))
+    _put(ci, "exact_nme", boot.ci(nme))
+
+
+def _seg_f1_ci(pred: Tensor, target: Tensor, n_classes: int,
+               boot: _Boot) -> tuple[float, float] | None:
+    """Interval of the set-accumulated macro F1: per-face confusion matrices, summed over
+    each resample of the faces."""
+    if boot.n_boot < 1:
+        return None
+    conf = metrics.segmentation_confusion(pred, target, n_classes)
+    flat = conf.reshape(conf.shape[0], -1).astype(np.float64)
+
+    def stat(counts: np.ndarray) -> np.ndarray:
+        summed = (counts @ flat).reshape(-1, n_classes, n_classes)
+        return metrics.f1_from_confusion(summed)[0]
+
+    return boot.ci(weighted=stat, n=int(conf.shape[0]))
+
+
+def _r2_statistic(pred: np.ndarray, true: np.ndarray) -> Any:
+    """Weighted form of the mean per-dimension R^2 (:func:`lsi_ml.metrics.latent_r2`) for
+    :func:`lsi_ml.metrics.bootstrap_ci`; dims constant over the full set are left out, as
+    in the point estimate."""
+    n = pred.shape[0]
+    p = pred.reshape(n, -1).astype(np.float64)
+    t = true.reshape(n, -1).astype(np.float64)
+    keep = t.var(axis=0) > 0
+    p, t = p[:, keep], t[:, keep]
+    centre = t.mean(axis=0)
+    p, t = p - centre, t - centre  # R^2 is shift invariant; centring avoids cancellation
+    sq, t2 = (p - t) ** 2, t * t
+
+    def stat(counts: np.ndarray) -> np.ndarray:
+        w = counts / n
+        mu = w @ t
+        second = w @ t2
+        var = second - mu * mu
+        ok = var > 1e-12 * np.maximum(second, np.finfo(float).tiny)
+        r2 = np.where(ok, 1.0 - (w @ sq) / np.where(ok, var, 1.0), 0.0)
+        count = ok.sum(axis=1)
+        out = np.full(count.shape, np.nan)
+        np.divide(r2.sum(axis=1), count, out=out, where=count > 0)
+        return out
+
+    return stat
+
+
+def _latent_ci(latent: Tensor, true_latent: Tensor, generator: Any,
+               boot: _Boot) -> dict[str, tuple[float, float]]:
+    """Intervals of the latent errors (per face) and of the R^2 means (resampled faces)."""
+    ci: dict[str, tuple[float, float]] = {}
+    if boot.n_boot < 1:
+        return ci
+    diff = (latent.double() - true_latent.double()).reshape(latent.shape[0], -1).numpy()
+    _put(ci, "latent_l1", boot.ci(np.abs(diff).mean(axis=1)))
+    _put(ci, "latent_mse", boot.ci((diff ** 2).mean(axis=1)))
+    _put(ci, "latent_l2", boot.ci(np.linalg.norm(diff, axis=1)))
+    n = int(latent.shape[0])
+    pairs = [("latent_r2", latent, true_latent)]
+    if hasattr(generator, "identity"):
+        with torch.no_grad():
+            pairs.append(("identity_r2", generator.identity(latent),
+                          generator.identity(true_latent)))
+    for name, pred, true in pairs:
+        _put(ci, name, boot.ci(weighted=_r2_statistic(metrics._to_numpy(pred),
+                                                      metrics._to_numpy(true)), n=n))
+    return ci
 
 
 def _latent_r2_summary(latent: Tensor, true_latent: Tensor, generator: Any) -> dict[str, Any]:
@@ -513,13 +840,18 @@ def _latent_r2_summary(latent: Tensor, true_latent: Tensor, generator: Any) -> d
 
 
 def _verification(scores_val: np.ndarray, same_val: Tensor, scores_test: np.ndarray,
-                  same_test: Tensor, hard_test: Tensor) -> dict[str, float]:
+                  same_test: Tensor, hard_test: Tensor, boot: _Boot | None = None
+                  ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Verification scores (threshold chosen on the val pairs) and their intervals, which
+    resample the TEST pairs with that threshold fixed (accuracy: all test pairs; hard
+    accuracy, TPR, TNR: the hard / same / different test pairs)."""
     res = metrics.verification_accuracy(scores_val, same_val.numpy(), scores_test,
                                         same_test.numpy())
-    hard = hard_test.numpy()
+    hard = hard_test.numpy().astype(bool)
+    same = same_test.numpy() > 0.5
     pred_same = res.predict(scores_test)
     hard_acc = float(np.mean(~pred_same[hard])) if hard.any() else float("nan")
-    return {
+    ver = {
         "verification_accuracy": res.accuracy,
         "verification_hard_accuracy": hard_acc,
         "verification_tpr": res.tpr,
@@ -527,6 +859,14 @@ def _verification(scores_val: np.ndarray, same_val: Tensor, scores_test: np.ndar
         "verification_threshold": res.threshold,
         "verification_val_accuracy": res.val_accuracy,
     }
+    ci: dict[str, tuple[float, float]] = {}
+    if boot is not None:
+        correct = (pred_same == same).astype(np.float64)
+        _put(ci, "verification_accuracy", boot.ci(correct))
+        _put(ci, "verification_hard_accuracy", boot.ci((~pred_same[hard]).astype(np.float64)))
+        _put(ci, "verification_tpr", boot.ci(pred_same[same].astype(np.float64)))
+        _put(ci, "verification_tnr", boot.ci((~pred_same[~same]).astype(np.float64)))
+    return ver, ci
 
 
 def _check_sizes(n_test: int, n_pairs: int, batch: int, seed: int) -> None:
@@ -540,6 +880,16 @@ def _check_sizes(n_test: int, n_pairs: int, batch: int, seed: int) -> None:
         raise ConfigError(f"batch={batch} must be >= 1")
     if int(seed) < 0:
         raise ConfigError(f"seed={seed} must be >= 0")
+
+
+def _check_boot(n_boot: int, ci_level: float, seed: int) -> _Boot:
+    """ConfigError unless the bootstrap settings are valid; the :class:`_Boot` of them."""
+    if isinstance(n_boot, bool) or int(n_boot) != n_boot or int(n_boot) < 0:
+        raise ConfigError(f"n_boot={n_boot} must be an integer >= 0 (0: no intervals; "
+                          "1000 is the default)")
+    if not 0.0 < float(ci_level) < 1.0:
+        raise ConfigError(f"ci_level={ci_level} must lie in (0, 1), e.g. 0.95")
+    return _Boot(int(n_boot), int(seed), float(ci_level))
 
 
 def _check_probe_signature(probes: Any, generator: Any) -> None:
@@ -575,8 +925,10 @@ def check_eval_memory(generator: Any, n_test: int, n_pairs: int) -> None:
     """Refuse a test set whose kept results would not fit in memory, before rendering.
 
     Per test face the evaluation keeps the true and the predicted segmentation maps
-    (int64, size^2 each, plus a copy when scoring) and a few latent-sized vectors; per
-    verification pair it keeps the two faces' latents."""
+    (int64, size^2 each, plus a copy when scoring) and a few latent-sized vectors (its
+    per-face scores for the exact readout and the bootstrap intervals, a few hundred bytes,
+    fit in the per-face allowance); per verification pair it keeps the two faces'
+    latents."""
     from lsi_hw.limits import check_allocation
 
     side = int(getattr(generator, "size", 256))
@@ -601,6 +953,10 @@ def evaluate_decoder(
     progress: bool = False,
     dlib: bool = False,
     dlib_faces: int = 128,
+    exact: bool | None = None,
+    n_boot: int = 1000,
+    ci_level: float = 0.95,
+    recognizer: Any = None,
 ) -> EvalResult:
     """Score a latent decoder on a fixed seeded test set (see the module docstring).
 
@@ -638,6 +994,20 @@ def evaluate_decoder(
     dlib_faces : int
         Test faces (the first ones) given to dlib (>= 1; dlib costs ~0.1 s per face on one
         core).
+    exact : bool or None
+        Compute the exact readout (``exact_*`` fields: render the decoded latent with
+        ``generator.render`` and compare its ground truth with the scene's). None (default):
+        whenever the generator has ``render`` (every generator this function can evaluate,
+        since its test set is rendered with ground truth). The decoded faces are then drawn
+        by ``render``, whose image is ``synthesize``'s, so this costs no extra render.
+    n_boot : int
+        Bootstrap resamples of the confidence intervals (``result.ci``); 0 turns them off.
+        Seeded by ``seed``, so the intervals are deterministic.
+    ci_level : float
+        Coverage of the intervals, in (0, 1).
+    recognizer : Recognizer or None
+        A SynthFace recognizer (:func:`lsi_ml.recognizer.load_or_train_recognizer`): adds
+        the ``recognizer_*`` scores (decoded image vs its own original).
 
     Returns
     -------
@@ -647,7 +1017,8 @@ def evaluate_decoder(
     ------
     ConfigError
         Bad sizes, probes for another generator, a decoder returning a wrong shape or
-        non-finite values, or ``dlib=True`` without the ``faces`` extra.
+        non-finite values, ``dlib=True`` without the ``faces`` extra, ``exact=True`` for a
+        generator without ``render``, or a bad ``n_boot`` / ``ci_level``.
     """
     t0 = time.perf_counter()
     _check_sizes(n_test, n_pairs, batch, seed)
@@ -656,7 +1027,14 @@ def evaluate_decoder(
         raise ConfigError(f"dlib_faces={dlib_faces} must be >= 1")
     dlib_model = _dlib_faces() if dlib else None  # fail before any rendering
     n_dlib = min(int(dlib_faces), int(n_test)) if dlib else 0
+    boot = _check_boot(n_boot, ci_level, seed)
+    has_render = callable(getattr(generator, "render", None))
+    if exact and not has_render:
+        raise ConfigError(f"exact=True needs a generator with render() returning ground "
+                          f"truth; {type(generator).__name__} has none (use exact=False)")
     _check_probe_signature(probes, generator)
+    exact = has_render if exact is None else bool(exact)
+    n_classes = len(getattr(generator, "class_names", ()) or ())
     fd_features = fd_features if fd_features is not None else metrics.RandomConvFeatures()
     n_test, n_pairs, batch = int(n_test), int(n_pairs), int(batch)
 
@@ -668,6 +1046,7 @@ def evaluate_decoder(
                                                       "landmarks")}
     scene_feats = []
     dlib_images: tuple[list[Tensor], list[Tensor]] = ([], [])
+    recog_images: tuple[list[Tensor], list[Tensor]] = ([], [])
     with tqdm(total=total, desc="evaluate", unit="face", disable=not progress,
               leave=False) as bar:
         for lo in range(0, n_test, batch):
@@ -678,36 +1057,57 @@ def evaluate_decoder(
             for key in truth:
                 truth[key].append(item[key])
             scene_feats.append(np.asarray(fd_features(scene.cpu().numpy())))
-            image = generator.synthesize(decoded)
+            if exact:
+                rendered = generator.render(decoded)
+                image = rendered.image
+                dec.add_exact(rendered, item, n_classes)
+                if ceil is not None:  # render(true latent) is the scene's ground truth
+                    ceil.add_exact(item, item, n_classes)
+            else:
+                image = generator.synthesize(decoded)
             dec.add(generator, probes, decoded, scene, fd_features, image=image)
             keep = max(0, min(n_dlib - lo, latent.shape[0]))
             if keep:
                 dlib_images[0].append(scene[:keep].cpu())
                 dlib_images[1].append(image[:keep].cpu())
+            if recognizer is not None:
+                recog_images[0].append(scene.detach().cpu())
+                recog_images[1].append(image.detach().cpu())
             if ceil is not None:  # the oracle's image is the scene (same render chunk)
                 ceil.add(generator, probes, latent, scene, fd_features, image=scene)
             bar.update(latent.shape[0])
         scores = {s: _verification_scores(decode, generator, pair_sets[s], batch, bar)
                   for s in ("val", "test")}
     feats = np.concatenate(scene_feats)
-    ver = _verification(scores["val"], pair_sets["val"][2], scores["test"],
-                        pair_sets["test"][2], pair_sets["test"][3])
-    result = _finish(dec, truth, generator, probes, fd_features, feats, ver, n_pairs)
+    ver, ver_ci = _verification(scores["val"], pair_sets["val"][2], scores["test"],
+                                pair_sets["test"][2], pair_sets["test"][3], boot)
+    result = _finish(dec, truth, generator, probes, fd_features, feats, ver, ver_ci, n_pairs,
+                     boot)
+    if not exact:
+        result.exact_note = "exact=False" if has_render else \
+            f"{type(generator).__name__} has no render() with ground truth"
     if ceil is not None:
         ceil_scores = {}
         for s in ("val", "test"):
             a, b = pair_sets[s][0], pair_sets[s][1]
             ceil_scores[s] = torch.linalg.vector_norm(
                 generator.identity(a) - generator.identity(b), dim=1).numpy().astype(np.float64)
-        ceil_ver = _verification(ceil_scores["val"], pair_sets["val"][2], ceil_scores["test"],
-                                 pair_sets["test"][2], pair_sets["test"][3])
+        ceil_ver, ceil_ci = _verification(ceil_scores["val"], pair_sets["val"][2],
+                                          ceil_scores["test"], pair_sets["test"][2],
+                                          pair_sets["test"][3], boot)
         result.ceiling = _finish(ceil, truth, generator, probes, fd_features, feats, ceil_ver,
-                                 n_pairs)
+                                 ceil_ci, n_pairs, boot)
+        result.ceiling.exact_note = result.exact_note
         result.ceiling.seconds = float("nan")
+    if recognizer is not None:
+        _recognizer_scores(result, recognizer, torch.cat(recog_images[0]),
+                           torch.cat(recog_images[1]), seed)
     if dlib_model is not None:
-        scores_dlib = dlib_reconstruction_scores(torch.cat(dlib_images[0]),
-                                                 torch.cat(dlib_images[1]), faces=dlib_model)
+        scores_dlib, per_face = _dlib_scores(torch.cat(dlib_images[0]),
+                                             torch.cat(dlib_images[1]), dlib_model)
         for key, value in scores_dlib.items():
             setattr(result, key, value)
+        _put(result.ci, "dlib_verification", boot.ci(per_face["match"]))
+        _put(result.ci, "dlib_landmark_nme", boot.ci(per_face["nme"]))
     result.seconds = time.perf_counter() - t0
     return result

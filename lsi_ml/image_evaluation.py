@@ -19,6 +19,20 @@ kinds of method fill the same Table-1 columns:
   (reconstruction vs scene);
 * latent L1 / MSE / L2: NaN (an image method has no latent).
 
+Every score has the same percentile bootstrap interval as in ``evaluate_decoder``
+(``result.ci``; faces resampled for the face scores, test pairs for verification with the
+val threshold fixed).
+
+Exact readout (``evaluate_decoder``'s primary score on SynthFace: render the DECODED latent
+and compare its exact landmarks / segmentation / attributes with the scene's) is NOT DEFINED
+here: an image-space method returns pixels, not a latent, so there is nothing to render
+and no exact ground truth of the reconstruction exists; its ``exact_*`` fields are NaN and
+``exact_note`` states this (``summary()`` prints "exact readout: n/a (...)"). Such a method
+is scored by the image-space numbers above. To give one an exact readout, fit a latent to
+its reconstruction (e.g. :mod:`lsi_ml.inversion`) and pass that latent decoder to
+``evaluate_decoder``; an LSI decoder's own exact readout comes from ``evaluate_decoder``,
+not from its image route (:func:`latent_route_reconstructor`).
+
 With ``with_ceiling=True`` the same metrics are computed for the ORIGINAL images (a perfect
 reconstruction) in ``result.ceiling``, so probe error can be told apart from reconstruction
 error. The ceiling of this route differs from ``evaluate_decoder``'s (image probes vs
@@ -41,17 +55,26 @@ from lsi_ml import metrics
 from lsi_ml.evaluation import (
     Decoder,
     EvalResult,
+    _Boot,
+    _check_boot,
     _check_decoded,
     _check_probe_signature,
     _check_sizes,
     _nan_dict,
+    _put,
+    _recognizer_scores,
+    _seg_f1_ci,
     _test_set_and_pairs,
     _verification,
 )
 from lsi_ml.image_probes import check_images
 
-__all__ = ["Reconstructor", "evaluate_images", "identity_reconstructor",
+__all__ = ["EXACT_NOTE", "Reconstructor", "evaluate_images", "identity_reconstructor",
            "latent_route_reconstructor"]
+
+EXACT_NOTE = ("image-space method: no latent to render, so no exact ground truth of the "
+              "reconstruction; fit a latent (inversion) and use evaluate_decoder for it")
+"""``exact_note`` of every image-route result (its ``exact_*`` scores are NaN)."""
 
 Reconstructor = Callable[[dict[str, Tensor]], Tensor]
 """``reconstruct(batch) -> images (B, 3, H, W)`` in [0, 1]; ``batch`` has ``image`` (the
@@ -132,15 +155,25 @@ class _ImageAccumulator:
 
     def finish(self, truth: dict[str, list[Tensor]], probes: Any, image_probes: Any,
                fd_features: Any, scene_feats: np.ndarray, ver: dict[str, float],
-               n_pairs: int) -> EvalResult:
-        attr_mean, attr_per = metrics.attribute_accuracy(torch.cat(self.attr_logits),
-                                                         torch.cat(truth["attributes"]))
+               ver_ci: dict[str, tuple[float, float]], n_pairs: int,
+               boot: _Boot) -> EvalResult:
+        logits = torch.cat(self.attr_logits)
+        true_attr = torch.cat(truth["attributes"])
+        attr_mean, attr_per = metrics.attribute_accuracy(logits, true_attr)
         n_classes = len(probes.class_names)
-        seg_mean, seg_per = metrics.segmentation_f1(torch.cat(self.seg).long(),
-                                                    torch.cat(truth["segmentation"]),
-                                                    n_classes)
-        nme = metrics.landmark_nme(torch.cat(self.landmarks), torch.cat(truth["landmarks"]))
+        pred_seg, true_seg = torch.cat(self.seg).long(), torch.cat(truth["segmentation"])
+        seg_mean, seg_per = metrics.segmentation_f1(pred_seg, true_seg, n_classes)
+        nme_per = metrics.landmark_nme_per_image(torch.cat(self.landmarks),
+                                                 torch.cat(truth["landmarks"]))
         fd = metrics.frechet_distance(np.concatenate(self.fd_feats), scene_feats)
+        psnr, ssim = np.concatenate(self.psnr), np.concatenate(self.ssim)
+        ci = dict(ver_ci)
+        _put(ci, "attribute_accuracy",
+             boot.ci(metrics.attribute_accuracy_per_image(logits, true_attr)))
+        _put(ci, "segmentation_f1", _seg_f1_ci(pred_seg, true_seg, n_classes, boot))
+        _put(ci, "landmark_nme", boot.ci(nme_per))
+        _put(ci, "psnr", boot.ci(psnr))
+        _put(ci, "ssim", boot.ci(ssim))
         nan = float("nan")
         return EvalResult(
             n_test=int(sum(t.shape[0] for t in truth["attributes"])),
@@ -150,15 +183,19 @@ class _ImageAccumulator:
                                                        attr_per),
             segmentation_f1=seg_mean,
             segmentation_f1_per_class=_nan_dict(probes.class_names, seg_per),
-            landmark_nme=nme,
+            landmark_nme=float(np.mean(nme_per)),
             latent_l1=nan,
             latent_mse=nan,
             latent_l2=nan,
-            psnr=float(np.mean(np.concatenate(self.psnr))),
-            ssim=float(np.mean(np.concatenate(self.ssim))),
+            psnr=float(np.mean(psnr)),
+            ssim=float(np.mean(ssim)),
             fd=fd,
             fd_space=str(fd_features.name),
             fd_is_inception=bool(getattr(fd_features, "is_inception", False)),
+            exact_note=EXACT_NOTE,
+            ci=ci,
+            ci_level=boot.level,
+            n_boot=boot.n_boot,
             **ver,
         )
 
@@ -211,6 +248,9 @@ def evaluate_images(
     fd_features: Any = None,
     with_ceiling: bool = False,
     progress: bool = False,
+    n_boot: int = 1000,
+    ci_level: float = 0.95,
+    recognizer: Any = None,
 ) -> EvalResult:
     """Score an image-reconstruction method on the evaluation's seeded test set.
 
@@ -245,19 +285,30 @@ def evaluate_images(
         Also compute every metric for the original images (``result.ceiling``).
     progress : bool
         Show a tqdm progress bar (faces rendered).
+    n_boot : int
+        Bootstrap resamples of the confidence intervals (``result.ci``; 0: none), seeded by
+        ``seed``.
+    ci_level : float
+        Coverage of the intervals, in (0, 1).
+    recognizer : Recognizer or None
+        A SynthFace recognizer: adds the ``recognizer_*`` scores, each reconstruction
+        against its own original (as :func:`lsi_ml.evaluation.evaluate_decoder` does for the
+        decoded images), the paper's identity protocol for image-space methods.
 
     Returns
     -------
     EvalResult
         The class ``evaluate_decoder`` returns (same ``table1_row``/``summary``); the latent
-        fields are NaN and ``verification_threshold`` is in identity-embedding units
-        (standardised identity).
+        fields and the exact readout (``exact_*``, see the module docstring) are NaN,
+        ``exact_note`` is :data:`EXACT_NOTE`, and ``verification_threshold`` is in
+        identity-embedding units (standardised identity).
 
     Raises
     ------
     ConfigError
-        Bad sizes, probes or image probes for another generator, or a reconstruction with a
-        wrong type or shape, non-finite values or values outside [0, 1].
+        Bad sizes, probes or image probes for another generator, a reconstruction with a
+        wrong type or shape, non-finite values or values outside [0, 1], or a bad
+        ``n_boot`` / ``ci_level``.
     """
     t0 = time.perf_counter()
     _check_sizes(n_test, n_pairs, batch, seed)
@@ -265,6 +316,7 @@ def evaluate_images(
         raise ConfigError(f"reconstruct must be callable, got {type(reconstruct).__name__}")
     _check_probe_signature(probes, generator)
     _check_image_probes(image_probes, generator)
+    boot = _check_boot(n_boot, ci_level, seed)
     fd_features = fd_features if fd_features is not None else metrics.RandomConvFeatures()
     n_test, n_pairs, batch = int(n_test), int(n_pairs), int(batch)
     size = int(generator.size)
@@ -275,6 +327,7 @@ def evaluate_images(
     truth: dict[str, list[Tensor]] = {k: [] for k in ("attributes", "segmentation",
                                                       "landmarks")}
     scene_feats = []
+    recog_images: tuple[list[Tensor], list[Tensor]] = ([], [])
     with tqdm(total=total, desc="evaluate images", unit="face", disable=not progress,
               leave=False) as bar:
         for lo in range(0, n_test, batch):
@@ -285,23 +338,30 @@ def evaluate_images(
                 truth[key].append(item[key])
             scene_feats.append(np.asarray(fd_features(scene.cpu().numpy())))
             rec.add(generator, probes, image_probes, recon, scene, fd_features)
+            if recognizer is not None:
+                recog_images[0].append(scene.detach().cpu())
+                recog_images[1].append(recon.detach().cpu())
             if ceil is not None:
                 ceil.add(generator, probes, image_probes, scene, scene, fd_features)
             bar.update(scene.shape[0])
         scores = {s: _pair_distances(reconstruct, generator, image_probes, pair_sets[s],
                                      batch, bar) for s in ("val", "test")}
     feats = np.concatenate(scene_feats)
-    ver = _verification(scores["val"], pair_sets["val"][2], scores["test"],
-                        pair_sets["test"][2], pair_sets["test"][3])
-    result = rec.finish(truth, probes, image_probes, fd_features, feats, ver, n_pairs)
+    ver, ver_ci = _verification(scores["val"], pair_sets["val"][2], scores["test"],
+                                pair_sets["test"][2], pair_sets["test"][3], boot)
+    result = rec.finish(truth, probes, image_probes, fd_features, feats, ver, ver_ci, n_pairs,
+                        boot)
     if ceil is not None:
         ceil_scores = {s: _pair_distances(None, generator, image_probes, pair_sets[s], batch,
                                           None) for s in ("val", "test")}
-        ceil_ver = _verification(ceil_scores["val"], pair_sets["val"][2],
-                                 ceil_scores["test"], pair_sets["test"][2],
-                                 pair_sets["test"][3])
+        ceil_ver, ceil_ci = _verification(ceil_scores["val"], pair_sets["val"][2],
+                                          ceil_scores["test"], pair_sets["test"][2],
+                                          pair_sets["test"][3], boot)
         result.ceiling = ceil.finish(truth, probes, image_probes, fd_features, feats,
-                                     ceil_ver, n_pairs)
+                                     ceil_ver, ceil_ci, n_pairs, boot)
         result.ceiling.seconds = float("nan")
+    if recognizer is not None:
+        _recognizer_scores(result, recognizer, torch.cat(recog_images[0]),
+                           torch.cat(recog_images[1]), seed)
     result.seconds = time.perf_counter() - t0
     return result

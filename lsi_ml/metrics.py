@@ -9,6 +9,9 @@ Conventions
   :func:`table1_row` prints them as percentages, like the paper.
 * Landmark NME is returned already multiplied by 100 (the paper's unit: error normalised by the
   diagonal of the target landmarks' bounding box, times 100).
+* Confidence intervals (:func:`bootstrap_ci`) are percentile bootstrap intervals over the
+  test ITEMS (faces, or pairs for verification): every score keeps its per-item values (or
+  per-item sufficient statistics, e.g. a confusion matrix per face) so it can be resampled.
 * Frechet distances carry the name of the feature space they were computed in. Only a
   user-provided Inception network (:class:`InceptionFeatures`) yields a number labelled "FID";
   the built-in :class:`RandomConvFeatures` is a *substitute* and is always reported as
@@ -37,6 +40,11 @@ __all__ = [
     "RandomConvFeatures",
     "VerificationResult",
     "attribute_accuracy",
+    "attribute_accuracy_per_image",
+    "bootstrap_ci",
+    "bootstrap_distribution",
+    "f1_from_confusion",
+    "format_ci",
     "frechet_distance",
     "frechet_distance_from_stats",
     "frechet_distance_images",
@@ -45,10 +53,13 @@ __all__ = [
     "latent_errors",
     "pair_distances",
     "psnr",
+    "segmentation_confusion",
     "segmentation_f1",
+    "segmentation_f1_per_image",
     "ssim",
     "table1_header",
     "table1_row",
+    "table1_row_ci",
     "verification_accuracy",
 ]
 
@@ -273,6 +284,33 @@ def attribute_accuracy(
     return float(per.mean()), per
 
 
+def attribute_accuracy_per_image(
+    logits_or_probs: ArrayLike, targets: ArrayLike, *, from_logits: bool = True
+) -> np.ndarray:
+    """Fraction of the attributes of each image that are predicted correctly.
+
+    Same inputs and decision rule as :func:`attribute_accuracy` (boolean predictions: pass
+    ``from_logits=False``). With the same number of attributes per image, the mean of the
+    returned array equals :func:`attribute_accuracy`'s ``mean``, so it can be bootstrapped
+    over images (:func:`bootstrap_ci`).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        Per-image accuracy in ``[0, 1]``.
+    """
+    x = _to_numpy(logits_or_probs)
+    y = _to_numpy(targets)
+    if x.ndim == 1:
+        x = x[:, None]
+    if y.ndim == 1:
+        y = y[:, None]
+    if x.shape != y.shape:
+        raise ValueError(f"shape mismatch: {x.shape} vs {y.shape}")
+    pred = x > 0.0 if from_logits else x > 0.5
+    return np.mean(pred == (y > 0.5), axis=1)
+
+
 # --------------------------------------------------------------------------------------------
 # segmentation
 # --------------------------------------------------------------------------------------------
@@ -352,6 +390,103 @@ def segmentation_f1(
     else:
         raise ValueError(f"unknown average {average!r}; use 'macro' or 'micro'")
     return mean, per
+
+
+def segmentation_confusion(pred: ArrayLike, target: ArrayLike, n_classes: int) -> np.ndarray:
+    """Confusion matrix of each image: ``conf[i, t, p]`` = pixels of class ``t`` in the
+    target predicted as ``p`` in image ``i``.
+
+    The per-image sufficient statistic of :func:`segmentation_f1`: summing ``conf`` over
+    any multiset of images and applying :func:`f1_from_confusion` gives that set's F1, which
+    is how a bootstrap resamples the set-accumulated F1.
+
+    Parameters
+    ----------
+    pred, target : array_like of int, shape (n, H, W) (or (H, W) for one image)
+        Label maps with values in ``[0, n_classes)``.
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, n_classes, n_classes), int64
+    """
+    t = _to_numpy(target, dtype=np.int64)
+    p = _to_numpy(pred, dtype=np.int64)
+    if p.shape != t.shape:
+        raise ValueError(f"shape mismatch: {p.shape} vs {t.shape}")
+    if t.ndim == 2:
+        p, t = p[None], t[None]
+    if t.ndim < 2:
+        raise ValueError(f"expected label maps of shape (n, H, W), got {t.shape}")
+    n = t.shape[0]
+    p = p.reshape(n, -1)
+    t = t.reshape(n, -1)
+    for name, arr in (("pred", p), ("target", t)):
+        if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+            raise ValueError(f"{name} labels must lie in [0, {n_classes})")
+    cc = n_classes * n_classes
+    code = (np.arange(n, dtype=np.int64)[:, None] * cc + t * n_classes + p).ravel()
+    return np.bincount(code, minlength=n * cc).reshape(n, n_classes, n_classes)
+
+
+def f1_from_confusion(
+    conf: ArrayLike, *, ignore_background: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Macro F1 (and per-class F1) from confusion matrices, vectorised over leading axes.
+
+    ``F1_c = 2 TP / (2 TP + FP + FN)`` per class; the macro mean runs over the (included)
+    classes present in the prediction or the target, exactly as
+    :func:`segmentation_f1` (``average="macro"``).
+
+    Parameters
+    ----------
+    conf : array_like, shape (..., C, C)
+        Rows: target class, columns: predicted class (:func:`segmentation_confusion`).
+    ignore_background : bool
+        Leave class 0 out of the mean.
+
+    Returns
+    -------
+    mean : numpy.ndarray, shape (...)
+        Macro F1 (NaN where no included class occurs).
+    per_class : numpy.ndarray, shape (..., C)
+        F1 per class (NaN for classes absent from both).
+    """
+    c = _to_numpy(conf)
+    if c.ndim < 2 or c.shape[-1] != c.shape[-2]:
+        raise ValueError(f"expected (..., C, C) confusion matrices, got {c.shape}")
+    tp = np.diagonal(c, axis1=-2, axis2=-1)
+    fp = c.sum(axis=-2) - tp
+    fn = c.sum(axis=-1) - tp
+    denom = 2 * tp + fp + fn
+    present = denom > 0
+    per = np.full(denom.shape, np.nan)
+    np.divide(2 * tp, denom, out=per, where=present)
+    if ignore_background:
+        present = present.copy()
+        present[..., 0] = False
+    count = present.sum(axis=-1)
+    total = np.where(present, per, 0.0).sum(axis=-1)
+    mean = np.full(count.shape, np.nan)
+    np.divide(total, count, out=mean, where=count > 0)
+    return mean, per
+
+
+def segmentation_f1_per_image(
+    pred: ArrayLike, target: ArrayLike, n_classes: int, *, ignore_background: bool = False
+) -> np.ndarray:
+    """Macro F1 of each image separately (classes present in that image's prediction or
+    target), the per-face form of :func:`segmentation_f1`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        In ``[0, 1]``; identical maps give 1.
+    """
+    mean, _ = f1_from_confusion(segmentation_confusion(pred, target, n_classes),
+                                ignore_background=ignore_background)
+    return mean
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,6 +906,156 @@ def frechet_distance_images(
 
 
 # --------------------------------------------------------------------------------------------
+# bootstrap confidence intervals
+# --------------------------------------------------------------------------------------------
+_BOOT_BLOCK_ELEMENTS = 1 << 21
+"""Resampled indices drawn per block (bounds the memory of a bootstrap to a few MB)."""
+
+
+def _check_boot(n: int, n_boot: int, level: float) -> None:
+    if int(n) < 0:
+        raise ValueError(f"n={n} items must be >= 0")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot={n_boot} must be >= 1")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level={level} must lie in (0, 1), e.g. 0.95")
+
+
+def bootstrap_distribution(
+    values: ArrayLike | None = None,
+    *,
+    statistic: Callable[[np.ndarray], float] | None = None,
+    weighted: Callable[[np.ndarray], ArrayLike] | None = None,
+    n: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """The ``n_boot`` bootstrap replicates of a statistic over ``n`` items (see
+    :func:`bootstrap_ci`, which takes the same arguments). Resample ``b`` draws ``n`` item
+    indices uniformly with replacement from ``numpy.random.default_rng(seed)``; the same
+    ``seed`` and ``n`` give the same resamples whichever form of statistic is used."""
+    forms = sum(x is not None for x in (values, statistic, weighted))
+    if forms != 1:
+        raise ValueError("give exactly one of values, statistic= or weighted=")
+    vals: np.ndarray | None = None
+    if values is not None:
+        vals = _to_numpy(values)
+        if vals.ndim != 1:
+            raise ValueError(f"values must be one value per item (n,), got {vals.shape}")
+        n = vals.shape[0] if n is None else n
+        if n != vals.shape[0]:
+            raise ValueError(f"n={n} but {vals.shape[0]} values")
+    if n is None:
+        raise ValueError("n (the number of items) is required with statistic= or weighted=")
+    n = int(n)
+    _check_boot(n, n_boot, 0.5)
+    if n == 0:
+        return np.full(int(n_boot), np.nan)
+    rng = np.random.default_rng(int(seed))
+    block = max(1, _BOOT_BLOCK_ELEMENTS // n)
+    out = np.empty(int(n_boot))
+    for lo in range(0, int(n_boot), block):
+        b = min(block, int(n_boot) - lo)
+        idx = rng.integers(0, n, size=(b, n))
+        if vals is not None:
+            with np.errstate(invalid="ignore"):
+                out[lo:lo + b] = vals[idx].mean(axis=1)
+        elif statistic is not None:
+            out[lo:lo + b] = [float(statistic(row)) for row in idx]
+        else:
+            assert weighted is not None
+            rows = (np.arange(b, dtype=np.int64)[:, None] * n + idx).ravel()
+            counts = np.bincount(rows, minlength=b * n).reshape(b, n).astype(np.float64)
+            res = _to_numpy(weighted(counts)).reshape(-1)
+            if res.shape != (b,):
+                raise ValueError(f"weighted statistic returned {res.shape}; expected ({b},)")
+            out[lo:lo + b] = res
+    return out
+
+
+def bootstrap_ci(
+    values: ArrayLike | None = None,
+    *,
+    statistic: Callable[[np.ndarray], float] | None = None,
+    weighted: Callable[[np.ndarray], ArrayLike] | None = None,
+    n: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of a statistic over independent items.
+
+    The items (test faces, or test pairs for verification) are resampled with replacement
+    ``n_boot`` times; the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2``
+    quantiles of the statistic over the resamples (linear interpolation; without it where
+    a replicate is infinite, e.g. the PSNR of identical images). Seeded and deterministic.
+
+    Give exactly one of:
+
+    values : array_like, shape (n,)
+        One value per item; the statistic is their mean (e.g. per-face accuracy, per-face
+        NME, per-pair correctness). The fast, vectorised path.
+    statistic : callable
+        ``statistic(indices) -> float`` with ``indices`` the ``(n,)`` item indices of one
+        resample (called ``n_boot`` times); needs ``n``.
+    weighted : callable
+        ``weighted(counts) -> (b,)`` with ``counts`` a ``(b, n)`` float array: how often
+        each item occurs in each of ``b`` resamples (rows sum to ``n``). The vectorised
+        form for statistics built from per-item sums, e.g. a set-accumulated F1 from
+        per-face confusion matrices (``counts @ conf.reshape(n, -1)``); needs ``n``.
+
+    Parameters
+    ----------
+    n : int, optional
+        Number of items (taken from ``values`` if given).
+    n_boot : int
+        Resamples (>= 1; 1000 gives quantiles stable to a few % of the width).
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+    level : float
+        Coverage of the interval, in (0, 1).
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        ``(nan, nan)`` if there are no items or more than half of the replicates are NaN
+        (NaN replicates are dropped otherwise).
+    """
+    _check_boot(0 if n is None else n, n_boot, level)
+    reps = bootstrap_distribution(values, statistic=statistic, weighted=weighted, n=n,
+                                  n_boot=n_boot, seed=seed)
+    reps = reps[~np.isnan(reps)]
+    if reps.size == 0 or 2 * reps.size < int(n_boot):
+        return float("nan"), float("nan")
+    alpha = (1.0 - float(level)) / 2.0
+    method = "linear" if np.isfinite(reps).all() else "inverted_cdf"
+    low, high = np.quantile(reps, [alpha, 1.0 - alpha], method=method)
+    return float(low), float(high)
+
+
+def format_ci(
+    value: float | None,
+    ci: tuple[float, float] | None = None,
+    *,
+    percent: bool = False,
+    digits: int = 1,
+) -> str:
+    """``"89.1 [87.9, 90.2]"``: a value with its interval (``percent``: fractions x100).
+
+    ``None``/NaN value prints ``n/a``; a missing or non-finite interval prints the value
+    alone.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    scale = 100.0 if percent else 1.0
+    text = f"{scale * float(value):.{digits}f}"
+    if ci is None or any(math.isnan(float(x)) for x in ci):
+        return text
+    low, high = (scale * float(x) for x in ci)
+    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+# --------------------------------------------------------------------------------------------
 # Table 1 formatting
 # --------------------------------------------------------------------------------------------
 def _pct(x: float | None, what: str) -> str:
@@ -842,5 +1127,44 @@ def table1_row(
         _pct(attr_acc, "attr_acc"),
         _pct(seg_f1, "seg_f1"),
         nme_cell,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def table1_row_ci(
+    ratio: str,
+    verification: float | VerificationResult | None,
+    fd: float | FrechetResult | None,
+    fd_space: str | None,
+    attr_acc: float | None,
+    seg_f1: float | None,
+    nme: float | None,
+    *,
+    ci: dict[str, tuple[float, float]] | None = None,
+) -> str:
+    """:func:`table1_row` with bootstrap intervals in the cells: ``"89.15 [87.90, 90.20]"``.
+
+    ``ci`` maps ``"verification_accuracy"``, ``"attribute_accuracy"``, ``"segmentation_f1"``
+    (fractions) and ``"landmark_nme"`` to ``(low, high)``; missing keys print the value
+    alone (the Frechet distance has no interval). Same columns as :func:`table1_header`.
+    """
+    if isinstance(verification, VerificationResult):
+        verification = verification.accuracy
+    ci = ci or {}
+
+    def interval(key: str, cell: str, scale: float) -> str:
+        bounds = ci.get(key)
+        if cell == "n/a" or bounds is None or any(math.isnan(float(x)) for x in bounds):
+            return cell
+        return f"{cell} [{scale * float(bounds[0]):.2f}, {scale * float(bounds[1]):.2f}]"
+
+    nme_cell = "n/a" if nme is None or math.isnan(nme) else f"{nme:.2f}"
+    cells = [
+        str(ratio),
+        interval("verification_accuracy", _pct(verification, "verification"), 100.0),
+        _fd_cell(fd, fd_space),
+        interval("attribute_accuracy", _pct(attr_acc, "attr_acc"), 100.0),
+        interval("segmentation_f1", _pct(seg_f1, "seg_f1"), 100.0),
+        interval("landmark_nme", nme_cell, 1.0),
     ]
     return "| " + " | ".join(cells) + " |"

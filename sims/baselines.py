@@ -46,6 +46,7 @@ from sims.common import (
     measurements_for_ratio,
     plot_curves,
     probes_for,
+    recognizer_for,
     save_npz_atomic,
     train_config,
     trained_model,
@@ -254,13 +255,17 @@ def method_cell(ctx: Context, method: str, ratio: int | None, m: int | None,
         probes = probes_for(ctx, trainer.generator, cfg.get("latent_probes", {}))
         result = evaluate_decoder(bench_decoder(trainer, "sim", ev["seed"]),
                                   trainer.generator, probes, n_test=ev["n_test"],
-                                  n_pairs=ev["n_pairs"], seed=ev["seed"])
+                                  n_pairs=ev["n_pairs"], seed=ev["seed"],
+                                  recognizer=recognizer_for(ctx, trainer.generator,
+                                                            cfg.get("recognizer")))
         route = "latent probes (colour)"
     else:
         view, probes, image_probes = grey_probes(ctx, cfg)
         reconstruct = reconstructor(ctx, method, int(m or 0), cfg)
         result = evaluate_images(reconstruct, view, probes, image_probes, n_test=ev["n_test"],
-                                 n_pairs=ev["n_pairs"], seed=ev["seed"])
+                                 n_pairs=ev["n_pairs"], seed=ev["seed"],
+                                 recognizer=recognizer_for(ctx, _generator(cfg),
+                                                           cfg.get("recognizer")))
         route = "grey image probes"
         n_fig = int(cfg.get("figure_faces", 6))
         faces = SyntheticFaces(view, ev["n_test"], seed=ev["seed"], split="test")

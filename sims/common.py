@@ -331,6 +331,21 @@ def probes_for(ctx: Context, generator: Any, settings: dict[str, Any]) -> Any:
         return probes
 
 
+def recognizer_for(ctx: Context, generator: Any, settings: dict[str, Any] | bool | None
+                   ) -> Any:
+    """The SynthFace recognizer of ``generator`` (``RecognizerConfig`` + ``settings``),
+    trained once and cached under the results' cache; None when ``settings`` is False."""
+    if settings is False:
+        return None
+    from lsi_ml.recognizer import RecognizerConfig, load_or_train_recognizer
+
+    config = RecognizerConfig(**(settings or {}), progress=ctx.progress)
+    folder = ctx.out / "cache" / "recognizer"
+    with held(folder / ".lock"):
+        return load_or_train_recognizer(generator, config, cache_dir=folder,
+                                        progress=ctx.progress, device=ctx.device)
+
+
 def evaluation_row(result: Any) -> dict[str, Any]:
     """The numbers of an EvalResult a table needs (plus the ceiling when computed)."""
     doc = result.as_dict()
@@ -339,6 +354,9 @@ def evaluation_row(result: Any) -> dict[str, Any]:
     row = {k: doc.get(k) for k in keep}
     if isinstance(row.get("fd"), dict):
         row["fd"] = row["fd"].get("value")
+    ci_row = getattr(result, "ci_row", None)
+    if callable(ci_row):  # bootstrap intervals and the exact readout, when computed
+        row.update(ci_row())
     return row
 
 
@@ -460,6 +478,11 @@ def image_grid(rows: Sequence[tuple[str, np.ndarray]], path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- provenance
+SYNTHFACE_VERSION = 2
+"""Version of the default generator (``SynthFace.version``) this code scores; results whose
+provenance names an older one (or none: version 1) are reported as stale."""
+
+
 def provenance(ctx: Context, argv: Sequence[str]) -> dict[str, Any]:
     """The exact command, versions and machine that produced the results."""
     import numba
@@ -486,6 +509,7 @@ def provenance(ctx: Context, argv: Sequence[str]) -> dict[str, Any]:
     return {
         "command": "python -m sims " + " ".join(argv),
         "mode": "quick" if ctx.quick else "full",
+        "synthface_version": SYNTHFACE_VERSION,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "git_revision": rev + ("+local-changes" if dirty else ""),
         "python": sys.version.split()[0],

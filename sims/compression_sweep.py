@@ -24,6 +24,7 @@ from sims.common import (
     measurements_for_ratio,
     plot_curves,
     probes_for,
+    recognizer_for,
     save_npz_atomic,
     train_config,
     trained_model,
@@ -46,9 +47,10 @@ def lsi_cell(ctx: Context, ratio: int, m: int, cfg: dict[str, Any]) -> dict[str,
     trainer = trained_model(ctx, train_config(cfg["train"], n_masks=m))
     probes = probes_for(ctx, trainer.generator, cfg.get("probes", {}))
     ev = cfg["eval"]
+    recognizer = recognizer_for(ctx, trainer.generator, cfg.get("recognizer"))
     result = evaluate_decoder(bench_decoder(trainer, "sim", ev["seed"]), trainer.generator,
                               probes, n_test=ev["n_test"], n_pairs=ev["n_pairs"],
-                              seed=ev["seed"])
+                              seed=ev["seed"], recognizer=recognizer)
     # reconstructions of the first test faces for the figure (same noise seeds as above)
     faces = SyntheticFaces(trainer.generator, ev["n_test"], seed=ev["seed"], split="test")
     images = faces.batch(range(int(cfg.get("figure_faces", 6))))["image"]
@@ -72,7 +74,8 @@ def ceiling_cell(ctx: Context, cfg: dict[str, Any]) -> dict[str, Any]:
     probes = probes_for(ctx, generator, cfg.get("probes", {}))
     ev = cfg["eval"]
     result = evaluate_decoder(oracle_decoder, generator, probes, n_test=ev["n_test"],
-                              n_pairs=ev["n_pairs"], seed=ev["seed"])
+                              n_pairs=ev["n_pairs"], seed=ev["seed"],
+                              recognizer=recognizer_for(ctx, generator, cfg.get("recognizer")))
     return {"method": "true latent (probe ceiling)", "ratio": "-", "m": None,
             **evaluation_row(result)}
 

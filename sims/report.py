@@ -5,6 +5,11 @@ the README's "Results" section is a copy of it. The paper's numbers are those of
 ``PAPER.md`` (Souza, Zheng, Heidrich, CVPR 2025, Tables 1 and 2: CelebA-HQ at 256 px,
 StyleGAN-XL, VGGFace / Dlib verification, Inception FID): a different data set, generator
 and set of metric networks, so the columns sit side by side for shape, not for equality.
+
+Where a CSV carries bootstrap intervals (columns ``<score>_ci_lo`` / ``<score>_ci_hi``, from
+:meth:`lsi_ml.evaluation.EvalResult.ci_row`) a cell prints ``"89.1 [87.9, 90.2]"``, and where
+it carries the exact readout (``exact_attribute_accuracy``, ``exact_seg_f1``, ``exact_nme``)
+a table of it follows; CSVs without those columns give the tables they always gave.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sims.common import device_notes, write_bytes_atomic
+from sims.common import SYNTHFACE_VERSION, device_notes, write_bytes_atomic
 
 # ratio -> (measurements, verif VGGFace %, verif Dlib %, FID, attr %, seg F1 %, NME)
 PAPER_TABLE1: dict[int, tuple[int, float | None, float | None, float | None, float, float,
@@ -64,6 +69,80 @@ def _num(value: Any, digits: int = 2) -> str:
     return "-" if not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a float (infinite allowed), None if empty, not a number or NaN."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _interval(row: dict[str, str], key: str, percent: bool, digits: int = 2) -> str:
+    """``" [lo, hi]"`` from the row's ``<key>_ci_lo`` / ``<key>_ci_hi`` columns ("" if the
+    CSV has none or they are empty)."""
+    low, high = _number(row.get(f"{key}_ci_lo")), _number(row.get(f"{key}_ci_hi"))
+    if low is None or high is None:
+        return ""
+    if percent:
+        return f" [{100 * low:.1f}, {100 * high:.1f}]"
+    return f" [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _pct_ci(row: dict[str, str], key: str) -> str:
+    """A percentage cell with its interval when the CSV has one: ``"89.1 [87.9, 90.2]"``."""
+    text = _pct(row.get(key))
+    return text if text == "-" else text + _interval(row, key, True)
+
+
+def _num_ci(row: dict[str, str], key: str, digits: int = 2) -> str:
+    """A number cell with its interval when the CSV has one."""
+    text = _num(row.get(key), digits)
+    return text if text == "-" else text + _interval(row, key, False, digits)
+
+
+def _has_intervals(rows: list[dict[str, str]]) -> bool:
+    return any(k.endswith("_ci_lo") and _number(v) is not None
+               for row in rows for k, v in row.items())
+
+
+def _has_exact(rows: list[dict[str, str]]) -> bool:
+    return any(_number(row.get("exact_seg_f1")) is not None for row in rows)
+
+
+CI_NOTE = ("[low, high]: 95 % percentile bootstrap interval over the test faces (test pairs "
+           "for verification, threshold fixed on the val pairs); none for the FD.")
+
+
+def _ci_lines(rows: list[dict[str, str]]) -> list[str]:
+    """The interval note under a table whose CSV has intervals (none: no lines)."""
+    return ["", CI_NOTE] if _has_intervals(rows) else []
+
+
+def _exact_lines(rows: list[dict[str, str]], label: Any) -> list[str]:
+    """A table of the exact readout (render the decoded latent, compare its ground truth
+    with the scene's) of rows that have it; rows without it (image-space methods) print
+    n/a. No lines when no row has it (CSVs from before the exact readout)."""
+    if not _has_exact(rows):
+        return []
+    lines = ["", "Exact readout (the decoded latent rendered by the generator: its exact "
+             "attributes, per-face segmentation F1 and landmark NME against the scene's; "
+             "the primary score on SynthFace, no probe involved):", "",
+             "| row | exact attr. % | exact seg F1 % | exact NME |", "|---|---|---|---|"]
+    missing = False
+    for row in rows:
+        if _number(row.get("exact_seg_f1")) is None:
+            missing = True
+            lines.append(f"| {label(row)} | n/a | n/a | n/a |")
+            continue
+        lines.append(f"| {label(row)} | {_pct_ci(row, 'exact_attribute_accuracy')} | "
+                     f"{_pct_ci(row, 'exact_seg_f1')} | {_num_ci(row, 'exact_nme')} |")
+    if missing:
+        lines += ["", "n/a: an image-space method has no latent to render (only a latent "
+                  "decoder has an exact readout)."]
+    return lines
+
+
 def _paper(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -97,20 +176,23 @@ def _table1_lines(comp: list[dict[str, str]]) -> list[str]:
         ratio_text = row.get("ratio", "")
         if not ratio_text.startswith("1:"):
             label = row.get("method", "")
-            lines.append(f"| {label} | - | {_pct(row['verification_accuracy'])} | - | "
-                         f"{_pct(row['attribute_accuracy'])} / - | "
-                         f"{_pct(row['segmentation_f1'])} / - | "
-                         f"{_num(row['landmark_nme'])} / - | {_num(row['fd'])} / - |")
+            lines.append(f"| {label} | - | {_pct_ci(row, 'verification_accuracy')} | - | "
+                         f"{_pct_ci(row, 'attribute_accuracy')} / - | "
+                         f"{_pct_ci(row, 'segmentation_f1')} / - | "
+                         f"{_num_ci(row, 'landmark_nme')} / - | {_num(row['fd'])} / - |")
             continue
         ratio = int(ratio_text.split(":")[1])
         p = PAPER_TABLE1.get(ratio)
         lines.append(
-            f"| {ratio_text} | {row['m']} | {_pct(row['verification_accuracy'])} | "
+            f"| {ratio_text} | {row['m']} | {_pct_ci(row, 'verification_accuracy')} | "
             f"{_paper(p[1]) if p else '-'} | "
-            f"{_pct(row['attribute_accuracy'])} / {_paper(p[4]) if p else '-'} | "
-            f"{_pct(row['segmentation_f1'])} / {_paper(p[5]) if p else '-'} | "
-            f"{_num(row['landmark_nme'])} / {_paper(p[6]) if p else '-'} | "
+            f"{_pct_ci(row, 'attribute_accuracy')} / {_paper(p[4]) if p else '-'} | "
+            f"{_pct_ci(row, 'segmentation_f1')} / {_paper(p[5]) if p else '-'} | "
+            f"{_num_ci(row, 'landmark_nme')} / {_paper(p[6]) if p else '-'} | "
             f"{_num(row['fd'])} / {_paper(p[3]) if p else '-'} |")
+    lines += _ci_lines(comp)
+    lines += _exact_lines(comp, lambda r: r.get("ratio", "") if r.get("ratio", "").startswith(
+        "1:") else r.get("method", ""))
     return lines
 
 
@@ -199,6 +281,16 @@ def write_summary(out: Path) -> Path | None:
                  "the shape of the curves, not the values. At equal measurement counts, our 1:16 "
                  "(m = 256) sits beside the paper's 1:256 and our 1:256 (m = 16) beside its "
                  "1:4096.")
+    stale = sorted(k for k in ("compression_sweep", "baselines") if k in prov and int(
+        prov[k].get("synthface_version", 1)) < SYNTHFACE_VERSION)
+    if stale:
+        lines.append("")
+        lines.append(f"**Stale: {', '.join(stale)} {'were' if len(stale) > 1 else 'was'} "
+                     f"made with SynthFace v1** (unaligned faces whose identity a grey camera "
+                     f"barely sees, identity verification from decoded identity vectors, no "
+                     f"intervals); the current default is SynthFace v{SYNTHFACE_VERSION}, "
+                     f"scored by exact readout, probes and a recognizer with bootstrap "
+                     f"intervals. Regenerate with the commands of the Studies section.")
     if "quick" in modes:
         lines.append("")
         lines.append("**Tables from a --quick run** (400 training steps, 64-128 test faces) "
@@ -221,10 +313,12 @@ def write_summary(out: Path) -> Path | None:
                   "PSNR dB |", "|---|---|---|---|---|---|---|---|"]
         for row in base:
             lines.append(f"| {row['method']} | {row['route']} | "
-                         f"{_pct(row['verification_accuracy'])} | "
-                         f"{_pct(row['attribute_accuracy'])} | {_pct(row['segmentation_f1'])} "
-                         f"| {_num(row['landmark_nme'])} | {_num(row['fd'])} | "
-                         f"{_num(row['psnr'])} |")
+                         f"{_pct_ci(row, 'verification_accuracy')} | "
+                         f"{_pct_ci(row, 'attribute_accuracy')} | "
+                         f"{_pct_ci(row, 'segmentation_f1')} "
+                         f"| {_num_ci(row, 'landmark_nme')} | {_num(row['fd'])} | "
+                         f"{_num_ci(row, 'psnr')} |")
+        lines += _ci_lines(base) + _exact_lines(base, lambda r: r.get("method", ""))
         lines += _device_lines(base)
         every_ratio = _read(out / "baselines.csv")
         if every_ratio:
@@ -240,9 +334,12 @@ def write_summary(out: Path) -> Path | None:
                   "| method | scored by | ratio | m | verif. % | attr. % | seg F1 % | NME |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {row['method']} | {row['route']} | {row['ratio']} | {row['m'] or '-'} | "
-                  f"{_pct(row['verification_accuracy'])} | {_pct(row['attribute_accuracy'])} "
-                  f"| {_pct(row['segmentation_f1'])} | {_num(row['landmark_nme'])} |"
+                  f"{_pct_ci(row, 'verification_accuracy')} | "
+                  f"{_pct_ci(row, 'attribute_accuracy')} "
+                  f"| {_pct_ci(row, 'segmentation_f1')} | {_num_ci(row, 'landmark_nme')} |"
                   for row in extra]
+        lines += _ci_lines(extra) + _exact_lines(
+            extra, lambda r: f"{r.get('method', '')} at {r.get('ratio', '')}")
         lines += _device_lines(extra) + _verdict_lines(extra)
     others = [f"`{k}` ({v.get('mode', '?')} run, {v.get('minutes', '?')} min)"
               for k, v in prov.items() if k not in ("compression_sweep", "baselines")]

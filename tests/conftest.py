@@ -26,6 +26,12 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or fill the user's cache folder (cached recognizers, ...)."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 FACES_EXTRA_REASON = 'needs the optional faces extra: pip install "lsi-toolkit[faces]"'
 
 

@@ -23,11 +23,17 @@ def test_calibrate_prints_the_path_and_one_line_per_routine(tmp_path):
     output = result.output.split("\r")[-1]  # after the progress bar (stderr)
     lines = output[output.index("wrote "):].strip().splitlines()
     assert lines[0] == f"wrote {out} (calibration id {cal.id})"
-    assert lines[1].startswith("  dark: dark level ")
-    # 40 dB settles within the delay: the summary says why tau is not given
-    assert lines[2].startswith("  settling: unresolved because the carry-over ")
-    assert "settling delay" in lines[2] and "tau < " in lines[2]
-    assert len(lines) == 3 and "{" not in output  # no JSON dump
+    # the operating point comes first: fraction of the range used and the recommendation
+    assert lines[1].startswith("  operating_point: brightest typical reading ")
+    assert "of +-0.5 V" in lines[1] and "recommended " in lines[1]
+    routines = [line for line in lines[1:] if not line.startswith("    ")]
+    assert len(routines) == 3 and len(lines) <= 6  # warning / reason lines are indented
+    assert routines[1].startswith("  dark: dark level ")
+    # 50 dB settles within the delay: the summary says why tau is not given
+    assert routines[2].startswith("  settling: unresolved because the carry-over ")
+    assert "settling delay" in routines[2] and "tau < " in routines[2]
+    assert "{" not in output  # no JSON dump
+    assert set(cal.results) == {"operating_point", "dark", "settling"}
 
 
 def test_calibrate_refuses_an_existing_file_unless_forced(tmp_path):

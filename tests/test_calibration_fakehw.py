@@ -24,8 +24,21 @@ from lsi_hw.calibration import (
     register_dmd_to_scene,
 )
 from lsi_hw.errors import CalibrationError
-from lsi_hw.sim import AmplifierConfig, MonitorConfig, RelayOpticsConfig, SimConfig
+from lsi_hw.sim import (
+    AmplifierConfig,
+    DigitizerConfig,
+    MonitorConfig,
+    RelayOpticsConfig,
+    SimConfig,
+)
 from lsi_hw.twin import FakeHardwareBench
+
+#: The bench these tests were written for (the defaults before the operating point was
+#: set for typical scenes): a +-10 V digitizer and a 300 cd/m^2 monitor, where a
+#: full-screen white with every mirror on stays below full scale up to 70 dB.  The default
+#: operating point on the twin is tested in test_operating_point.py.
+WIDE = replace(SimConfig(), digitizer=DigitizerConfig(range_v=10.0),
+               monitor=MonitorConfig(peak_luminance_cd_m2=300.0, black_luminance_cd_m2=0.3))
 
 #: The ADC step of the twin's digitizer: 16 bits over -10..+10 V (what a USB-6361 gives).
 ADC_STEP_V = 20.0 / 2**16
@@ -34,8 +47,8 @@ ADC_STEP_V = 20.0 / 2**16
 @pytest.fixture(scope="module")
 def truth() -> SimConfig:
     return replace(
-        SimConfig(),
-        monitor=MonitorConfig(gamma=2.4),
+        WIDE,
+        monitor=replace(WIDE.monitor, gamma=2.4),
         optics=RelayOpticsConfig(rotation_deg=-1.5, scale=0.98, shift_px=(-1.0, 2.5)),
         amplifier=AmplifierConfig(gain_db=60, offset_v=3e-3),
     )
@@ -69,7 +82,7 @@ def test_registration(truth):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # the driver warns that 70 dB cannot settle
 def test_settling_at_70_db_matches_the_gain_table():
-    cfg = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=70))
+    cfg = replace(WIDE, amplifier=AmplifierConfig(gain_db=70))
     with FakeHardwareBench("full", seed=4, config=cfg) as bench:
         result = measure_settling(bench, size=16)
     assert result.resolved
@@ -84,7 +97,7 @@ def test_settling_at_70_db_matches_the_gain_table():
 @pytest.fixture(scope="module")
 def hardware_only() -> tuple[cal.CalibrationFile, dict, SimConfig]:
     """run_all (every routine) on the twin: a bench that reports only what the drivers know."""
-    truth = replace(SimConfig(), monitor=MonitorConfig(gamma=2.4),
+    truth = replace(WIDE, monitor=replace(WIDE.monitor, gamma=2.4),
                     amplifier=AmplifierConfig(gain_db=60, offset_v=3e-3))
     with FakeHardwareBench("full", seed=5, config=truth) as bench:
         snapshot = bench.settings()
@@ -138,7 +151,7 @@ def test_settling_resolves_with_the_driver_timing(hardware_only):
 def test_the_quantization_term_uses_the_real_adc_step():
     """Noiseless readings sit on one ADC code: the level's uncertainty is the quantization
     term LSB / 2 / sqrt(3) of the driver's ADC step, not 0."""
-    with FakeHardwareBench("none", seed=6) as bench:
+    with FakeHardwareBench("none", seed=6, config=WIDE) as bench:
         assert bench.digitizer_lsb_v == ADC_STEP_V
         dark = measure_dark(bench, size=16, repeats=16, allow_white=False)
     assert dark.noise_v_rms == 0.0 and dark.lsb_v == ADC_STEP_V
@@ -146,13 +159,13 @@ def test_the_quantization_term_uses_the_real_adc_step():
 
 
 def test_a_digitizer_that_does_not_state_its_resolution_is_reported():
-    cfg = SimConfig(amplifier=AmplifierConfig(gain_db=60))  # noise above one ADC step
+    cfg = replace(WIDE, amplifier=AmplifierConfig(gain_db=60))  # noise above one ADC step
     with FakeHardwareBench("full", seed=7, config=cfg) as bench:
         bench.detector.digitizer.resolution_bits = None
         assert bench.digitizer_lsb_v is None
         dark = measure_dark(bench, size=16, repeats=16, allow_white=False)
         gamma = fit_monitor_gamma(bench, size=16, repeats=4, passes=1)
-    with FakeHardwareBench("none", seed=7) as quiet:  # identical codes, no known step
+    with FakeHardwareBench("none", seed=7, config=WIDE) as quiet:  # same codes, no known step
         quiet.detector.digitizer.resolution_bits = None
         with pytest.raises(CalibrationError, match=r"do not vary .*digitizer_lsb_v is None"):
             fit_monitor_gamma(quiet, size=16, repeats=4, passes=1)

@@ -38,7 +38,7 @@ from lsi_hw.hardware_bench import HardwareBench
 from lsi_hw.locking import DeviceLock
 from lsi_hw.patterns import PatternSet
 from lsi_hw.recording import Recording
-from lsi_hw.sim import AmplifierConfig, MonitorConfig, SimConfig
+from lsi_hw.sim import AmplifierConfig, DigitizerConfig, MonitorConfig, SimConfig
 from lsi_hw.twin import FakeHardwareBench
 
 PATTERNS = PatternSet.random(10, (16, 16), seed=2)  # one DMD load
@@ -364,8 +364,9 @@ def test_missing_trigger_times_out_and_keeps_the_completed_readings(reference):
 # --------------------------------------------------------------------------------------
 
 
+# +-10 V digitizer: the amplifier's 10 V swing, not the ADC range, is what clips
 BRIGHT = SimConfig(monitor=MonitorConfig(peak_luminance_cd_m2=2000),
-                   amplifier=AmplifierConfig(gain_db=70))
+                   amplifier=AmplifierConfig(gain_db=70), digitizer=DigitizerConfig(range_v=10.0))
 
 
 def _bright_twin() -> FakeHardwareBench:

@@ -13,6 +13,7 @@ from lsi_hw.errors import ConfigError
 from lsi_ml.evaluation import EvalResult, evaluate_decoder, oracle_decoder
 from lsi_ml.generators.synthface import SynthFace
 from lsi_ml.image_evaluation import (
+    EXACT_NOTE,
     evaluate_images,
     identity_reconstructor,
     latent_route_reconstructor,
@@ -103,8 +104,32 @@ def test_report_formats(perfect: EvalResult) -> None:
     row = perfect.table1_row("image oracle")
     assert row.startswith("| image oracle |") and "FID" not in row
     assert "FD, substitute: random-conv-256" in row
+    lo, hi = perfect.ci["verification_accuracy"]
+    assert f"{100 * perfect.verification_accuracy:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]" in row
     text = perfect.summary()
     assert "segmentation F1" in text and "not FID" in text
+    assert f"exact readout: n/a ({EXACT_NOTE})" in text and "exact attribute" not in text
+    assert "bootstrap intervals" in text
+
+
+IMAGE_CI = {"attribute_accuracy", "segmentation_f1", "landmark_nme", "psnr", "ssim",
+            "verification_accuracy", "verification_hard_accuracy", "verification_tpr",
+            "verification_tnr"}
+
+
+def test_image_methods_have_no_exact_readout_but_intervals(perfect: EvalResult) -> None:
+    """An image-space method has no latent to render: exact readout NaN with the reason;
+    every image-space score has a bootstrap interval (no latent ones)."""
+    for res in (perfect, perfect.ceiling):
+        assert res is not None and not res.has_exact
+        for name in ("exact_attribute_accuracy", "exact_seg_f1", "exact_nme"):
+            assert math.isnan(getattr(res, name))
+        assert res.exact_note == EXACT_NOTE and "no latent" in EXACT_NOTE
+        assert set(res.ci) == IMAGE_CI and res.n_boot == 1000
+    for name, (low, high) in perfect.ci.items():
+        assert low <= getattr(perfect, name) <= high, name
+    row = perfect.ci_row()
+    assert math.isnan(row["exact_seg_f1"]) and "latent_l1_ci_lo" not in row
 
 
 def _grey(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -175,6 +200,10 @@ def test_same_faces_and_shared_metrics_as_evaluate_decoder(
         assert getattr(by_image, name) == pytest.approx(getattr(by_latent, name), rel=1e-6,
                                                         abs=1e-9), name
     assert by_image.psnr == by_latent.psnr
+    # ... with the same intervals (same faces, same seeded resamples)
+    for name in ("segmentation_f1", "landmark_nme", "ssim"):
+        assert by_image.ci[name] == pytest.approx(by_latent.ci[name], rel=1e-6), name
+    assert by_latent.exact_seg_f1 == 1.0 and math.isnan(by_image.exact_seg_f1)
     assert by_image.segmentation_f1_per_class.keys() == by_latent.segmentation_f1_per_class.keys()
     assert math.isnan(by_image.latent_l1) and by_latent.latent_l1 == 0.0
     # a different seed gives different faces
@@ -230,7 +259,8 @@ def test_bad_decoder_through_the_latent_route_raises(
 def test_bad_arguments_raise(generator: SynthFace, probes: ProbeSet,
                              image_probes: ImageProbeSet) -> None:
     small = {"n_test": 4, "n_pairs": 4, "batch": 4}
-    for kwargs in ({"n_test": 1}, {"n_pairs": 2}, {"batch": 0}, {"seed": -1}):
+    for kwargs in ({"n_test": 1}, {"n_pairs": 2}, {"batch": 0}, {"seed": -1}, {"n_boot": -1},
+                   {"ci_level": 1.0}):
         with pytest.raises(ConfigError):
             evaluate_images(identity_reconstructor, generator, probes, image_probes,
                             **{**small, **kwargs})

@@ -220,7 +220,7 @@ def test_settling_coefficients_depend_on_bandwidth():
 
 def test_saturation_into_50_ohm_is_5_volts():
     assert AmplifierConfig(load="50ohm").saturation_v == 5.0
-    assert AmplifierConfig(load="50ohm").v_per_a == pytest.approx(0.5 * 1.51e5)
+    assert AmplifierConfig(gain_db=40, load="50ohm").v_per_a == pytest.approx(0.5 * 1.51e5)
     with pytest.raises(ConfigError, match="allowed: 0, 10"):
         AmplifierConfig(gain_db=45)
     with pytest.raises(ConfigError, match="load"):
@@ -234,7 +234,7 @@ def test_bad_timing_is_rejected():
 
 def test_radiometry_order_of_magnitude():
     """Open aperture on a white screen at 40 dB: tens to hundreds of mV (a plausible bench)."""
-    cfg = SimConfig()
+    cfg = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=40))
     white = np.full((1, 256, 256), 255, dtype=np.uint8)
     y = expected_volts(white, PatternSet(np.ones((1, 256, 256))), cfg, method="numpy")
     assert 0.05 < y[0, 0] < 1.0

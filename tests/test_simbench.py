@@ -32,7 +32,7 @@ def test_measure_returns_a_measurement_with_full_snapshot(scenes):
     assert np.all(np.diff(meas.timestamps.ravel()) > 0)
     s = meas.settings
     assert s["bench"] == "sim" and s["seed"] == 3 and s["noise"]["preset"] == "full"
-    assert s["detector"]["amplifier"]["gain_db"] == 40
+    assert s["detector"]["amplifier"]["gain_db"] == SimConfig().amplifier.gain_db
     assert s["modulator"]["patterns"]["m"] == 10 and s["modulator"]["superpixel"] >= 1
     assert "calibration_id" in s
     json.dumps(s)  # JSON-serialisable
@@ -68,9 +68,12 @@ def test_noisy_presets_scatter_around_the_expectation(scenes, preset):
 
 def test_split_hadamard_differential_gives_walsh_coefficients():
     """(+) - (-) readings are proportional to the Walsh-Hadamard transform of the light."""
+    from lsi_hw.sim import AmplifierConfig
     from lsi_hw.sim.forward import irradiance
 
-    cfg = SimConfig()
+    # 40 dB settles to 1e-15 within the settling delay, so the differential is exact to
+    # rounding (at 50 dB a 1e-7 carry-over of the previous reading remains)
+    cfg = replace(SimConfig(), amplifier=AmplifierConfig(gain_db=40))
     patterns = PatternSet.hadamard(8, split=True, order="natural")
     scene = np.random.default_rng(1).uniform(0, 1, (1, 8, 8))
     bench = SimBench("none", config=cfg, method="numpy")
@@ -116,11 +119,12 @@ def test_bad_scenes_are_rejected_before_anything_runs(scenes, match):
 
 
 def test_saturation_is_counted_and_clipped():
-    """A 1000 cd/m^2 white screen at 70 dB drives the amplifier past 10 V."""
-    from lsi_hw.sim import AmplifierConfig, MonitorConfig
+    """A 1000 cd/m^2 white screen at 70 dB drives the amplifier past 10 V (digitizer on
+    +-10 V, so the amplifier, not the ADC range, clips)."""
+    from lsi_hw.sim import AmplifierConfig, DigitizerConfig, MonitorConfig
 
     cfg = replace(SimConfig(), monitor=MonitorConfig(peak_luminance_cd_m2=1000.0),
-                  amplifier=AmplifierConfig(gain_db=70))
+                  amplifier=AmplifierConfig(gain_db=70), digitizer=DigitizerConfig(range_v=10.0))
     bench = SimBench("none", config=cfg, method="numpy")
     white = np.full((1, 32, 32), 255, dtype=np.uint8)
     masks = PatternSet(np.stack([np.ones((32, 32)), np.zeros((32, 32)), np.ones((32, 32))]))

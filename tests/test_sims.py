@@ -22,6 +22,8 @@ TINY = {
     "probes": {"steps": 8, "n_train": 64, "batch": 8},
     "latent_probes": {"steps": 8, "n_train": 64, "batch": 8},
     "eval": {"n_test": 16, "n_pairs": 8, "seed": 0},
+    "recognizer": {"input_size": 32, "widths": (8, 16, 32), "embedding_dim": 16, "steps": 6,
+                   "identities": 8, "views": 2, "val_pairs": 32, "batch": 64, "warmup": 2},
     "figure_faces": 2,
     "finetune_steps": 4,
 }
@@ -60,6 +62,10 @@ def test_compression_sweep_tiny_run_and_resume(tmp_path: Path) -> None:
     out = compression_sweep.run(ctx)
     assert [r["m"] for r in out["rows"]] == [64, 1]
     assert [r["device"] for r in out["rows"]] == ["cpu", "cpu"]
+    for row in out["rows"]:  # exact readout, recognizer scores and their intervals
+        assert 0 <= row["exact_attribute_accuracy"] <= 1
+        assert row["recognizer_accuracy_ci_lo"] <= row["recognizer_accuracy"] \
+            <= row["recognizer_accuracy_ci_hi"]
     assert out["skipped"] == [4096]
     md = (tmp_path / "compression_sweep.md").read_text()
     assert "1:16 " in md and "Skipped" in md and "1:4096" in md
@@ -356,3 +362,11 @@ def test_readme_results_are_the_regenerated_summary(tmp_path: Path) -> None:
     assert summary == (results / "summary.md").read_text(encoding="utf-8")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert summary in readme and readme.count("## Results\n") == 1
+
+
+def test_results_name_the_generator_version() -> None:
+    """Results record the SynthFace version they were made with; older ones are flagged."""
+    from lsi_ml.generators.synthface import SynthFace
+    from sims.common import SYNTHFACE_VERSION
+
+    assert SYNTHFACE_VERSION == SynthFace.version

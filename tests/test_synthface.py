@@ -16,7 +16,7 @@ from lsi_ml.generators import (
     SynthFace,
     save_sample_grid,
 )
-from lsi_ml.generators.synthface import ATTRIBUTE_DRIVERS, PARAM_INDEX
+from lsi_ml.generators.synthface import ATTRIBUTE_DRIVERS, EYE_TARGET, PARAM_INDEX
 
 
 def _g(seed: int = 0) -> torch.Generator:
@@ -206,7 +206,10 @@ def test_verification_pairs(sf64: SynthFace) -> None:
     assert a2.shape == (10, 4, 24) and int(s2.sum()) == 5
 
 
-def test_yaw_moves_landmarks_horizontally(sf64: SynthFace) -> None:
+def test_yaw_moves_landmarks_horizontally() -> None:
+    """Turning the head moves the nose and mouth across the face (relative to the eyes,
+    which alignment keeps in place) and foreshortens the far eye."""
+    sf64 = SynthFace(64, pose="free")
     latent = sf64.sample_latent(8, _g(11)).reshape(8, -1)
     latent[:, PARAM_INDEX["roll"]] = 0.0
     left, right = latent.clone(), latent.clone()
@@ -214,19 +217,51 @@ def test_yaw_moves_landmarks_horizontally(sf64: SynthFace) -> None:
     right[:, PARAM_INDEX["yaw"]] = 2.0
     lm_l = sf64.landmarks(left.reshape(8, 4, 24))
     lm_r = sf64.landmarks(right.reshape(8, 4, 24))
-    dx = lm_r[:, 27:68, 0] - lm_l[:, 27:68, 0]
-    dy = lm_r[:, 27:68, 1] - lm_l[:, 27:68, 1]
-    assert (dx > 0).all()
-    assert dx.mean() > 5 * dy.abs().mean()
-    # the nose tip moves more than the eye corners (2.5-D depth)
-    assert (dx[:, 30 - 27] > dx[:, 36 - 27]).all()
+
+    def rel(lm: torch.Tensor) -> torch.Tensor:  # x relative to the eyes' midpoint
+        mid = 0.5 * (lm[:, 36:42, 0].mean(1) + lm[:, 42:48, 0].mean(1))
+        return lm[..., 0] - mid[:, None]
+
+    dx = rel(lm_r) - rel(lm_l)
+    dy = lm_r[..., 1] - lm_l[..., 1]
+    for k in (30, 33, 51, 57, 62, 66):  # nose tip and base, mouth centre
+        assert (dx[:, k] > 0).all(), k
+    assert dx[:, 27:36].mean() > 5 * dy[:, 27:36].abs().mean()
+    # the nose tip moves more than the nose bridge (2.5-D depth)
+    assert (dx[:, 30] > dx[:, 27]).all()
     # the far half is foreshortened: eye on the far (right) side is narrower
     w_far = lm_r[:, 45, 0] - lm_r[:, 42, 0]
     w_near = lm_r[:, 39, 0] - lm_r[:, 36, 0]
     assert (w_far < w_near).all()
 
 
-def test_roll_and_translation_move_landmarks(sf64: SynthFace) -> None:
+def test_aligned_faces_keep_the_eyes_in_place(sf64: SynthFace) -> None:
+    """Default pose: the eyes' midpoint sits at EYE_TARGET whatever the identity and yaw
+    (to within the sub-pixel jitter); turning the head moves the nose, not the eyes."""
+    latent = sf64.sample_latent(64, _g(12)).reshape(64, -1)
+    lm = sf64.landmarks(latent.reshape(64, 4, 24))
+    mid = 0.5 * (lm[:, 36:42].mean(1) + lm[:, 42:48].mean(1))
+    target = (torch.tensor(EYE_TARGET) + 1) * 64 / 2 - 0.5
+    assert (mid - target).abs().max() < 1.0  # pixels at 64 px
+    left, right = latent.clone(), latent.clone()
+    left[:, PARAM_INDEX["yaw"]] = -2.0
+    right[:, PARAM_INDEX["yaw"]] = 2.0
+    lm_l = sf64.landmarks(left.reshape(64, 4, 24))
+    lm_r = sf64.landmarks(right.reshape(64, 4, 24))
+    eyes = lambda m: 0.5 * (m[:, 36:42].mean(1) + m[:, 42:48].mean(1))  # noqa: E731
+    assert (eyes(lm_r) - eyes(lm_l)).abs().max() < 1.0
+    assert (lm_r[:, 30, 0] - lm_l[:, 30, 0] > 1.0).all()  # the nose tip moves
+    # roll, scale and translation are sub-pixel jitter when aligned, large when free
+    free = SynthFace(64, pose="free")
+    lm_f = free.landmarks(latent.reshape(64, 4, 24))
+    mid_f = 0.5 * (lm_f[:, 36:42].mean(1) + lm_f[:, 42:48].mean(1))
+    assert (mid_f - target).abs().max() > 3.0
+    with pytest.raises(ValueError, match="pose"):
+        SynthFace(64, pose="tilted")
+
+
+def test_roll_and_translation_move_landmarks() -> None:
+    sf64 = SynthFace(64, pose="free")
     latent = torch.zeros(1, 4, 24)
     lm0 = sf64.landmarks(latent)
     shifted = latent.clone().reshape(1, -1)
@@ -251,3 +286,10 @@ def test_save_sample_grid(tmp_path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 1000
     assert np.isfinite(len(data))
+
+
+def test_save_identity_grid(tmp_path) -> None:
+    from lsi_ml.generators import save_identity_grid
+
+    path = save_identity_grid(tmp_path / "ids.png", n_identities=2, n_draws=3, size=64)
+    assert path.stat().st_size > 1000

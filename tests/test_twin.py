@@ -231,7 +231,7 @@ def test_settings_snapshot(run):
     assert s["acquisition"]["loads_per_scene"] == 3
     # the ADC step the drivers report is the simulator's (the twin declared its bits)
     assert det["digitizer"]["resolution_bits"] == 16
-    assert det["digitizer_lsb_v"] == pytest.approx(20.0 / 2**16)
+    assert det["digitizer_lsb_v"] == pytest.approx(SimConfig().digitizer.lsb_v)
 
 
 def test_settings_snapshot_holds_only_what_a_real_bench_reports(run):
@@ -253,8 +253,9 @@ def test_settings_snapshot_holds_only_what_a_real_bench_reports(run):
 
 
 def test_typed_properties_come_from_the_drivers_not_the_simulator():
-    with FakeHardwareBench(noise="none", config=SimConfig(amplifier=AmplifierConfig(
-            gain_db=60))) as twin:
+    with FakeHardwareBench(noise="none", config=SimConfig(
+            amplifier=AmplifierConfig(gain_db=60), digitizer=DigitizerConfig(range_v=10.0))
+            ) as twin:
         expected = (twin.timing, twin.digitizer_lsb_v, twin.digitizer_range_v,
                     twin.saturation_v, twin.gain_db, twin.gain_v_per_a, twin.bandwidth_hz)
         assert expected == (

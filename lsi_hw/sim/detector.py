@@ -6,6 +6,27 @@ Pure functions on (B, m) arrays of per-pattern values, in time order along the l
 ``P (W) -> [flicker] -> i = R P + i_dark (A) -> [shot noise, Poisson in electrons over
 the averaging window] -> V = G i -> settling (first-order amplifier) -> + offset +
 [read noise] -> amplifier saturation -> digitizer clip + quantization``.
+
+Default operating point (:class:`AmplifierConfig`, :class:`DigitizerConfig`, with the
+370 cd/m^2 monitor of :class:`~lsi_hw.sim.scene.MonitorConfig`): 50 dB Hi-Z (4.75e5 V/A,
+33 kHz, tau = 4.8 us) on a +-0.5 V 16-bit digitizer (LSB 15 uV).  A lab sets gain and
+range once per setup so that the brightest reading of its typical scenes uses 30-80 % of
+full scale (:mod:`lsi_hw.operating_point`); the brightest reading any mask can give is the
+all-on mask on the brightest scene.  Measured with the default ``SimBench`` (no noise),
+brightest reading / full scale, Hadamard split masks (which hold the all-on mask) / random
+0.5 masks, m = 256: built-in scenes 0.77 / 0.44 at 32 px, 0.69 / 0.37 at 64 px, 0.69 /
+0.36 at 128 px; 64 SynthFace faces at 64 px 0.43-0.51 / 0.23-0.27 (three latent seeds;
+faces alone are darker than the built-in grey staircase, so their random-mask peak sits
+just under the band).  The brightest reading barely depends on the image size: the masks
+are magnified to fill the DMD (the largest superpixel that fits), 512 x 1024 mirrors from
+64 px up, 544 x 1088 (13 % more light) at 32 px, 560 x 1120 (20 %) at 16 px; that is less
+than one step of the discrete gains (x3.16) and ranges (x2-2.5), so one fixed setting
+serves every size.  The former 40 dB on +-10 V put a 64 px face at 0.02-0.09 V (0.2-0.9 %
+of full scale), where the ADC step (305 uV), not the light, set the noise.  50 dB settles
+within one 235 us pattern: exp(-235 us / 4.8 us) = 7e-22, and the reading keeps 1.3e-7 of
+the previous one after the 60 us settling delay.  A full-screen white is about twice full
+scale at this setting (typical scenes average a third of the peak luminance): calibration
+scales its bright stimuli to the range (:func:`lsi_hw.calibration.run_all`).
 """
 
 from __future__ import annotations
@@ -82,11 +103,13 @@ class AmplifierConfig:
     Attributes
     ----------
     gain_db: knob position, one of 0, 10, ..., 70 dB (user-declared on real hardware).
+        Default 50 dB: with the default digitizer range (+-0.5 V) the brightest reading of
+        typical scenes uses 30-80 % of full scale (module docstring).
     load: "hi-z" (0-10 V) or "50ohm" (gain and swing halved, 0-5 V).
     offset_v: output offset with no light, volts (spec: about +-6 mV max).
     """
 
-    gain_db: int = 40
+    gain_db: int = 50
     load: str = "hi-z"
     offset_v: float = 1.0e-3
 
@@ -240,13 +263,14 @@ class DigitizerConfig:
 
     Attributes
     ----------
-    range_v: full scale is [-range_v, +range_v] volts.
+    range_v: full scale is [-range_v, +range_v] volts.  Default +-0.5 V (an NI X Series
+        range): at the default 50 dB gain typical scenes peak at 30-80 % of it.
     bits: resolution; the step (LSB) is 2 range_v / 2**bits.
     offset_v: digitizer input offset, volts.
     sample_rate_hz: sampling rate used inside the averaging window.
     """
 
-    range_v: float = 10.0
+    range_v: float = 0.5
     bits: int = 16
     offset_v: float = 0.0
     sample_rate_hz: float = 1.0e6

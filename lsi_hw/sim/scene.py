@@ -28,15 +28,22 @@ class MonitorConfig:
         Display gamma (exponent of the drive-to-luminance curve); sRGB-like screens ~2.2.
     peak_luminance_cd_m2:
         Luminance of full white (all channels 255), cd/m^2.  Office monitors: 200-400.
+        Default 370: the monitor's brightness is the light knob of the bench.  The
+        detector settings are discrete (gain steps x3.16, ranges x2-2.5), so the light
+        sets where in the 30-80 % band typical scenes land at the default 50 dB on +-0.5 V
+        (:mod:`lsi_hw.sim.detector`): at 370 the all-on reading of the brightest built-in
+        scene is 77 % of full scale at 32 px and 69 % at 64-256 px, random 0.5 masks reach
+        36-44 %.  At 300 the random-mask peaks fall under 30 %; from ~385 the 32 px
+        all-on peak passes 80 %.
     black_luminance_cd_m2:
-        Luminance of a black frame (backlight leakage), cd/m^2; ~1/1000 of the peak.
+        Luminance of a black frame (backlight leakage), cd/m^2; 1/1000 of the peak.
     rgb_weights:
         Contribution of R, G, B to luminance (Rec. 709: 0.2126, 0.7152, 0.0722); sum 1.
     """
 
     gamma: float = 2.2
-    peak_luminance_cd_m2: float = 300.0
-    black_luminance_cd_m2: float = 0.3
+    peak_luminance_cd_m2: float = 370.0
+    black_luminance_cd_m2: float = 0.37
     rgb_weights: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
 
     def __post_init__(self) -> None:

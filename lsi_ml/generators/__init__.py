@@ -5,6 +5,7 @@ from lsi_ml.generators.synthface import (
     ATTRIBUTE_NAMES,
     CLASS_NAMES,
     SynthFace,
+    save_identity_grid,
     save_sample_grid,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "LatentLevel",
     "RenderOutput",
     "SynthFace",
+    "save_identity_grid",
     "save_sample_grid",
 ]

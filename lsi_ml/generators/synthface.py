@@ -1,32 +1,48 @@
-"""SynthFace: the embedded, procedural and differentiable default face generator.
+"""SynthFace (version 2): the embedded, procedural and differentiable default face generator.
 
-SynthFace draws frontal to moderately turned faces from a structured latent ``(n, 4, 24)``
-with pure torch operations, so images are differentiable with respect to the latent. Every
-part of the face is a soft shape: a signed-distance-like function ``d`` (in face units) is
-turned into coverage by ``sigmoid(-d / pixel)``, i.e. a ~1 px antialiased edge. Shapes are
-composited back to front (painter's order) and the segmentation map is taken from the same
-coverages (the top-most layer with coverage > 0.5 wins, which is the argmax of visibility).
+SynthFace draws ALIGNED faces, as the paper's FFHQ / CelebA-HQ crops are, from a structured
+latent ``(n, 4, 24)`` with pure torch operations, so images are differentiable with respect
+to the latent. Every part of the face is a soft shape: a signed-distance-like function ``d``
+(in face units) is turned into coverage by ``sigmoid(-d / pixel)``, i.e. a ~1 px antialiased
+edge. Shapes are composited back to front (painter's order) and the segmentation map is taken
+from the same coverages (the top-most layer with coverage > 0.5 wins).
 
-Latent layout (``n x 4 levels x 24 dims``, prior ``N(0, I)``; ``*`` marks identity dims):
+Alignment (``pose="aligned"``, the default): the midpoint of the two eyes lands on
+:data:`EYE_TARGET` at a fixed scale (:data:`FACE_SCALE`), whatever the identity, yaw or
+expression; yaw stays within +-20 deg, the nod (pitch) is small, and the translation
+jitter is below a quarter pixel at 64 px. ``pose="free"`` adds v1's roll (+-15 deg), scale
+and translation, for robustness studies.
 
-- ``coarse``: pose (yaw +-30 deg, roll +-15 deg, scale, translation, nod), head and jaw
-  shape*, ears*, hairline*, neck*, shoulders.
+Identity is what a grey photodiode can see (``*`` below; 29 dims): the head and jaw outline,
+ears, hairline and neck; the geometry of eyes, brows, nose and mouth; skin and hair
+lightness, beard and brow darkness. Geometry dims are scaled so one standard deviation moves
+an edge by at least one pixel at 64 px (``tests/test_synthface_identity.py`` checks each);
+no identity dim is hue only. Hue-only variation (tan, hair / iris tint, lip colour) is
+nuisance and leaves the grey value unchanged.
+
+Latent layout (``n x 4 levels x 24 dims``, prior ``N(0, I)``):
+
+- ``coarse``: pose (yaw, nod; roll / scale / translation only with ``pose="free"``), head and
+  jaw shape*, ears*, hairline*, neck*, shoulders, light softness, hair shine.
 - ``middle``: eyes*, brows*, nose*, mouth* geometry; expression (smile, mouth open, brow
-  raise, eye openness, gaze); hair style (volume, length, bangs, parting); glasses.
-- ``fine``: skin*, hair*, eye*, lip*, brow* colours and beard*; lighting (azimuth,
+  raise, eye openness, squint, lip press, gaze); hair style (volume, length, bangs,
+  parting); glasses.
+- ``fine``: skin* and hair* lightness, beard*, brow darkness*; tints; lighting (azimuth,
   elevation, intensity, ambient, warmth); glasses and clothing colours, camera gamma.
-- ``texture``: background colours, gradient, blob and procedural noise amplitudes, skin and
-  hair texture amplitudes, vignette, contrast.
+- ``texture``: background colours, gradient, blob and wave amplitudes, skin and hair
+  texture amplitudes, vignette, contrast.
 
-Each dimension is mapped to its parameter through a fixed squashing function (``tanh`` or
-``sigmoid`` onto a plausible range). The identity (39 dims: face shape, feature geometry,
-colours) is ``latent.reshape(n, -1)[:, IDENTITY_INDEX]``; everything else is nuisance.
+Each dimension is mapped to its parameter through a fixed squashing function (linear near
+the prior's centre for identity geometry, ``tanh`` / ``sigmoid`` onto a plausible range
+elsewhere). The identity is ``latent.reshape(n, -1)[:, IDENTITY_INDEX]``; everything else is
+nuisance.
 
-Yaw is a 2.5-D approximation: each facial feature sits on a shallow surface of depth
+Shading: Lambert (with a softness wrap) on the head's surface, an ellipsoid plus a relief of
+nose ridge, brow ridge, eye sockets, cheekbones, chin and lips whose slopes tilt the
+normals. Skin and hair textures are plane waves in face coordinates, so they move with the
+head. Yaw is a 2.5-D approximation: each facial feature sits on a shallow surface of depth
 ``z(x, y)`` in front of the rotation axis; its projected position is
-``x cos(yaw) + z sin(yaw)`` and its width is scaled by ``d(projected x)/dx`` (foreshortening of
-the far half, widening of the near half). The head silhouette itself is kept (a rotating
-ellipsoid keeps its outline), the chin and hairline follow the face's front.
+``x cos(yaw) + z sin(yaw)`` and its width is scaled by ``d(projected x)/dx``.
 
 Conventions: image coordinates ``x`` to the right, ``y`` down; ``left``/``right`` in class
 and landmark names mean the IMAGE's left/right (iBUG points 36-41 and class 4 are the eye on
@@ -47,6 +63,14 @@ from torch import Tensor
 from lsi_ml.generators.base import LatentLevel, RenderOutput
 
 LEVEL_NAMES = ("coarse", "middle", "fine", "texture")
+POSES = ("aligned", "free")
+FACE_SCALE = 0.78
+"""Face units per half image (the head's half-width is ~0.68 face units): at 64 px one face
+unit is ~25 px, one pixel ~0.04 face units."""
+EYE_TARGET = (0.0, -0.15)
+"""Where aligned faces put the midpoint of the eyes, in image coordinates ``[-1, 1]``."""
+HEAD_DEPTH = 0.45
+"""Depth of the face surface in front of the yaw axis (face units)."""
 LEVEL_DIM = 24
 
 # (name, identity?) per dimension, level by level.
@@ -57,21 +81,21 @@ _LAYOUT: tuple[tuple[tuple[str, bool], ...], ...] = (
         ("chin_width", True), ("jaw_profile", True), ("ear_size", True), ("ear_height", True),
         ("hairline", True), ("neck_width", True), ("jaw_harm1", True), ("jaw_harm2", True),
         ("feature_height", True), ("shoulder_width", False), ("shoulder_drop", False),
-        ("cheek_width", True), ("forehead_width", True), ("head_depth", True),
-        ("face_asym", True),
+        ("cheek_width", True), ("forehead_width", True), ("light_softness", False),
+        ("hair_shine", False),
     ),
     (
-        ("eye_spacing", True), ("eye_size", True), ("eye_height", True), ("eye_tilt", True),
-        ("eye_aspect", True), ("brow_thickness", True), ("brow_height", True),
+        ("eye_spacing", True), ("eye_size", True), ("eye_height", True), ("squint", False),
+        ("eye_shadow", False), ("brow_thickness", True), ("brow_height", True),
         ("brow_arch", True), ("brow_length", True), ("nose_length", True),
-        ("nose_width", True), ("mouth_width", True), ("lip_thickness", True),
+        ("nose_width", True), ("mouth_width", True), ("lip_press", False),
         ("mouth_height", True), ("smile", False), ("mouth_open", False), ("brow_raise", False),
         ("eye_open", False), ("gaze_x", False), ("hair_volume", False), ("hair_length", False),
         ("bangs", False), ("parting", False), ("glasses", False),
     ),
     (
-        ("skin_light", True), ("skin_warm", True), ("hair_dark", True), ("hair_red", True),
-        ("eye_dark", True), ("eye_hue", True), ("lip_red", True), ("beard", True),
+        ("skin_light", True), ("tan", False), ("hair_dark", True), ("hair_tint", False),
+        ("iris_dark", False), ("iris_tint", False), ("lip_colour", False), ("beard", True),
         ("brow_dark", True), ("light_azimuth", False), ("light_elevation", False),
         ("light_intensity", False), ("ambient", False), ("light_warmth", False),
         ("glasses_tint", False), ("frame_dark", False), ("cloth_r", False),
@@ -118,6 +142,16 @@ def _rng(z: Tensor, lo: float, hi: float, k: float = 1.6) -> Tensor:
     return lo + (hi - lo) * torch.sigmoid(k * z)
 
 
+def _lin(z: Tensor, mid: float, per_sd: float, lim: float = 2.5) -> Tensor:
+    """``mid + per_sd * z`` near the prior's centre, saturating at ``mid +- per_sd * lim``."""
+    return mid + per_sd * lim * torch.tanh(z / lim)
+
+
+def _logn(z: Tensor, mid: float, per_sd: float, lim: float = 2.0) -> Tensor:
+    """A positive size: ``mid * exp(per_sd * z)`` near the centre, saturating at ``lim`` SD."""
+    return mid * torch.exp(per_sd * lim * torch.tanh(z / lim))
+
+
 def _soft(d: Tensor, px: Tensor) -> Tensor:
     """Coverage of a shape with signed distance ``d``: a ~1 px sigmoid edge (10-90 %)."""
     return torch.sigmoid(-4.0 * d / px)
@@ -155,9 +189,17 @@ class SynthFace:
     on a GPU a batch renders in one piece (each chunk costs the same ~10^4 kernel launches,
     whatever its size)."""
 
-    def __init__(self, size: int = 128, seed: int = 0, internal_size: int | None = None):
+    version: int = 2
+    """Bumped whenever the same latent renders differently (cache keys and run folders
+    record it)."""
+
+    def __init__(self, size: int = 128, seed: int = 0, internal_size: int | None = None,
+                 pose: str = "aligned"):
         if not 32 <= size <= 512:
             raise ValueError(f"size must be in 32..512 pixels (64..256 intended), got {size}")
+        if pose not in POSES:
+            raise ValueError(f"pose must be one of {', '.join(POSES)}, got {pose!r}")
+        self.pose = pose
         self.size = int(size)
         self.seed = int(seed)
         self.internal_size = int(internal_size) if internal_size else self.size
@@ -173,8 +215,9 @@ class SynthFace:
         coords = (torch.arange(r, dtype=torch.float32) * 2 + 1) / r - 1
         self._gy, self._gx = torch.meshgrid(coords, coords, indexing="ij")
         self._bg_basis = self._waves(8, (2.0, 14.0), gen)  # (8, r, r)
-        self._skin_basis = self._noise(2, r // 16 + 4, gen)  # (2, r, r)
-        self._hair_basis = self._waves(2, (20.0, 40.0), gen, anisotropic=True)
+        # skin and hair textures live on the face (face units), so they move with the head
+        self._skin_waves = self._wave_params(2, (18.0, 30.0), gen)
+        self._hair_waves = self._wave_params(2, (35.0, 60.0), gen, anisotropic=True)
         self._encoder = self._make_encoder(gen)
         self._face_box: tuple[int, int, int, int] | None = None
 
@@ -195,7 +238,7 @@ class SynthFace:
 
     @property
     def identity_dim(self) -> int:
-        """Number of identity dimensions (39)."""
+        """Number of identity dimensions (29)."""
         return len(IDENTITY_INDEX)
 
     # ------------------------------------------------------------------ sampling
@@ -204,11 +247,12 @@ class SynthFace:
         return torch.randn(n, self.num_levels, self.level_dim, generator=generator)
 
     def identity(self, latent: Tensor) -> Tensor:
-        """Identity sub-vector ``(n, 39)`` of latents ``(n, 4, 24)``."""
+        """Identity sub-vector ``(n, identity_dim)`` of latents ``(n, 4, 24)``."""
         return latent.reshape(latent.shape[0], -1)[:, self.identity_index.to(latent.device)]
 
     def with_identity(self, latent: Tensor, identity: Tensor) -> Tensor:
-        """Copy of ``latent`` whose identity dims are replaced by ``identity`` ``(n|1, 39)``."""
+        """Copy of ``latent`` whose identity dims are replaced by ``identity``
+        ``(n|1, identity_dim)``."""
         flat = latent.reshape(latent.shape[0], -1).clone()
         flat[:, self.identity_index.to(latent.device)] = identity.expand(
             latent.shape[0], -1
@@ -287,69 +331,74 @@ class SynthFace:
         z = {name: latent.reshape(latent.shape[0], -1)[:, i] for name, i in PARAM_INDEX.items()}
         p: dict[str, Tensor] = {}
         deg = math.pi / 180
-        p["yaw"] = 30 * deg * torch.tanh(0.9 * z["yaw"])
-        p["roll"] = 15 * deg * torch.tanh(0.9 * z["roll"])
-        p["scale"] = _rng(z["scale"], 0.5, 0.66)
-        p["tx"] = 0.12 * torch.tanh(z["tx"])
-        p["ty"] = 0.06 * torch.tanh(z["ty"]) + 0.02
-        p["nod"] = 0.05 * torch.tanh(z["nod"])
-        p["W"] = _rng(z["head_width"], 0.6, 0.76)
-        p["Ht"] = _rng(z["head_top"], 0.88, 1.02)
-        p["Hb"] = _rng(z["chin_length"], 0.82, 1.0)
-        p["Wc"] = _rng(z["chin_width"], 0.12, 0.3)
-        p["jaw_p"] = _rng(z["jaw_profile"], 1.5, 2.8)
-        p["ear_size"] = _rng(z["ear_size"], 0.12, 0.18)
-        p["ear_y"] = _rng(z["ear_height"], -0.08, 0.06)
-        p["hairline"] = _rng(z["hairline"], -0.62, -0.45)
-        p["neck_w"] = _rng(z["neck_width"], 0.3, 0.42)
-        p["h1"] = 0.04 * torch.tanh(z["jaw_harm1"])
-        p["h2"] = 0.03 * torch.tanh(z["jaw_harm2"])
-        p["feat_y"] = 0.05 * torch.tanh(z["feature_height"]) + p["nod"]
+        aligned = self.pose == "aligned"
+        # coarse: pose (aligned: only yaw, a small nod and sub-pixel jitter vary)
+        p["yaw"] = (20 if aligned else 30) * deg * torch.tanh(0.9 * z["yaw"])
+        p["roll"] = (0 if aligned else 15) * deg * torch.tanh(0.9 * z["roll"])
+        p["scale"] = FACE_SCALE * (1 + 0 * z["scale"] if aligned
+                                   else _rng(z["scale"], 0.85, 1.1))
+        p["nod"] = 0.03 * torch.tanh(z["nod"])
+        p["W"] = _lin(z["head_width"], 0.68, 0.05)
+        p["Ht"] = _lin(z["head_top"], 0.95, 0.07)
+        p["Hb"] = _lin(z["chin_length"], 0.9, 0.06)
+        p["Wc"] = _lin(z["chin_width"], 0.21, 0.085, 1.5)
+        p["jaw_p"] = _lin(z["jaw_profile"], 2.1, 0.5, 1.8)
+        p["ear_size"] = _lin(z["ear_size"], 0.15, 0.06, 1.6)
+        p["ear_y"] = _lin(z["ear_height"], -0.01, 0.07, 2.0)
+        p["hairline"] = _lin(z["hairline"], -0.53, 0.07)
+        p["neck_w"] = _lin(z["neck_width"], 0.36, 0.07, 2.0)
+        p["h1"] = _lin(z["jaw_harm1"], 0.0, 0.09, 2.0)
+        p["h2"] = _lin(z["jaw_harm2"], 0.0, 0.09, 2.0)
+        p["feat_y"] = _lin(z["feature_height"], 0.0, 0.05) + p["nod"]
         p["shoulder_w"] = _rng(z["shoulder_width"], 1.2, 1.6)
         p["shoulder_y"] = _rng(z["shoulder_drop"], 0.25, 0.45)
-        p["cheek"] = 0.06 * torch.tanh(z["cheek_width"])
-        p["forehead"] = _rng(z["forehead_width"], 0.92, 1.04)
-        p["depth"] = _rng(z["head_depth"], 0.38, 0.52)
-        p["asym"] = 0.015 * torch.tanh(z["face_asym"])
-        # middle
-        p["eye_x"] = _rng(z["eye_spacing"], 0.24, 0.31)
-        p["eye_a"] = _rng(z["eye_size"], 0.085, 0.115)
-        p["eye_y"] = _rng(z["eye_height"], -0.16, -0.06) + p["feat_y"]
-        p["eye_tilt"] = 8 * deg * torch.tanh(z["eye_tilt"])
-        p["eye_aspect"] = _rng(z["eye_aspect"], 0.38, 0.55)
-        p["brow_th"] = _rng(z["brow_thickness"], 0.02, 0.04)
-        p["brow_dy"] = _rng(z["brow_height"], 0.12, 0.17)
-        p["brow_arch"] = _rng(z["brow_arch"], 0.0, 0.05)
-        p["brow_len"] = _rng(z["brow_length"], 0.11, 0.15)
-        p["nose_len"] = _rng(z["nose_length"], 0.22, 0.32)
-        p["nose_w"] = _rng(z["nose_width"], 0.075, 0.11)
-        p["mouth_w"] = _rng(z["mouth_width"], 0.15, 0.21)
-        p["lip_t"] = _rng(z["lip_thickness"], 0.025, 0.05)
-        p["mouth_dy"] = _rng(z["mouth_height"], 0.11, 0.17)
+        p["cheek"] = _lin(z["cheek_width"], 0.0, 0.1, 2.0)
+        p["forehead"] = _lin(z["forehead_width"], 0.98, 0.2, 1.2)
+        p["depth"] = torch.full_like(p["W"], HEAD_DEPTH)
+        p["asym"] = torch.zeros_like(p["W"])
+        p["light_soft"] = _rng(z["light_softness"], 0.0, 0.5)
+        p["hair_shine"] = _rng(z["hair_shine"], 0.0, 0.3)
+        # middle: feature geometry (identity) and expression, hair style, glasses (nuisance)
+        p["eye_x"] = _lin(z["eye_spacing"], 0.275, 0.058, 1.8)
+        p["eye_a"] = _logn(z["eye_size"], 0.105, 0.4)
+        p["eye_y"] = _lin(z["eye_height"], -0.11, 0.05) + p["feat_y"]
+        p["eye_tilt"] = torch.zeros_like(p["W"])
+        p["eye_aspect"] = torch.full_like(p["W"], 0.46)
+        p["squint"] = _rng(z["squint"], 0.0, 0.3)
+        p["eye_shadow"] = _rng(z["eye_shadow"], 0.0, 0.15)
+        p["brow_th"] = _lin(z["brow_thickness"], 0.034, 0.018, 1.5)
+        p["brow_dy"] = _lin(z["brow_height"], 0.155, 0.052, 1.7)
+        p["brow_arch"] = _lin(z["brow_arch"], 0.025, 0.055, 2.0)
+        p["brow_len"] = _lin(z["brow_length"], 0.15, 0.065, 1.6)
+        p["nose_len"] = _lin(z["nose_length"], 0.27, 0.05, 2.0)
+        p["nose_w"] = _logn(z["nose_width"], 0.09, 0.6)
+        p["mouth_w"] = _logn(z["mouth_width"], 0.18, 0.3)
+        p["lip_t"] = 0.037 * _rng(z["lip_press"], 0.7, 1.2)
+        p["mouth_dy"] = _lin(z["mouth_height"], 0.14, 0.05, 2.0)
         p["smile"] = torch.sigmoid(1.5 * z["smile"])
         p["open"] = torch.sigmoid(2.5 * (z["mouth_open"] - 0.3))
         p["brow_raise"] = 0.04 * torch.tanh(z["brow_raise"])
-        p["eye_open"] = _rng(z["eye_open"] + 1.0, 0.3, 1.1)
+        p["eye_open"] = _rng(z["eye_open"] + 1.0, 0.3, 1.1) * (1 - p["squint"])
         p["gaze"] = 0.35 * torch.tanh(z["gaze_x"])
-        p["hair_vol"] = _rng(z["hair_volume"], 0.04, 0.16)
+        p["hair_vol"] = _rng(z["hair_volume"], 0.04, 0.12)
         p["hair_len"] = torch.sigmoid(1.5 * z["hair_length"])
-        p["bangs"] = torch.sigmoid(4 * (z["bangs"] - 0.2))
+        p["bangs"] = torch.sigmoid(4 * (z["bangs"] - 0.7))
         p["parting"] = 0.25 * torch.tanh(z["parting"])
-        p["glasses"] = torch.sigmoid(5 * (z["glasses"] - 0.4))
-        # fine
+        p["glasses"] = torch.sigmoid(5 * (z["glasses"] - 0.8))
+        # fine: tones (identity), hue-only variation and lighting (nuisance)
         p["skin_light"] = torch.sigmoid(1.2 * z["skin_light"])
-        p["skin_warm"] = _rng(z["skin_warm"], 0.0, 1.0, 1.2)
+        p["tan"] = 0.06 * torch.tanh(z["tan"])
         p["hair_dark"] = torch.sigmoid(1.5 * z["hair_dark"])
-        p["hair_red"] = _rng(z["hair_red"], 0.0, 1.0, 1.2)
-        p["eye_dark"] = _rng(z["eye_dark"], 0.0, 1.0)
-        p["eye_hue"] = _rng(z["eye_hue"], 0.0, 1.0)
-        p["lip_red"] = _rng(z["lip_red"], 0.0, 1.0)
-        p["beard"] = torch.sigmoid(3 * (z["beard"] - 0.4))
+        p["hair_tint"] = 0.08 * torch.tanh(z["hair_tint"])
+        p["eye_dark"] = _rng(z["iris_dark"], 0.0, 1.0)
+        p["iris_tint"] = 0.1 * torch.tanh(z["iris_tint"])
+        p["lip_red"] = _rng(z["lip_colour"], 0.0, 1.0)
+        p["beard"] = torch.sigmoid(1.6 * (z["beard"] - 0.4))
         p["brow_dark"] = _rng(z["brow_dark"], 0.0, 1.0)
-        p["light_az"] = 60 * deg * torch.tanh(0.9 * z["light_azimuth"])
-        p["light_el"] = _rng(z["light_elevation"], -15 * deg, 45 * deg)
-        p["light_int"] = _rng(z["light_intensity"], 0.4, 0.9)
-        p["ambient"] = _rng(z["ambient"], 0.45, 0.65)
+        p["light_az"] = 35 * deg * torch.tanh(0.9 * z["light_azimuth"])
+        p["light_el"] = _rng(z["light_elevation"], 0 * deg, 30 * deg)
+        p["light_int"] = _rng(z["light_intensity"], 0.5, 0.8)
+        p["ambient"] = _rng(z["ambient"], 0.5, 0.62)
         p["warmth"] = 0.08 * torch.tanh(z["light_warmth"])
         p["lens_tint"] = _rng(z["glasses_tint"], 0.05, 0.35)
         p["frame_dark"] = _rng(z["frame_dark"], 0.0, 1.0)
@@ -358,11 +407,11 @@ class SynthFace:
         p["specular"] = _rng(z["specular"], 0.0, 0.25)
         p["blush"] = _rng(z["blush"], 0.0, 0.25)
         p["saturation"] = _rng(z["saturation"], 0.75, 1.15)
-        p["gamma"] = _rng(z["gamma"], 0.85, 1.15)
+        p["gamma"] = _rng(z["gamma"], 0.93, 1.07)
         p["lip_gloss"] = _rng(z["lip_gloss"], 0.0, 1.0)
         # texture
-        p["bg1"] = torch.stack([_rng(z[c], 0.05, 0.95) for c in ("bg_r1", "bg_g1", "bg_b1")], 1)
-        p["bg2"] = torch.stack([_rng(z[c], 0.05, 0.95) for c in ("bg_r2", "bg_g2", "bg_b2")], 1)
+        p["bg1"] = torch.stack([_rng(z[c], 0.05, 0.5) for c in ("bg_r1", "bg_g1", "bg_b1")], 1)
+        p["bg2"] = torch.stack([_rng(z[c], 0.05, 0.5) for c in ("bg_r2", "bg_g2", "bg_b2")], 1)
         p["bg_angle"] = math.pi * torch.tanh(z["bg_angle"])
         p["bg_blob_xy"] = torch.stack([torch.tanh(z["bg_blob_x"]), torch.tanh(z["bg_blob_y"])], 1)
         p["bg_blob"] = 0.3 * torch.tanh(z["bg_blob"])
@@ -371,8 +420,17 @@ class SynthFace:
         )
         p["skin_tex"] = 0.05 * torch.tanh(torch.stack([z["skin_tex"], z["skin_tex2"]], 1))
         p["hair_tex"] = 0.08 * torch.tanh(torch.stack([z["hair_tex"], z["hair_tex2"]], 1))
-        p["vignette"] = _rng(z["vignette"], 0.0, 0.3)
-        p["contrast"] = _rng(z["contrast"], 0.85, 1.1)
+        p["vignette"] = _rng(z["vignette"], 0.0, 0.2)
+        p["contrast"] = _rng(z["contrast"], 0.93, 1.05)
+        # alignment: the midpoint of the (projected) eyes lands on EYE_TARGET, as in the
+        # eye-based alignment of FFHQ / CelebA-HQ; ``free`` pose adds v1's translations
+        mid_x = 0.5 * (self._project(p, -p["eye_x"], p["eye_y"])[0]
+                       + self._project(p, p["eye_x"], p["eye_y"])[0])
+        cr, sr, s = torch.cos(p["roll"]), torch.sin(p["roll"]), p["scale"]
+        jx = (0.008 if aligned else 0.12) * torch.tanh(z["tx"])
+        jy = (0.008 if aligned else 0.06) * torch.tanh(z["ty"])
+        p["tx"] = EYE_TARGET[0] - s * (cr * mid_x - sr * p["eye_y"]) + jx
+        p["ty"] = EYE_TARGET[1] - s * (sr * mid_x + cr * p["eye_y"]) + jy
         return p
 
     def attributes(self, latent: Tensor) -> Tensor:
@@ -627,20 +685,21 @@ class SynthFace:
                     + (c(p["bg_blob"]) * blob + waves).unsqueeze(1))
         img = shade_bg * (1 - c(p["vignette"]).unsqueeze(1) * (gx.square() + gy.square()))
 
-        # colours
-        sl, sw = p["skin_light"], p["skin_warm"]
-        skin = torch.stack([0.45 + 0.5 * sl + 0.05 * sw, 0.3 + 0.5 * sl - 0.03 * sw,
-                            0.22 + 0.5 * sl - 0.1 * sw], 1).clamp(0, 1)
-        hd, hr = p["hair_dark"], p["hair_red"]
-        hair = torch.stack([0.85 - 0.75 * hd + 0.15 * hr * (1 - hd),
-                            0.72 - 0.65 * hd - 0.1 * hr, 0.45 - 0.4 * hd - 0.15 * hr],
+        # colours: identity sets lightness; hue-only variation (tan, tints) is nuisance and
+        # leaves the grey value (the channel mean) unchanged
+        sl, tan = p["skin_light"], p["tan"]
+        skin = torch.stack([0.45 + 0.5 * sl + tan, 0.3 + 0.5 * sl, 0.22 + 0.5 * sl - tan],
+                           1).clamp(0, 1)
+        hd, ht = p["hair_dark"], p["hair_tint"]
+        hair = torch.stack([0.7 - 0.6 * hd + ht, 0.58 - 0.5 * hd, 0.4 - 0.35 * hd - ht],
                            1).clamp(0.02, 1)
-        brow = hair * (0.5 + 0.3 * (1 - p["brow_dark"]))[:, None]
+        brow = 0.35 * skin + (0.05 + 0.3 * (1 - p["brow_dark"]))[:, None] * torch.tensor(
+            [1.0, 0.9, 0.8], device=dev)
         lip = skin * torch.stack([0.95 + 0 * sl, 0.62 - 0.15 * p["lip_red"],
                                   0.62 - 0.1 * p["lip_red"]], 1)
-        eh, ed = p["eye_hue"], p["eye_dark"]
-        iris = torch.stack([0.3 + 0.2 * eh, 0.3 + 0.15 * (1 - eh), 0.2 + 0.4 * (1 - eh)], 1)
-        iris = iris * (1 - 0.7 * ed)[:, None]
+        it, ed = p["iris_tint"], p["eye_dark"]
+        iris = torch.stack([0.35 + it, 0.35 + 0 * it, 0.35 - it], 1)
+        iris = iris * (1 - 0.8 * ed)[:, None]
         one = torch.ones(n, 3, device=dev)
 
         # clothing / shoulders and neck
@@ -648,7 +707,7 @@ class SynthFace:
                            torch.full_like(c(p["W"]), 0.95))
         img = paint(img, _soft(cloth_d, px), col(p["cloth"]), 13)
         neck_d = torch.maximum(u.abs() - c(p["neck_w"]), 0.2 - v)
-        img = paint(img, _soft(neck_d, px), col(skin * 0.82), 12)
+        img = paint(img, _soft(neck_d, px), col(skin * 0.6), 12)
 
         # hair behind the head
         hv = c(p["hair_vol"])
@@ -657,7 +716,8 @@ class SynthFace:
         back_len = torch.maximum((u.abs() - c(p["W"]) - hv * 0.9),
                                  torch.maximum(-v, v - (0.15 + 1.1 * hl)))
         hair_back = _soft(torch.minimum(back_top, back_len), px)
-        hair_tex = (p["hair_tex"] @ self._hair_basis.to(dev).view(2, -1)).view(n, 1, r, r)
+        u_surf = u - c(torch.sin(p["yaw"]) * HEAD_DEPTH)  # a point's place on the face
+        hair_tex = self._face_texture(p["hair_tex"], self._hair_waves, u_surf, v)
         hair_col = col(hair) * (1 + hair_tex)
         img = paint(img, hair_back, hair_col, 10)
 
@@ -667,14 +727,14 @@ class SynthFace:
             ex = sgn * (p["W"] * (1.0 - 0.25 * far) + 0.02)
             ear_d = _ellipse(u - c(ex), v - c(p["ear_y"]), torch.full_like(c(ex), 0.07),
                              c(p["ear_size"]))
-            img = paint(img, _soft(ear_d, px), col(skin * 0.9), 1)
+            img = paint(img, _soft(ear_d, px), col(skin * 0.8), 1)
 
         # face skin
         w = self._width(p, v)
         face_d = torch.where(v < 0, u.abs() - w, (u - self._chin_shift(p, v)).abs() - w)
         face_d = torch.maximum(torch.maximum(face_d, v - c(p["Hb"])), -v - c(p["Ht"]))
         face = _soft(face_d, px)
-        skin_tex = (p["skin_tex"] @ self._skin_basis.to(dev).view(2, -1)).view(n, 1, r, r)
+        skin_tex = self._face_texture(p["skin_tex"], self._skin_waves, u_surf, v)
         cheek = torch.exp((-((u.abs() - c(p["eye_x"])).square()
                              + (v - c(f["nose_tip"])).square()) * 30).clamp(min=-30))
         skin_col = col(skin) * (1 + skin_tex) + (c(p["blush"]) * cheek).unsqueeze(1) * col(
@@ -689,8 +749,8 @@ class SynthFace:
 
         # beard: darkens the lower face around the mouth
         bd = torch.maximum(face_d, c(f["mouth_y"]) - 0.06 - v)
-        beard = _soft(bd, px * 8) * c(p["beard"]) * 0.7
-        img = paint(img, beard, hair_col[:, :, ys, xs] * 0.8, None)
+        beard = _soft(bd, px * 8) * c(p["beard"]) * 0.9
+        img = paint(img, beard, hair_col[:, :, ys, xs] * 0.6, None)
 
         # nose: shaded wedge, nostrils
         nt, nb_ = c(f["nose_top"]), c(f["nose_tip"])
@@ -760,20 +820,31 @@ class SynthFace:
         bang_line = c(f["brow_l_y"] + f["brow_r_y"]) * 0.5 - 0.07 + 0.04 * (
             1 - torch.cos(18 * (u - hxc)))
         hline = hline + c(p["bangs"]) * (bang_line - hline).clamp(min=0)
-        cap_d = torch.maximum(_ellipse(u, v + 0.02, c(p["W"]) * 1.04 + hv * 0.7,
+        cap_d = torch.maximum(_ellipse(u, v + 0.02, c(p["W"]) * 1.0 + hv * 0.4,
                                        c(p["Ht"]) * 1.02 + hv), v - hline)
         hair_front = _soft(cap_d, px)
         img = paint(img, hair_front, hair_col, 10)
 
-        # lighting: Lambert on an ellipsoid, applied to head, hair and neck
+        # lighting: Lambert on the head's surface, an ellipsoid plus a relief (nose ridge,
+        # brow ridge, eye sockets, cheekbones, chin, lips) whose slopes tilt the normals;
+        # applied to head, hair and neck
         nx = u / c(p["W"] * 1.1)
         ny = v / c(p["Ht"] * 1.15)
         nz = torch.sqrt((1 - nx.square() - ny.square()).clamp(min=0.02))
+        gu, gv = self._relief_slopes(p, f, u[:, ys, xs], v[:, ys, xs], px)
+        slope_u, slope_v = torch.zeros_like(nx), torch.zeros_like(ny)
+        slope_u[:, ys, xs] = gu * face[:, ys, xs]
+        slope_v[:, ys, xs] = gv * face[:, ys, xs]
+        nx, ny = nx - slope_u * nz, ny - slope_v * nz
+        norm = torch.sqrt(nx.square() + ny.square() + nz.square())
         az, el = c(p["light_az"]), c(p["light_el"])
-        lam = (nx * torch.sin(az) * torch.cos(el) - ny * torch.sin(el)
-               + nz * torch.cos(az) * torch.cos(el)).clamp(min=0)
+        cos_in = (nx * torch.sin(az) * torch.cos(el) - ny * torch.sin(el)
+                  + nz * torch.cos(az) * torch.cos(el)) / norm
+        soft = c(p["light_soft"])
+        lam = ((cos_in + soft) / (1 + soft)).clamp(min=0)
         shade = c(p["ambient"]) + c(p["light_int"]) * lam
-        spec = c(p["specular"]) * lam ** 8
+        spec = (c(p["specular"]) * face + c(p["hair_shine"]) * torch.maximum(
+            hair_front, hair_back) * (1 - face)) * lam ** 8
         head = torch.maximum(torch.maximum(face, hair_front), hair_back).unsqueeze(1)
         warm = col(torch.stack([1 + p["warmth"], torch.ones_like(p["warmth"]),
                                 1 - p["warmth"]], 1))
@@ -818,6 +889,40 @@ class SynthFace:
                                     mode="nearest")[:, 0].long()
         return img.clamp(0, 1), seg
 
+    @staticmethod
+    def _relief_slopes(p: dict[str, Tensor], f: dict[str, Tensor], u: Tensor, v: Tensor,
+                       px: Tensor) -> tuple[Tensor, Tensor]:
+        """Slopes ``(dh/du, dh/dv)`` of the face relief ``h`` (face units) on a grid crop."""
+        def c(t: Tensor) -> Tensor:
+            return t.view(-1, 1, 1)
+
+        def bump(du: Tensor, dv: Tensor, su: float | Tensor, sv: float | Tensor) -> Tensor:
+            return torch.exp((-(du / su).square() - (dv / sv).square()).clamp(min=-30))
+
+        nt, nb = c(f["nose_top"]), c(f["nose_tip"])
+        tt = ((v - nt) / (nb - nt)).clamp(0, 1)
+        nxc = c(f["nose_top_x"]) + (c(f["nose_tip_x"]) - c(f["nose_top_x"])) * tt
+        along = torch.sigmoid((v - nt) / 0.02) * torch.sigmoid((nb + 0.02 - v) / 0.02)
+        h = 0.07 * (0.3 + 0.7 * tt) * along * torch.exp(
+            (-((u - nxc) / (c(p["nose_w"]) * 0.8 + 0.02)).square()).clamp(min=-30))
+        mid = c(0.5 * (f["eye_l_x"] + f["eye_r_x"]))
+        h = h + 0.03 * bump(u - mid, v - c(0.5 * (f["brow_l_y"] + f["brow_r_y"])),
+                            c(p["eye_x"]) + 0.15, 0.05)
+        for side in ("l", "r"):
+            h = h - 0.035 * bump(u - c(f[f"eye_{side}_x"]), v - c(f[f"eye_{side}_y"]),
+                                 c(p["eye_a"]) + 0.02, 0.07)
+        for sgn in (-1.0, 1.0):
+            h = h + 0.03 * bump(u - c(f["nose_tip_x"] + sgn * 1.05 * p["eye_x"]),
+                                v - c(f["nose_tip"]) + 0.03, 0.1, 0.08)
+        h = h + 0.02 * bump(u - c(f["mouth_x"]), v - c(p["Hb"]) + 0.12, 0.12, 0.07)
+        h = h + 0.015 * bump(u - c(f["mouth_x"]), v - c(f["mouth_y"]), c(f["mouth_w"]), 0.05)
+        # central differences (one-sided at the crop's border); a grid step is ``px``
+        gu = torch.cat([h[:, :, 1:2] - h[:, :, :1], h[:, :, 2:] - h[:, :, :-2],
+                        h[:, :, -1:] - h[:, :, -2:-1]], 2) / (2 * px)
+        gv = torch.cat([h[:, 1:2] - h[:, :1], h[:, 2:] - h[:, :-2],
+                        h[:, -1:] - h[:, -2:-1]], 1) / (2 * px)
+        return gu, gv
+
     def _box(self, p: dict[str, Tensor], f: dict[str, Tensor]) -> tuple[int, int, int, int]:
         """Internal-grid box (x0, y0, x1, y1) holding the faces' landmarks plus margin."""
         with torch.no_grad():
@@ -859,6 +964,26 @@ class SynthFace:
         gx, gy = self._gx, self._gy
         return torch.cos(f[:, None, None] * (torch.cos(th)[:, None, None] * gx + torch.sin(th)[
             :, None, None] * gy) + ph[:, None, None])
+
+    @staticmethod
+    def _wave_params(k: int, freq: tuple[float, float], gen: torch.Generator,
+                     anisotropic: bool = False) -> Tensor:
+        """``k`` fixed random plane waves ``(k, 3)``: ``(f_u, f_v, phase)`` per face unit."""
+        f = freq[0] + (freq[1] - freq[0]) * torch.rand(k, generator=gen)
+        th = torch.rand(k, generator=gen) * 2 * math.pi
+        if anisotropic:  # strands: waves running across the hair, mostly horizontally
+            th = 0.3 * (torch.rand(k, generator=gen) - 0.5)
+        ph = torch.rand(k, generator=gen) * 2 * math.pi
+        return torch.stack([f * torch.cos(th), f * torch.sin(th), ph], 1)
+
+    @staticmethod
+    def _face_texture(amp: Tensor, waves: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """Texture ``(n, 1, h, w)``: ``sum_k amp_k cos(f_k . (u, v) + phase_k)`` in face units."""
+        w = waves.to(u)
+        out = amp[:, 0, None, None] * torch.cos(w[0, 0] * u + w[0, 1] * v + w[0, 2])
+        for k in range(1, w.shape[0]):
+            out = out + amp[:, k, None, None] * torch.cos(w[k, 0] * u + w[k, 1] * v + w[k, 2])
+        return out.unsqueeze(1)
 
     def _noise(self, k: int, cells: int, gen: torch.Generator) -> Tensor:
         """``k`` fixed smooth value-noise maps in ``[-1, 1]``, ``(k, r, r)``."""
@@ -958,3 +1083,56 @@ def save_sample_grid(path: str | Path, n: int = 16, size: int = 128, seed: int =
     from lsi_hw.plotting import save_figure
 
     return save_figure(fig, path, dpi=100)
+
+
+def save_identity_grid(path: str | Path, n_identities: int = 8, n_draws: int = 4,
+                       size: int = 64, grey: bool = True, seed: int = 0) -> Path:
+    """Save a PNG grid: one row per identity, one column per nuisance redraw.
+
+    Each row keeps the identity sub-vector and redraws pose, expression, lighting, glasses,
+    hair style, background and texture (:meth:`SynthFace.sample_latent_same_identity`), so
+    a row shows what the camera should call one person.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output PNG file.
+    n_identities, n_draws : int
+        Rows and columns.
+    size : int
+        Image size in pixels.
+    grey : bool
+        Show the grey image a single photodiode integrates (the channel mean) instead of
+        colour.
+    seed : int
+        Seed of the identities and nuisances.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = SynthFace(size=size)
+    gen = torch.Generator().manual_seed(seed)
+    bases = model.sample_latent(n_identities, gen)
+    latent = torch.cat([model.sample_latent_same_identity(b, n_draws, gen) for b in bases])
+    with torch.no_grad():
+        images = model.synthesize(latent)
+    fig, axes = plt.subplots(n_identities, n_draws, figsize=(n_draws * 1.3, n_identities * 1.3),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        im = images[i]
+        if grey:
+            ax.imshow(im.mean(0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(im.permute(1, 2, 0).numpy())
+    fig.tight_layout(pad=0.1)
+    from lsi_hw.plotting import save_figure
+
+    return save_figure(fig, Path(path), dpi=100)
