@@ -290,11 +290,12 @@ def test_image_decoder_reference_example_scores_like_an_lsi_model(tmp_path: Path
     module = _example("image_decoder_reference")
     probes = _tiny_probes(tmp_path / "probes.pt", 0)
     args = ["--size", "32", "--scenes", "64", "--steps", "3", "--batch", "16", "--n-test",
-            "8", "--probes", str(probes)]
+            "8", "--n-pairs", "8", "--refine-steps", "2", "--probes", str(probes)]
     result = CliRunner().invoke(module.main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.output.count("ridge on the 1024 pixels") == 2
-    assert "full-image CNN (32x32 grey" in result.output
+    assert result.output.count("full-image reference, ") == 2  # CNN only, CNN + refinement
+    assert "32x32 grey, no noise" in result.output
     assert "verification accuracy" in result.output and "identity dims R^2" in result.output
     bad = CliRunner().invoke(module.main, [*args[:-2], "--size", "40", "--probes", str(probes)])
     assert bad.exit_code == 2 and "multiple of 16" in bad.output
