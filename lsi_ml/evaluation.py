@@ -669,13 +669,8 @@ def _finish(acc: _Accumulator, truth: dict[str, list[Tensor]], generator: Any, p
     feats = np.concatenate(acc.fd_feats)
     fd = metrics.frechet_distance(feats, scene_feats)
     psnr, ssim = np.concatenate(acc.psnr), np.concatenate(acc.ssim)
-    ci = dict(ver_ci)
-    _put(ci, "attribute_accuracy",
-         boot.ci(metrics.attribute_accuracy_per_image(logits, true_attr)))
-    _put(ci, "segmentation_f1", _seg_f1_ci(pred_seg, true_seg, n_classes, boot))
-    _put(ci, "landmark_nme", boot.ci(nme_per))
-    _put(ci, "psnr", boot.ci(psnr))
-    _put(ci, "ssim", boot.ci(ssim))
+    ci = _probe_and_image_ci(ver_ci, logits, true_attr, pred_seg, true_seg, n_classes,
+                             nme_per, psnr, ssim, boot)
     ci.update(_latent_ci(latent, true_latent, generator, boot))
     result = EvalResult(
         n_test=int(latent.shape[0]),
@@ -699,6 +694,22 @@ def _finish(acc: _Accumulator, truth: dict[str, list[Tensor]], generator: Any, p
     _finish_exact(result, acc, ci, boot, getattr(generator, "attribute_names", None))
     result.ci, result.ci_level, result.n_boot = ci, boot.level, boot.n_boot
     return result
+
+
+def _probe_and_image_ci(ver_ci: dict[str, tuple[float, float]], logits: Tensor,
+                        true_attr: Tensor, pred_seg: Tensor, true_seg: Tensor, n_classes: int,
+                        nme_per: np.ndarray, psnr: np.ndarray, ssim: np.ndarray, boot: Any
+                        ) -> dict[str, tuple[float, float]]:
+    """Intervals of the verification, probe (attributes, segmentation, landmarks) and image
+    (PSNR, SSIM) scores, shared by the latent and the image routes."""
+    ci = dict(ver_ci)
+    _put(ci, "attribute_accuracy",
+         boot.ci(metrics.attribute_accuracy_per_image(logits, true_attr)))
+    _put(ci, "segmentation_f1", _seg_f1_ci(pred_seg, true_seg, n_classes, boot))
+    _put(ci, "landmark_nme", boot.ci(nme_per))
+    _put(ci, "psnr", boot.ci(psnr))
+    _put(ci, "ssim", boot.ci(ssim))
+    return ci
 
 
 def _recognizer_scores(result: EvalResult, recognizer: Any, originals: Tensor,

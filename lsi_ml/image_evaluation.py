@@ -61,9 +61,8 @@ from lsi_ml.evaluation import (
     _check_probe_signature,
     _check_sizes,
     _nan_dict,
-    _put,
+    _probe_and_image_ci,
     _recognizer_scores,
-    _seg_f1_ci,
     _test_set_and_pairs,
     _verification,
 )
@@ -167,13 +166,8 @@ class _ImageAccumulator:
                                                  torch.cat(truth["landmarks"]))
         fd = metrics.frechet_distance(np.concatenate(self.fd_feats), scene_feats)
         psnr, ssim = np.concatenate(self.psnr), np.concatenate(self.ssim)
-        ci = dict(ver_ci)
-        _put(ci, "attribute_accuracy",
-             boot.ci(metrics.attribute_accuracy_per_image(logits, true_attr)))
-        _put(ci, "segmentation_f1", _seg_f1_ci(pred_seg, true_seg, n_classes, boot))
-        _put(ci, "landmark_nme", boot.ci(nme_per))
-        _put(ci, "psnr", boot.ci(psnr))
-        _put(ci, "ssim", boot.ci(ssim))
+        ci = _probe_and_image_ci(ver_ci, logits, true_attr, pred_seg, true_seg, n_classes,
+                                 nme_per, psnr, ssim, boot)
         nan = float("nan")
         return EvalResult(
             n_test=int(sum(t.shape[0] for t in truth["attributes"])),
