@@ -271,16 +271,7 @@ def attribute_accuracy(
     per_attribute : numpy.ndarray, shape (A,)
         Accuracy of each attribute, as a fraction.
     """
-    x = _to_numpy(logits_or_probs)
-    y = _to_numpy(targets)
-    if x.ndim == 1:
-        x = x[:, None]
-    if y.ndim == 1:
-        y = y[:, None]
-    if x.shape != y.shape:
-        raise ValueError(f"shape mismatch: {x.shape} vs {y.shape}")
-    pred = x > 0.0 if from_logits else x > 0.5
-    per = np.mean(pred == (y > 0.5), axis=0)
+    per = np.mean(_attribute_hits(logits_or_probs, targets, from_logits), axis=0)
     return float(per.mean()), per
 
 
@@ -299,6 +290,12 @@ def attribute_accuracy_per_image(
     numpy.ndarray, shape (n,)
         Per-image accuracy in ``[0, 1]``.
     """
+    return np.mean(_attribute_hits(logits_or_probs, targets, from_logits), axis=1)
+
+
+def _attribute_hits(logits_or_probs: ArrayLike, targets: ArrayLike, from_logits: bool
+                    ) -> np.ndarray:
+    """``(n, A)`` bool: attribute predicted correctly (logit > 0 or probability > 0.5)."""
     x = _to_numpy(logits_or_probs)
     y = _to_numpy(targets)
     if x.ndim == 1:
@@ -308,7 +305,7 @@ def attribute_accuracy_per_image(
     if x.shape != y.shape:
         raise ValueError(f"shape mismatch: {x.shape} vs {y.shape}")
     pred = x > 0.0 if from_logits else x > 0.5
-    return np.mean(pred == (y > 0.5), axis=1)
+    return pred == (y > 0.5)
 
 
 # --------------------------------------------------------------------------------------------
