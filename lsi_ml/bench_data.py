@@ -118,7 +118,7 @@ def record_faces(
 
 
 def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
-                  bench: Any = None, sim_config: Any = None) -> Any:
+                  bench: Any = None, sim_config: Any = None, fit: Any = None) -> Any:
     """``decode(batch) -> latent`` for :func:`lsi_ml.evaluation.evaluate_decoder`: show the
     batch's faces on a bench, measure them with the trainer's masks, decode the readings.
 
@@ -138,11 +138,24 @@ def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
         ``sim`` only: measure through THIS simulated bench instead of the one the model was
         trained on (test-time misalignment, another photon budget, other ADC bits, ...);
         the masks are the trainer's.
+    fit : lsi_ml.reading_fit.ReadingFitConfig or None
+        Also fit each decoded latent to its own readings through the trainer's bench twin
+        (:func:`lsi_ml.reading_fit.fit_latent_to_readings`); the fits' reading residuals
+        collect in ``decode.fit_results`` (a list of :class:`~lsi_ml.reading_fit.FitResult`).
 
     Returns
     -------
     callable
     """
+    fit_results: list[Any] = []
+
+    def finish(readings: Any, latent: Any) -> Any:
+        if fit is None:
+            return latent
+        result = _fit_to_readings(trainer, readings, latent, fit)
+        fit_results.append(result)
+        return result.latent
+
     from lsi_hw.sim.torch_model import TorchForwardModel
     from lsi_ml.train import _EVAL_STREAM, _as_8bit, _row_generators
 
@@ -164,8 +177,10 @@ def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
                 else:
                     scenes = _as_8bit(images.to(trainer.device)).permute(0, 2, 3, 1)
                     readings = physics(scenes, trainer.optical.masks(), generator=gens)
-                return trainer.decode(readings).to(images.device)
+                latent = finish(readings, trainer.decode(readings))
+            return latent.to(images.device)
 
+        decode_sim.fit_results = fit_results  # type: ignore[attr-defined]
         return decode_sim
     if bench is None:
         raise ConfigError(f"backend {backend!r} needs an opened bench")
@@ -175,6 +190,22 @@ def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
 
     def decode_bench(batch: dict[str, Any]) -> Any:
         measurement = bench.measure(faces_as_scenes(batch["image"]), patterns)
-        return trainer.decode(torch.as_tensor(measurement.values, dtype=torch.float32))
+        readings = torch.as_tensor(measurement.values, dtype=torch.float32)
+        return finish(readings, trainer.decode(readings))
 
+    decode_bench.fit_results = fit_results  # type: ignore[attr-defined]
     return decode_bench
+
+
+def _fit_to_readings(trainer: Any, readings: Any, latent: Any, config: Any) -> Any:
+    """FitResult of ``latent`` fitted to ``readings`` through the trainer's bench twin."""
+    from lsi_ml.reading_fit import TwinReadings, fit_latent_to_readings
+
+    twin = TwinReadings(trainer.optical)
+    readings = readings.to(trainer.device)
+    with torch.no_grad():
+        sigma = twin.noise_sigma(trainer.generator.synthesize(latent.to(trainer.device)),
+                                 draws=config.noise_draws)
+    result = fit_latent_to_readings(trainer.generator, twin, readings,
+                                    latent.to(trainer.device), sigma, config)
+    return result

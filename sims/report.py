@@ -216,37 +216,79 @@ def _printed_score(row: dict[str, str], key: str, higher: bool) -> int:
     return round(value * 1000) if higher else -round(value * 100)
 
 
+def _ci_bounds(row: dict[str, str], key: str) -> tuple[float, float] | None:
+    """The row's bootstrap interval of ``key`` as numbers (None when the CSV has none)."""
+    low, high = _number(row.get(f"{key}_ci_lo")), _number(row.get(f"{key}_ci_hi"))
+    return None if low is None or high is None else (low, high)
+
+
+def _compare(lsi: dict[str, str], other: dict[str, str], key: str, higher: bool
+             ) -> tuple[int, bool]:
+    """(+1 LSI better, 0 tie, -1 other better; whether decided by intervals). With both
+    intervals: better means the intervals do not overlap; else the printed values."""
+    a, b = _ci_bounds(lsi, key), _ci_bounds(other, key)
+    if a is not None and b is not None:
+        if higher:
+            return (1 if a[0] > b[1] else -1 if b[0] > a[1] else 0), True
+        return (1 if a[1] < b[0] else -1 if b[1] < a[0] else 0), True
+    mine, theirs = _printed_score(lsi, key, higher), _printed_score(other, key, higher)
+    return (1 if mine > theirs else -1 if mine < theirs else 0), False
+
+
+def _score_text(row: dict[str, str], key: str, higher: bool) -> str:
+    """A verdict's number: ``"78.0 % [73.0, 83.0]"`` (percent) or ``"9.50 [9.1, 9.9]"``."""
+    if higher:
+        text = _pct(row.get(key))
+        return text if text == "-" else f"{text} %" + _interval(row, key, True)
+    return _num_ci(row, key)
+
+
 def _verdict_lines(rows: list[dict[str, str]]) -> list[str]:
     """Where LSI (the better of its two routes) beats every image-space method, and where
-    one of them beats it, per ratio and metric, from a baselines CSV (all ratios)."""
+    not, per ratio and metric, from a baselines CSV (all ratios).
+
+    Rows with bootstrap intervals are compared by them: LSI wins a metric only when its
+    95 % interval and the other method's do not overlap; overlapping intervals are listed
+    as undecided. Rows without intervals are compared as printed (a tie counts as a win).
+    """
     ratios: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         if row.get("ratio", "-").startswith("1:"):
             ratios.setdefault(row["ratio"], []).append(row)
-    wins, losses = [], []
+    wins, undecided, losses = [], [], []
+    by_interval = False
     for ratio, group in sorted(ratios.items(), key=lambda kv: int(kv[0].split(":")[1])):
         lsi = [r for r in group if r["method"].startswith("LSI")]
         others = [r for r in group if not r["method"].startswith("LSI")]
         if not lsi or not others:
             continue
-        lost = []
+        lost, tied = [], []
         for key, name, higher in VERDICT_METRICS:
             score = partial(_printed_score, key=key, higher=higher)
             best = max(lsi, key=score)
             for r in others:
-                if score(r) > score(best):
-                    lost.append(f"{r['method']} {name} {_metric_text(r[key], higher)} vs LSI "
-                                f"{_metric_text(best[key], higher)}")
+                verdict, decided = _compare(best, r, key, higher)
+                by_interval |= decided
+                text = (f"{r['method']} {name} {_score_text(r, key, higher)} vs LSI "
+                        f"{_score_text(best, key, higher)}")
+                if verdict < 0:
+                    lost.append(text)
+                elif verdict == 0 and decided:
+                    tied.append(text)
         if lost:
             losses.append(f"{ratio} ({'; '.join(lost)})")
-        else:
+        if tied:
+            undecided.append(f"{ratio} ({'; '.join(tied)})")
+        if not lost and not tied:
             wins.append(ratio)
     lines = []
     if wins:
-        lines.append("LSI (the better of its latent and image routes) beats or equals (as "
-                     "printed) every image-space method on verification, attributes, seg F1 "
-                     "and NME at " +
-                     ", ".join(wins) + ".")
+        how = ("beats every image-space method with non-overlapping 95 % intervals"
+               if by_interval else "beats or equals (as printed) every image-space method")
+        lines.append(f"LSI (the better of its latent and image routes) {how} on "
+                     "verification, attributes, seg F1 and NME at " + ", ".join(wins) + ".")
+    if undecided:
+        lines.append("Intervals overlap (no clear winner) at " + "; ".join(undecided) + ".")
     if losses:
         lines.append("An image-space method does better at " + "; ".join(losses) + ".")
     return ["", *lines] if lines else []

@@ -299,3 +299,24 @@ def test_image_decoder_reference_example_scores_like_an_lsi_model(tmp_path: Path
     assert "verification accuracy" in result.output and "identity dims R^2" in result.output
     bad = CliRunner().invoke(module.main, [*args[:-2], "--size", "40", "--probes", str(probes)])
     assert bad.exit_code == 2 and "multiple of 16" in bad.output
+
+
+def test_eval_fit_iters_fits_the_latents_to_their_readings(run: Path, tmp_path: Path) -> None:
+    """eval --fit-iters N: each decoded latent is fitted through the twin; the fit's reading
+    residual (reduced chi^2) is reported and can only fall."""
+    probes = _tiny_probes(tmp_path / "probes.pt",
+                          load_checkpoint(run / "model.pt")["config"]["seed"])
+    out = tmp_path / "fit.json"
+    result = _invoke(["eval", str(run), "--n-test", "6", "--pairs", "4", "--probes",
+                      str(probes), "--fit-iters", "2", "--no-recognizer", "--json", str(out),
+                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("reading fit over"))
+    import re
+
+    found = re.search(r"squared\) (\S+) from the decoder -> (\S+) fitted", line)
+    assert found, line
+    assert float(found[2]) <= float(found[1])
+    assert json.loads(out.read_text())["fit_iters"] == 2
+    bad = _invoke(["eval", str(run), "--fit-iters", "-1", "--no-progress"])
+    assert bad.exit_code == 2 and "--fit-iters" in bad.output

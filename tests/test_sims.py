@@ -40,7 +40,7 @@ def test_configs_parse_and_ratios() -> None:
             cfg = load_study_config(study, quick)
             assert cfg["train"]["size"] >= 32
     full = load_study_config("compression_sweep", False)
-    assert full["ratios"] == [16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+    assert full["ratios"] == [16, 64, 256, 1024, 4096]
     assert measurements_for_ratio(64, 16) == 256
     assert measurements_for_ratio(64, 4096) == 1
     assert measurements_for_ratio(64, 8192) == 0
@@ -343,6 +343,38 @@ def test_summary_verdict_names_where_lsi_wins_and_where_it_loses() -> None:
         "An image-space method does better at 1:4096 (Learned masks + image net verification "
         "56.0 % vs LSI 55.0 %; Learned masks + image net NME 9.50 vs LSI 10.00)."]
     assert _verdict_lines(rows[:1]) == []
+
+
+def test_summary_verdict_uses_intervals_when_the_csv_has_them() -> None:
+    """With bootstrap intervals LSI wins a metric only when the intervals do not overlap;
+    an overlap is listed as undecided, with both intervals."""
+    from sims.report import _verdict_lines
+
+    def row(method: str, ratio: str, score: float, half: float) -> dict:
+        out = {"method": method, "ratio": ratio}
+        for key, sign in (("verification_accuracy", 1), ("attribute_accuracy", 1),
+                          ("segmentation_f1", 1), ("landmark_nme", -1)):
+            value = score if sign > 0 else 10 * (1 - score)
+            out |= {key: str(value), f"{key}_ci_lo": str(value - half),
+                    f"{key}_ci_hi": str(value + half)}
+        return out
+
+    clear = [row("LSI (latent route)", "1:16", 0.80, 0.01),
+             row("Hadamard + least squares", "1:16", 0.70, 0.01)]
+    assert _verdict_lines(clear)[1].startswith(
+        "LSI (the better of its latent and image routes) beats every image-space method "
+        "with non-overlapping 95 % intervals on verification, attributes, seg F1 and NME at "
+        "1:16")
+    close = [row("LSI (latent route)", "1:16", 0.80, 0.05),
+             row("Hadamard + least squares", "1:16", 0.78, 0.05)]
+    lines = _verdict_lines(close)
+    assert len(lines) == 2 and lines[1].startswith("Intervals overlap (no clear winner) at "
+                                                   "1:16 (Hadamard + least squares "
+                                                   "verification 78.0 % [73.0, 83.0] vs LSI "
+                                                   "80.0 % [75.0, 85.0]")
+    worse = [row("LSI (latent route)", "1:16", 0.60, 0.01),
+             row("Hadamard + least squares", "1:16", 0.70, 0.01)]
+    assert _verdict_lines(worse)[1].startswith("An image-space method does better at 1:16")
 
 
 def test_readme_results_are_the_regenerated_summary(tmp_path: Path) -> None:

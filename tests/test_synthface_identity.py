@@ -119,3 +119,21 @@ def test_the_test_can_fail(faces) -> None:
     """A nuisance with a tiny effect (sub-pixel jitter) fails the geometry criterion."""
     hi, _, z = faces
     assert np.median(edge_shift_px64(hi, z, _plus_one_sd(z, "tx"))) < 1.0
+
+
+def test_attribute_flips_switch_exactly_one_attribute() -> None:
+    """attribute_flips(z)[:, k] differs from z in attribute k only (the latent thresholds
+    match SynthFace.attributes), with the driver pushed past its threshold."""
+    gen = SynthFace(64, seed=0)
+    z = gen.sample_latent(64, generator=torch.Generator().manual_seed(11))
+    flips = gen.attribute_flips(z)
+    assert flips.shape == (64, 10, *z.shape[1:])
+    base = gen.attributes(z)
+    for k in range(10):
+        changed = gen.attributes(flips[:, k]) != base
+        assert bool(changed[:, k].all()), k
+        assert not bool(torch.cat([changed[:, :k], changed[:, k + 1:]], 1).any()), k
+        assert int((flips[:, k] != z).flatten(1).sum(1).max()) == 1
+    margins = gen.attribute_margins(z)
+    assert torch.equal(margins > 0, base)
+    assert torch.equal(gen.attribute_margins(flips[:, 3])[:, 3] > 0, ~base[:, 3])

@@ -135,6 +135,17 @@ ATTRIBUTE_DRIVERS: dict[str, str] = {
     "bangs": "bangs", "beard": "beard", "dark_hair": "hair_dark", "turned_right": "yaw",
     "strong_light": "light_intensity", "long_hair": "hair_length", "pale_skin": "skin_light",
 }
+# The latent value of each driver at which its attribute switches (``SynthFace.attributes``
+# thresholds mapped back through ``SynthFace.params``); a test checks them.
+ATTRIBUTE_LATENT_THRESHOLDS: dict[str, float] = {
+    "smiling": 0.0, "mouth_open": 0.3, "eyeglasses": 0.8, "bangs": 0.7, "beard": 0.4,
+    "dark_hair": 0.0, "turned_right": 0.0, "strong_light": 0.0, "long_hair": 0.0,
+    "pale_skin": math.log(0.62 / 0.38) / 1.2,
+}
+_DRIVER_THRESHOLDS: tuple[tuple[int, float], ...] = tuple(
+    (PARAM_INDEX[ATTRIBUTE_DRIVERS[name]], ATTRIBUTE_LATENT_THRESHOLDS[name])
+    for name in ATTRIBUTE_NAMES
+)
 
 
 def _rng(z: Tensor, lo: float, hi: float, k: float = 1.6) -> Tensor:
@@ -432,6 +443,27 @@ class SynthFace:
         p["tx"] = EYE_TARGET[0] - s * (cr * mid_x - sr * p["eye_y"]) + jx
         p["ty"] = EYE_TARGET[1] - s * (sr * mid_x + cr * p["eye_y"]) + jy
         return p
+
+    def attribute_flips(self, latent: Tensor, margin: float = 0.5) -> Tensor:
+        """Each latent with one attribute switched: ``(n, 10, L, D)``.
+
+        Attribute ``k``'s driving latent value is reflected about its threshold
+        (:data:`ATTRIBUTE_LATENT_THRESHOLDS`) and pushed at least ``margin`` past it; every
+        other value is kept. Discrete moves for a local fit that cannot cross a threshold
+        on its own (:mod:`lsi_ml.reading_fit`).
+        """
+        flat = latent.reshape(latent.shape[0], -1)
+        out = flat.unsqueeze(1).repeat(1, len(ATTRIBUTE_NAMES), 1)
+        for k, (i, t) in enumerate(_DRIVER_THRESHOLDS):
+            side = torch.where(flat[:, i] > t, -1.0, 1.0)
+            out[:, k, i] = t + side * (flat[:, i] - t).abs().clamp(min=margin)
+        return out.reshape(latent.shape[0], len(ATTRIBUTE_NAMES), *latent.shape[1:])
+
+    def attribute_margins(self, latent: Tensor) -> Tensor:
+        """Signed latent distance ``(n, 10)`` of each attribute's driver from its threshold
+        (> 0: the attribute is on)."""
+        flat = latent.reshape(latent.shape[0], -1)
+        return torch.stack([flat[:, i] - t for i, t in _DRIVER_THRESHOLDS], 1)
 
     def attributes(self, latent: Tensor) -> Tensor:
         """Binary attributes ``(n, 10)`` (see ``ATTRIBUTE_NAMES``), thresholds on parameters."""
