@@ -377,9 +377,16 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
+CSV_SKIP_KEYS = frozenset({"cell"})
+"""Row keys :func:`write_table` leaves out of the CSV (bookkeeping, not results)."""
+
+
 def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
                 stem: Path, *, title: str = "", notes: Iterable[str] = ()) -> tuple[Path, Path]:
     """Write ``stem.csv`` (raw numbers) and ``stem.md`` (formatted, percent for rates).
+
+    The Markdown table has ``columns``; the CSV has them first, then every other scalar the
+    rows carry.
 
     Parameters
     ----------
@@ -401,6 +408,11 @@ def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
     keys = [k for k, _ in columns]
     if any("device" in row for row in rows) and "device" not in keys:
         keys.append("device")  # where each row was computed (see device_notes)
+    # every other number the rows carry (exact readout, recognizer, bootstrap intervals
+    # ``<key>_ci_lo/_ci_hi``) follows, in order of first appearance: the CSV is the raw record
+    for row in rows:
+        keys += [k for k, v in row.items() if k not in keys and k not in CSV_SKIP_KEYS
+                 and (v is None or isinstance(v, (int, float, str)))]
     writer.writerow(keys)
     for row in rows:
         writer.writerow(["cpu" if k == "device" and not row.get(k) else
