@@ -385,7 +385,9 @@ def test_readme_results_are_the_regenerated_summary(tmp_path: Path) -> None:
     from sims.report import write_summary
 
     results = ROOT / "sims" / "results"
-    for folder in (results, results / "128px"):
+    folders = [results, *(p for p in results.iterdir() if p.is_dir()
+                          and (p / "PROVENANCE.json").exists())]
+    for folder in folders:  # the 64 px results and any larger-scene subfolder
         target = tmp_path / folder.relative_to(results)
         target.mkdir(parents=True, exist_ok=True)
         for path in [*folder.glob("*.csv"), folder / "PROVENANCE.json"]:
