@@ -200,7 +200,7 @@ def fit_latent_to_readings(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=math.ceil(len(y) / cfg.chunk) * cfg.iters, desc="fit readings",
-                   unit="iter", leave=False)
+                   unit="iter", leave=False)  # grows by the attribute switches' iterations
     flips = cfg.flip_iters > 0 and hasattr(generator, "attribute_flips") \
         and hasattr(generator, "attribute_margins")
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -209,7 +209,7 @@ def fit_latent_to_readings(
         z, cost, c0, c1 = _fit_chunk(generator, readings_of, y[sl], start[sl], sig[sl],
                                      cfg.iters, cfg, bar)
         if flips:
-            z, c1 = _try_flips(generator, readings_of, y[sl], z, cost, c1, sig[sl], cfg)
+            z, c1 = _try_flips(generator, readings_of, y[sl], z, cost, c1, sig[sl], cfg, bar)
         parts.append((z, c0, c1))
     if bar is not None:
         bar.close()
@@ -219,8 +219,8 @@ def fit_latent_to_readings(
 
 @torch.no_grad()
 def _try_flips(generator: Any, readings_of: Callable[[Tensor], Tensor], y: Tensor, z: Tensor,
-               cost: Tensor, chi2: Tensor, sigma: Tensor, cfg: ReadingFitConfig
-               ) -> tuple[Tensor, Tensor]:
+               cost: Tensor, chi2: Tensor, sigma: Tensor, cfg: ReadingFitConfig,
+               bar: Any = None) -> tuple[Tensor, Tensor]:
     """Each face's best of its fit and its fitted near-threshold attribute switches."""
     candidates = generator.attribute_flips(z)  # (n, K, L, D)
     near = generator.attribute_margins(z).abs() < cfg.flip_window
@@ -228,10 +228,13 @@ def _try_flips(generator: Any, readings_of: Callable[[Tensor], Tensor], y: Tenso
     if len(face) == 0:
         return z, chi2
     best_z, best_cost, best_chi2 = z.clone(), cost.clone(), chi2.clone()
+    if bar is not None:  # the switches' iterations join the bar once their number is known
+        bar.total += math.ceil(len(face) / cfg.chunk) * cfg.flip_iters
+        bar.refresh()
     for lo in range(0, len(face), cfg.chunk):
         f, kk = face[lo:lo + cfg.chunk], k[lo:lo + cfg.chunk]
         zc, cc, _, c1 = _fit_chunk(generator, readings_of, y[f], candidates[f, kk],
-                                   sigma[f], cfg.flip_iters, cfg, None)
+                                   sigma[f], cfg.flip_iters, cfg, bar)
         for j in range(len(f)):
             i = int(f[j])
             if cc[j] < best_cost[i]:
