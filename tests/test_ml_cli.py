@@ -320,3 +320,18 @@ def test_eval_fit_iters_fits_the_latents_to_their_readings(run: Path, tmp_path: 
     assert json.loads(out.read_text())["fit_iters"] == 2
     bad = _invoke(["eval", str(run), "--fit-iters", "-1", "--no-progress"])
     assert bad.exit_code == 2 and "--fit-iters" in bad.output
+
+
+def test_decode_figure_example_draws_scenes_decoded_and_fitted(run: Path, tmp_path: Path) -> None:
+    """examples/decode_figure.py: a PNG of scenes, decoded and fitted faces; refuses to
+    replace a file without --force."""
+    module = _example("decode_figure")
+    out = tmp_path / "fig.png"
+    args = [str(run), "--out", str(out), "--faces", "2", "--fit-iters", "1"]
+    result = CliRunner().invoke(module.main, args)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = CliRunner().invoke(module.main, args)
+    assert again.exit_code != 0 and "exists" in again.output
+    bad = CliRunner().invoke(module.main, [str(run), "--out", str(tmp_path / "fig.txt")])
+    assert bad.exit_code != 0 and ".png" in bad.output
