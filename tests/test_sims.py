@@ -40,7 +40,7 @@ def test_configs_parse_and_ratios() -> None:
             cfg = load_study_config(study, quick)
             assert cfg["train"]["size"] >= 32
     full = load_study_config("compression_sweep", False)
-    assert full["ratios"] == [16, 64, 256, 1024, 4096]
+    assert full["ratios"] == [16, 64, 128, 256]
     assert measurements_for_ratio(64, 16) == 256
     assert measurements_for_ratio(64, 4096) == 1
     assert measurements_for_ratio(64, 8192) == 0
