@@ -348,7 +348,7 @@ def write_summary(out: Path) -> Path | None:
                  "the shape of the curves, not the values. At equal measurement counts, our 1:16 "
                  "(m = 256) sits beside the paper's 1:256 and our 1:256 (m = 16) beside its "
                  "1:4096.")
-    stale = sorted(k for k in ("compression_sweep", "baselines") if k in prov and int(
+    stale = sorted(k for k in prov if isinstance(prov[k], dict) and int(
         prov[k].get("synthface_version", 1)) < SYNTHFACE_VERSION)
     if stale:
         lines.append("")

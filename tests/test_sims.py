@@ -404,3 +404,22 @@ def test_results_name_the_generator_version() -> None:
     from sims.common import SYNTHFACE_VERSION
 
     assert SYNTHFACE_VERSION == SynthFace.version
+
+
+def test_summary_flags_every_study_made_with_an_older_generator(tmp_path: Path) -> None:
+    """A study whose provenance names no (or an older) SynthFace version is called stale in
+    the summary; one made with the current version is not."""
+    from sims.common import SYNTHFACE_VERSION
+    from sims.report import write_summary
+
+    (tmp_path / "compression_sweep.csv").write_text(
+        "method,ratio,m,verification_accuracy,fd,attribute_accuracy,segmentation_f1,"
+        "landmark_nme\nLSI,1:16,256,0.9,0.3,0.8,0.6,2.5\n")
+    prov = {"compression_sweep": {"mode": "full", "synthface_version": SYNTHFACE_VERSION},
+            "noise_sweep": {"mode": "full"}}
+    (tmp_path / "PROVENANCE.json").write_text(json.dumps(prov))
+    summary = write_summary(tmp_path).read_text()
+    assert "**Stale: noise_sweep was made with SynthFace v1**" in summary
+    prov["noise_sweep"]["synthface_version"] = SYNTHFACE_VERSION
+    (tmp_path / "PROVENANCE.json").write_text(json.dumps(prov))
+    assert "Stale" not in write_summary(tmp_path).read_text()
