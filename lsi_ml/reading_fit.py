@@ -43,8 +43,17 @@ import torch
 from torch import Tensor
 
 from lsi_hw.errors import ConfigError
+from lsi_ml.config_check import Rule, check_fields
 
 __all__ = ["FitResult", "ReadingFitConfig", "TwinReadings", "fit_latent_to_readings"]
+
+
+_FIT_RULES: dict[str, Rule] = {
+    "iters": Rule(ge=0), "damping": Rule(gt=0), "fd_step": Rule(gt=0),
+    "prior_weight": Rule(ge=0), "chunk": Rule(ge=1), "noise_draws": Rule(ge=2),
+    "flip_iters": Rule(ge=0), "flip_window": Rule(gt=0),
+}
+"""Allowed values of the :class:`ReadingFitConfig` fields beyond their types."""
 
 
 @dataclass(frozen=True)
@@ -90,16 +99,12 @@ class ReadingFitConfig:
     flip_window: float = 1.0
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        check_fields(self, _FIT_RULES, where="reading fit config")
+
     def check(self) -> None:
-        """ConfigError unless every setting is in range."""
-        if int(self.iters) < 0 or int(self.chunk) < 1 or int(self.noise_draws) < 2 \
-                or int(self.flip_iters) < 0 or not self.flip_window > 0:
-            raise ConfigError("need iters >= 0, chunk >= 1, noise_draws >= 2, flip_iters >= 0 "
-                              f"and flip_window > 0, got {self}")
-        if not (self.damping > 0 and self.fd_step > 0 and self.prior_weight >= 0):
-            raise ConfigError("need damping > 0, fd_step > 0 and prior_weight >= 0, got "
-                              f"damping={self.damping}, fd_step={self.fd_step}, "
-                              f"prior_weight={self.prior_weight}")
+        """ConfigError unless every setting fits its type and range."""
+        check_fields(self, _FIT_RULES, where="reading fit config")
 
 
 @dataclass

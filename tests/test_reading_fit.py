@@ -62,9 +62,10 @@ def test_fit_refuses_bad_input() -> None:
         fit_latent_to_readings(gen, readings_of, y[:3], start, sigma)
     with pytest.raises(ConfigError, match="sigma"):
         fit_latent_to_readings(gen, readings_of, y, start, torch.zeros(24))
-    for bad in ({"iters": -1}, {"damping": 0.0}, {"fd_step": -1.0}, {"noise_draws": 1}):
-        with pytest.raises(ConfigError):
-            ReadingFitConfig(**bad).check()
+    for bad in ({"iters": -1}, {"damping": 0.0}, {"fd_step": -1.0}, {"noise_draws": 1},
+                {"iters": 4.5}, {"flip_window": float("nan")}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            ReadingFitConfig(**bad)
 
 
 def test_twin_noise_sigma_follows_shot_noise() -> None:
