@@ -4,10 +4,10 @@ One measurement vector = the m = 256 detector readings of one scene.  Batches of
 vectors (readings of SynthFace val faces through the simulated bench, noise preset
 ``shot``) go through, under ``torch.inference_mode``:
 
-* (a) decoder only: :class:`~lsi_ml.encoder.LatentEncoder` (readings -> latent), the
+* (a) decoder only: :class:`~lsi_ml.latent.encoder.LatentEncoder` (readings -> latent), the
   trainer's default size (hidden 512, depth 2, blocks 256) for SynthFace at 64 and 128 px;
 * (b) decoder + attribute probe (one linear layer on the latent);
-* (c) decoder + all probes: :meth:`~lsi_ml.probe_training.ProbeSet.predict`, i.e.
+* (c) decoder + all probes: :meth:`~lsi_ml.latent.probe_training.ProbeSet.predict`, i.e.
   attributes, segmentation and landmarks; the last two read ``generator.features(latent)``
   = a SynthFace render of the latent + the fixed random conv encoder.  Timed for two probe
   presets: ``ProbeConfig.cpu()`` (what ``lsi-ml`` trains by default) and
@@ -37,8 +37,9 @@ from typing import Any
 
 import torch
 
-from lsi_ml.probe_training import ProbeConfig, ProbeSet
-from lsi_ml.train import TrainConfig, Trainer
+from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
+from lsi_ml.training.config import DataConfig, MaskConfig, ScheduleConfig, TrainConfig
+from lsi_ml.training.trainer import Trainer
 
 TARGET = 1000.0  # measurement vectors per second
 BATCH = 64
@@ -81,8 +82,9 @@ class Case:
     """Decoder, probes and a batch of readings for one SynthFace size."""
 
     def __init__(self, size: int) -> None:
-        cfg = TrainConfig(size=size, n_masks=N_MASKS, batch=BATCH, n_val=BATCH,
-                          eval_batch=BATCH, progress=False)
+        cfg = TrainConfig(data=DataConfig(size=size, n_val=BATCH),
+                          masks=MaskConfig(n_masks=N_MASKS),
+                          schedule=ScheduleConfig(batch=BATCH, eval_batch=BATCH), progress=False)
         self.size = size
         self.trainer = Trainer(cfg)  # encoder defaults; normaliser fitted on a train batch
         self.generator = self.trainer.generator

@@ -2,12 +2,15 @@
 
 Baseline: masks pre-expanded to a float32 (m, n) torch tensor, ``masks @ images.T`` with
 torch's default thread count.  Ours: :func:`lsi_hw.sim.kernels.project` on the packed masks
-(``method="auto"``: the planner picks the kernel).  Also shown, for information: a plain
-numpy float32 dense product and every forced kernel.
+(``method="auto"``: the planner picks the kernel, timing the candidates on the first call
+of a shape class unless this machine's tuning file already has the choice; the warm-up call
+does that).  Also shown, for information: a plain numpy float32 dense product and every
+forced kernel.  ``LSI_KERNELS_RETUNE=1`` times every class again (``LSI_KERNELS_AUTOTUNE=0``:
+the static cost model chooses).
 
     python benchmarks/bench_projection.py            # full run (~3-4 minutes)
     python benchmarks/bench_projection.py --quick    # fewer repeats, Hadamard dense extrapolated
-    python benchmarks/bench_projection.py --calibrate  # measure the cost-model constants
+    python benchmarks/bench_projection.py --calibrate  # measure the static cost-model constants
 
 Every number is the median of several runs after a warm-up (JIT, plan); ratios are computed
 from the times measured in this run.
@@ -26,6 +29,10 @@ import numba
 import numpy as np
 
 from lsi_hw.sim import kernels as K
+from lsi_hw.sim.autotune import autotune_enabled
+from lsi_hw.sim.costmodel import predict_seconds
+from lsi_hw.sim.kernel_paths import run_lut
+from lsi_hw.sim.numba_kernels import planes_layout, unpack_kernel
 
 N_SIDE = 256
 N = N_SIDE * N_SIDE
@@ -100,7 +107,7 @@ def time_case(m: int, batch: int, target: float, repeats: int) -> tuple[str, str
     )
     parts = []
     for meth in ("bitplane", "lut8", "lut4", "blas"):
-        pred = K.predict_seconds(meth, m, N, batch, "float32")
+        pred = predict_seconds(meth, m, N, batch, "float32")
         if pred > 1.5:
             parts.append(f"{meth} (skipped, model {pred:.1f} s)")
             continue
@@ -224,11 +231,11 @@ def run_uint8(repeats: int) -> None:
 
 def time_lut(packed: np.ndarray, x: np.ndarray, kind: str, nibble: bool, repeats: int) -> float:
     """Median seconds of the LUT path (``packed`` may have no masks: table build only)."""
-    return median_time(lambda: K._run_lut(packed, x, kind, nibble), repeats)
+    return median_time(lambda: run_lut(packed, x, kind, nibble), repeats)
 
 
 def calibrate(repeats: int) -> None:
-    """Measure the constants of ``lsi_hw.sim.kernels.COST_MODEL`` and print them."""
+    """Measure the constants of ``lsi_hw.sim.costmodel.COST_MODEL`` and print them."""
     thr = numba.get_num_threads()
     rng = np.random.default_rng(0)
     n = N
@@ -250,7 +257,7 @@ def calibrate(repeats: int) -> None:
         x8 = images(8)
         ftype = np.float64 if kind == "float64" else np.float32
         planes = np.empty((8, 8, nb), dtype=ftype)
-        c["prep"] = median_time(lambda x8=x8, planes=planes: K._planes_layout(x8, planes),
+        c["prep"] = median_time(lambda x8=x8, planes=planes: planes_layout(x8, planes),
                                 repeats) / (8 * n)
         packed, _ = random_masks(1024, n, seed=1)
         x1 = images(1)
@@ -277,7 +284,7 @@ def calibrate(repeats: int) -> None:
                 c[f"{name}_b"] = float(max(slope, 0.0))
         blk = np.empty((256, n), dtype=ftype if kind != "uint8" else np.float32)
         p256, _ = random_masks(256, n, seed=4)
-        c["unpack"] = median_time(lambda p256=p256, blk=blk: K._unpack_kernel(p256, blk),
+        c["unpack"] = median_time(lambda p256=p256, blk=blk: unpack_kernel(p256, blk),
                                   repeats) / (256 * n)
         for b in (1, 64):
             xf = images(b).astype(blk.dtype)
@@ -311,6 +318,8 @@ def main() -> None:
     print(f"numba {numba.__version__} ({numba.get_num_threads()} threads), torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}; "
           f"median of {repeats} runs")
+    print(f"kernel autotune {'on' if autotune_enabled() else 'off'}, "
+          f"tuning file {K.tuning_cache_path()}")
     if args.calibrate:
         calibrate(repeats)
         return

@@ -2,8 +2,8 @@
 
 Both do the same work per step: render a SynthFace batch (``SynthFace.render``, as the
 trainer's on-the-fly ``SyntheticFaces`` split does), measure it through the same
-:class:`~lsi_ml.optical.OpticalEncoder` (learned binary masks + differentiable bench
-physics, noise preset ``shot``), decode with the same :class:`~lsi_ml.encoder.LatentEncoder`
+:class:`~lsi_ml.latent.optical.OpticalEncoder` (learned binary masks + differentiable bench
+physics, noise preset ``shot``), decode with the same :class:`~lsi_ml.latent.encoder.LatentEncoder`
 (default size), latent L1 + L2 loss, backward, Adam on the mask weights + clamp to [0, 1],
 AdamW on the decoder.  The plain loop leaves out the trainer's machinery: per-row seeded
 noise generators (one ``torch.Generator`` per scene, seeded through ``SeedSequence``),
@@ -32,7 +32,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -40,11 +39,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lsi_hw.sim.forward import SimConfig
-from lsi_ml.encoder import EncoderConfig, LatentEncoder
 from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.losses import encoder_losses
-from lsi_ml.optical import OpticalEncoder
-from lsi_ml.train import _NOISE_STREAM, TrainConfig, Trainer, _as_8bit, _row_generators
+from lsi_ml.latent.encoder import EncoderConfig, LatentEncoder
+from lsi_ml.latent.losses import encoder_losses
+from lsi_ml.latent.optical import OpticalEncoder
+from lsi_ml.training.config import (
+    BenchConfig,
+    DataConfig,
+    MaskConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
+from lsi_ml.training.streams import NOISE_STREAM, as_8bit, row_generators
+from lsi_ml.training.trainer import Trainer
 
 #: (size, n_masks, batch)
 CASES: tuple[tuple[int, int, int], ...] = ((64, 256, 64), (32, 64, 32))
@@ -67,20 +74,20 @@ class PlainLoop:
         self.row_generators = row_generators
         self.quantize = quantize
         self.n_steps = 0
-        self.batch = cfg.batch
-        self.generator = SynthFace(cfg.size, seed=cfg.seed)
-        self.optical = OpticalEncoder(cfg.n_masks, (cfg.size, cfg.size), trainer.sim_config,
-                                      seed=cfg.seed)
+        self.batch = cfg.schedule.batch
+        size, n_masks = cfg.data.size, cfg.masks.n_masks
+        self.generator = SynthFace(size, seed=cfg.seed)
+        self.optical = OpticalEncoder(n_masks, (size, size), trainer.sim_config, seed=cfg.seed)
         levels, dim = self.generator.latent_shape
         self.decoder = LatentEncoder(EncoderConfig(
-            n_measurements=cfg.n_masks, n_levels=levels, level_dim=dim,
-            hidden=cfg.encoder_hidden, depth=cfg.encoder_depth,
-            block_hidden=cfg.encoder_block_hidden))
+            n_measurements=n_masks, n_levels=levels, level_dim=dim,
+            hidden=cfg.decoder.hidden, depth=cfg.decoder.depth,
+            block_hidden=cfg.decoder.block_hidden))
         self.optical.load_state_dict(trainer.optical.state_dict())
         self.decoder.load_state_dict(trainer.decoder.state_dict())
-        self.opt_masks = torch.optim.Adam([self.optical.weights], lr=cfg.lr_masks)
-        self.opt_decoder = torch.optim.AdamW(self.decoder.parameters(), lr=cfg.lr_decoder,
-                                             weight_decay=cfg.weight_decay)
+        self.opt_masks = torch.optim.Adam([self.optical.weights], lr=cfg.masks.lr)
+        self.opt_decoder = torch.optim.AdamW(self.decoder.parameters(), lr=cfg.decoder.lr,
+                                             weight_decay=cfg.decoder.weight_decay)
         self.data_rng = torch.Generator().manual_seed(cfg.seed)
         self.noise_rng = torch.Generator().manual_seed(cfg.seed + 1)
 
@@ -94,10 +101,10 @@ class PlainLoop:
 
     def physics(self, images: Tensor) -> Tensor:
         if self.quantize:
-            images = _as_8bit(images)
+            images = as_8bit(images)
         if self.row_generators:
             rows = torch.arange(self.batch)
-            gens = _row_generators(self.seed, _NOISE_STREAM, self.n_steps, rows)
+            gens = row_generators(self.seed, NOISE_STREAM, self.n_steps, rows)
             return self.optical(images, generator=gens)
         return self.optical(images, generator=self.noise_rng)
 
@@ -217,7 +224,7 @@ def breakdown(trainer: Trainer, plain: PlainLoop, repeats: int, step_tr: float,
     dec_bwd = median_split(lambda: backward_setup(True), lambda loss: loss.backward(), repeats)
     total = sum(t for _, t in pieces)
     print(f"  one plain step in pieces (median ms over {repeats} instrumented steps; "
-          f"{cfg.size} px, m={cfg.n_masks}, batch {cfg.batch}; load average "
+          f"{cfg.data.size} px, m={cfg.masks.n_masks}, batch {cfg.schedule.batch}; load average "
           f"{os.getloadavg()[0]:.1f}):")
     for name, t in pieces:
         print(f"    {name:<44} {t * 1e3:9.2f} ms  {100 * t / total:5.1f} %")
@@ -230,7 +237,7 @@ def breakdown(trainer: Trainer, plain: PlainLoop, repeats: int, step_tr: float,
     one_rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
         fwd_rows = median_call(lambda: trainer.optical(
-            images, generator=_row_generators(cfg.seed, _NOISE_STREAM, step, rows)), repeats)
+            images, generator=row_generators(cfg.seed, NOISE_STREAM, step, rows)), repeats)
         fwd_one = median_call(lambda: trainer.optical(images, generator=one_rng), repeats)
     pred = p.decoder(readings).detach()
     extras = [
@@ -240,10 +247,10 @@ def breakdown(trainer: Trainer, plain: PlainLoop, repeats: int, step_tr: float,
         ("render() minus synthesize() (unused labels)",
          median_call(lambda: p.render(z), repeats)
          - median_call(lambda: p.generator.synthesize(z), repeats)),
-        ("per-row generators: _row_generators()",
-         median_call(lambda: _row_generators(cfg.seed, _NOISE_STREAM, step, rows), repeats)),
+        ("per-row generators: row_generators()",
+         median_call(lambda: row_generators(cfg.seed, NOISE_STREAM, step, rows), repeats)),
         ("physics fwd with row generators minus 1 rng", fwd_rows - fwd_one),
-        ("8-bit quantization: _as_8bit(images)", median_call(lambda: _as_8bit(images),
+        ("8-bit quantization: as_8bit(images)", median_call(lambda: as_8bit(images),
                                                              repeats)),
         ("loss dict: encoder_losses() minus plain loss",
          median_call(lambda: encoder_losses(pred, z, cfg.loss)["total"], repeats)
@@ -256,11 +263,12 @@ def breakdown(trainer: Trainer, plain: PlainLoop, repeats: int, step_tr: float,
         print(f"    {name:<48} {t * 1e3:+9.2f} ms")
     print("    (render() and the latent lookup are in both loops; the first two lines are "
           "for information)")
-    full = OpticalEncoder(cfg.n_masks, (cfg.size, cfg.size), SimConfig().with_noise("full"),
+    size = cfg.data.size
+    full = OpticalEncoder(cfg.masks.n_masks, (size, size), SimConfig().with_noise("full"),
                           seed=cfg.seed)
     with torch.no_grad():
         full_rows = median_call(lambda: full(
-            images, generator=_row_generators(cfg.seed, _NOISE_STREAM, step, rows)), repeats)
+            images, generator=row_generators(cfg.seed, NOISE_STREAM, step, rows)), repeats)
         full_one = median_call(lambda: full(images, generator=one_rng), repeats)
     print(f"    {'(noise=full: row generators minus 1 rng)':<48} "
           f"{(full_rows - full_one) * 1e3:+9.2f} ms  (4 draws + 1 FFT per row)")
@@ -301,7 +309,9 @@ def main() -> None:
           "timings on a shared machine are noisy\n")
     results = []
     for size, m, batch in CASES:
-        cfg = TrainConfig(size=size, n_masks=m, batch=batch, noise="shot", progress=False)
+        cfg = TrainConfig(data=DataConfig(size=size), masks=MaskConfig(n_masks=m),
+                          schedule=ScheduleConfig(batch=batch), bench=BenchConfig(noise="shot"),
+                          progress=False)
         trainer = Trainer(cfg)
         plain = PlainLoop(trainer)
         steps = (2 if args.quick else 4) if size >= 64 else (5 if args.quick else 20)
@@ -309,34 +319,38 @@ def main() -> None:
         results.append((cfg, step_tr, step_pl, trainer, plain, steps))
     print(f"{'case':<24} {'loop':<8} {'ms/step':>9} {'steps/s':>8} {'scenes/s':>9}")
     for cfg, step_tr, step_pl, *_ in results:
-        case = f"{cfg.size} px, m={cfg.n_masks}, B={cfg.batch}"
+        batch = cfg.schedule.batch
+        case = f"{cfg.data.size} px, m={cfg.masks.n_masks}, B={batch}"
         for name, t in (("Trainer", step_tr), ("plain", step_pl)):
-            print(f"{case:<24} {name:<8} {t * 1e3:9.2f} {1 / t:8.2f} {cfg.batch / t:9.1f}")
+            print(f"{case:<24} {name:<8} {t * 1e3:9.2f} {1 / t:8.2f} {batch / t:9.1f}")
         ratio = step_tr / step_pl
         verdict = "SLOWER" if ratio > SLOWER else "same within 10 %"
         print(f"{case:<24} ratio (Trainer / plain time per step) = {ratio:.3f}  {verdict}")
     for cfg, step_tr, step_pl, trainer, plain, steps in results:
-        print(f"\nbreakdown, {cfg.size} px / {cfg.n_masks} masks / batch {cfg.batch}:")
+        print(f"\nbreakdown, {cfg.data.size} px / {cfg.masks.n_masks} masks / batch "
+              f"{cfg.schedule.batch}:")
         breakdown(trainer, plain, repeats, step_tr, step_pl, blocks, steps)
     bank_speed(results[0][0], results[0][1], blocks, quick=args.quick)
 
 
 def bank_speed(cfg: TrainConfig, step_e2e: float, blocks: int, quick: bool) -> None:
-    """Decoder-only steps on a measurement bank (``bank_steps``) vs end-to-end steps:
+    """Decoder-only steps on a measurement bank (``bank.steps``) vs end-to-end steps:
     scenes per second of each (the bank is built once; its build time is printed)."""
-    bank_cfg = replace(cfg, steps=0, bank_steps=10**6, bank_size=1024 if quick else 4096,
-                       bank_batch=256)
+    bank_cfg = cfg.with_overrides({"schedule.steps": 0, "bank.steps": 10**6,
+                                   "bank.size": 1024 if quick else 4096, "bank.batch": 256})
     trainer = Trainer(bank_cfg)
     start = time.perf_counter()
     bank = trainer.measurement_bank()
     build = time.perf_counter() - start
     step_bank = statistics.median(block_time(trainer.train_step, 2 if quick else 10)
                                   for _ in range(blocks))
-    e2e_rate, bank_rate = cfg.batch / step_e2e, bank_cfg.bank_batch / step_bank
-    print(f"\nmeasurement bank ({cfg.size} px, m={cfg.n_masks}): built {len(bank)} scenes in "
+    batch = cfg.schedule.batch
+    e2e_rate, bank_rate = batch / step_e2e, bank_cfg.bank.batch / step_bank
+    print(f"\nmeasurement bank ({cfg.data.size} px, m={cfg.masks.n_masks}): built {len(bank)} "
+          "scenes in "
           f"{build:.1f} s ({len(bank) / build:.0f} scenes/s, {bank.nbytes / 2**20:.1f} MiB)")
-    print(f"  end-to-end step  B={cfg.batch:<4} {step_e2e * 1e3:9.2f} ms  {e2e_rate:9.1f} scenes/s")
-    print(f"  bank step        B={bank_cfg.bank_batch:<4} {step_bank * 1e3:9.2f} ms  "
+    print(f"  end-to-end step  B={batch:<4} {step_e2e * 1e3:9.2f} ms  {e2e_rate:9.1f} scenes/s")
+    print(f"  bank step        B={bank_cfg.bank.batch:<4} {step_bank * 1e3:9.2f} ms  "
           f"{bank_rate:9.1f} scenes/s")
     print(f"  -> a bank step passes {bank_rate / e2e_rate:.1f}x more scenes per second through "
           "the decoder (masks frozen; the bank build is paid once)")

@@ -2,7 +2,7 @@
 
 Measures a few SynthFace test faces through the model's simulated bench, decodes the
 readings, optionally fits each decoded latent to its readings through the bench twin
-(``lsi_ml.reading_fit``), and draws one column per face:
+(``lsi_ml.latent.reading_fit``), and draws one column per face:
 
 - the scene as the monitor shows it (with its exact landmarks),
 - the decoded face (render of the decoded latent, with ITS exact landmarks),
@@ -56,13 +56,13 @@ def main(run: str, out: str, faces: int, fit_iters: int, seed: int, force: bool)
     import matplotlib.pyplot as plt
 
     from lsi_hw.plotting import save_figure
-    from lsi_ml import metrics
-    from lsi_ml.bench_data import bench_decoder
-    from lsi_ml.cli import _load_trainer, _ratio
     from lsi_ml.data.synthetic import SyntheticFaces
-    from lsi_ml.reading_fit import ReadingFitConfig
+    from lsi_ml.evaluation import metrics
+    from lsi_ml.latent.reading_fit import ReadingFitConfig
+    from lsi_ml.training.bench_data import bench_decoder
+    from lsi_ml.training.run import load_trainer, ratio_label
 
-    trainer = _load_trainer(run, "cpu")
+    trainer = load_trainer(run, "cpu")
     gen = trainer.generator
     batch = SyntheticFaces(gen, faces, seed=seed, split="test", cache=False).batch(range(faces))
     rows = [("decoded", bench_decoder(trainer, "sim", seed)(batch))]
@@ -93,9 +93,10 @@ def main(run: str, out: str, faces: int, fit_iters: int, seed: int, force: bool)
         axes[-1, j].set_yticks([])
         if j == 0:
             axes[-1, j].set_title(f"{renders[-1][0].split(' (')[0]} segmentation", fontsize=8)
-    ratio = _ratio(trainer)
+    ratio = ratio_label(trainer)
     fig.suptitle(f"{trainer.optical.n_masks} readings ({ratio}, {gen.size} px, noise "
-                 f"{trainer.config.noise}) -> latent -> exact render, landmarks, segmentation",
+                 f"{trainer.config.bench.noise}) -> latent -> exact render, landmarks, "
+                 "segmentation",
                  fontsize=10)
     fig.tight_layout()
     path = save_figure(fig, out)

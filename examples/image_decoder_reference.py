@@ -2,9 +2,9 @@
 
 A single-pixel camera's readings are a (noisy) function of the scene, so no decoder of
 them can do better than the best decoder of the scene itself. This script builds that
-decoder with :mod:`lsi_ml.reference` -- a small ResNet from the grey image to the latent,
+decoder with :mod:`lsi_ml.baselines.reference` -- a small ResNet from the grey image to the latent,
 then analysis by synthesis (Adam on the latent so that the grey render matches the grey
-scene) -- and scores it with the same :func:`lsi_ml.evaluation.evaluate_decoder` as an LSI
+scene) -- and scores it with the same :func:`lsi_ml.evaluation.latent.evaluate_decoder` as an LSI
 model, twice: CNN only and CNN + refinement. Grey is the mean of the RGB channels (one
 photodiode sees no colour; no monitor gamma, no optics, no noise).
 
@@ -33,17 +33,17 @@ import torch
 from torch import Tensor
 
 from lsi_hw.cli_util import check_new_file, one_line_errors
-from lsi_ml.evaluation import evaluate_decoder
-from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.metrics import latent_r2
-from lsi_ml.probe_training import ProbeConfig, ProbeSet
-from lsi_ml.reference import (
+from lsi_ml.baselines.reference import (
     FullImageReference,
     RefineConfig,
     TrainStats,
     render_grey_set,
     train_image_decoder,
 )
+from lsi_ml.evaluation.latent import evaluate_decoder
+from lsi_ml.evaluation.metrics import latent_r2
+from lsi_ml.generators.synthface import SynthFace
+from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
 
 
 def ridge_r2(x: Tensor, z: Tensor, xv: Tensor, zv: Tensor, lam: float) -> np.ndarray:

@@ -1,10 +1,11 @@
 """Train an LSI model (masks + decoder) for a wall-clock budget, on any device.
 
 The number of end-to-end steps is not guessed: the script times a few steps of the same
-configuration on this machine, then sets ``steps`` so that the warm-up + cosine learning-rate
-schedule ends when the budget does. If the machine slows down later (another job starts),
-training stops at 1.25x the budget at the latest; the report says so. The measurement-bank
-phase of the config (``bank_steps``) is kept as given and comes on top of the budget.
+configuration on this machine, then sets ``schedule.steps`` so that the warm-up + cosine
+learning-rate schedule ends when the budget does. If the machine slows down later (another
+job starts), training stops at 1.25x the budget at the latest; the report says so. The
+measurement-bank phase of the config (``bank.steps``) is kept as given and comes on top of
+the budget.
 
     python examples/train_for_budget.py --config examples/configs/lsi_1to16_64px_gpu.toml \\
         --minutes 4.5 --device cuda --out run-gpu
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -27,7 +27,8 @@ import torch
 
 from lsi_hw.atomic import atomic_write_text
 from lsi_hw.cli_util import one_line_errors
-from lsi_ml.train import TrainConfig, Trainer
+from lsi_ml.training.config import TrainConfig
+from lsi_ml.training.trainer import Trainer
 
 OVERRUN = 1.25  # stop at this multiple of the budget, whatever the schedule says
 
@@ -39,8 +40,9 @@ def _sync(device: torch.device) -> None:
 
 def seconds_per_step(config: TrainConfig, warm: int = 10, timed: int = 40) -> float:
     """Mean wall time of one end-to-end step (``timed`` steps after ``warm`` untimed ones), s."""
-    probe = Trainer(replace(config, steps=warm + timed, bank_steps=0, checkpoint=None,
-                            progress=False, eval_every=0, warmup=0))
+    probe = Trainer(config.with_overrides({
+        "schedule.steps": warm + timed, "bank.steps": 0, "checkpoint": None, "progress": False,
+        "schedule.eval_every": 0, "schedule.warmup": 0}))
     for _ in range(warm):
         probe.train_step()
     _sync(probe.device)
@@ -53,7 +55,7 @@ def seconds_per_step(config: TrainConfig, warm: int = 10, timed: int = 40) -> fl
 
 @click.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="TOML training config (keys of lsi_ml.train.TrainConfig).")
+              default=None, help="TOML training config (tables of TrainConfig).")
 @click.option("--minutes", type=float, required=True,
               help="Wall-clock budget of the end-to-end phase, minutes.")
 @click.option("--device", default=None, help="Torch device (cpu, cuda, cuda:1).")
@@ -75,37 +77,38 @@ def main(config_file: str | None, minutes: float, device: str | None, out: str, 
                                    "(or resume it with lsi-ml train --out)")
     base = TrainConfig.from_toml(config_file) if config_file else TrainConfig()
     if device is not None:
-        base = replace(base, device=device)
+        base = base.with_overrides({"device": device})
     budget = 60.0 * minutes
     t0 = time.perf_counter()
     per_step = seconds_per_step(base)
     calibration_s = time.perf_counter() - t0
     steps = max(1, int((budget - calibration_s) / per_step))
-    config = replace(base, steps=steps, checkpoint=str(run / "model.pt"), progress=progress,
-                     eval_every=max(1, steps // 10),
-                     n_train=max(base.n_train, steps * base.batch))
+    config = base.with_overrides({
+        "schedule.steps": steps, "checkpoint": str(run / "model.pt"), "progress": progress,
+        "schedule.eval_every": max(1, steps // 10),
+        "data.n_train": max(base.data.n_train, steps * base.schedule.batch)})
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.toml", config.to_toml())
     dev = torch.device(config.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
-    click.echo(f"{name}: {per_step * 1e3:.1f} ms per step at batch {config.batch} -> "
+    click.echo(f"{name}: {per_step * 1e3:.1f} ms per step at batch {config.schedule.batch} -> "
                f"{steps} steps for {minutes:g} min")
     trainer = Trainer(config)
     deadline = t0 + OVERRUN * budget
     stopped_early = False
-    while trainer.step < config.steps:
-        trainer.train(min(config.steps, trainer.step + chunk))
-        if trainer.step < config.steps and time.perf_counter() > deadline:
+    while trainer.step < config.schedule.steps:
+        trainer.train(min(config.schedule.steps, trainer.step + chunk))
+        if trainer.step < config.schedule.steps and time.perf_counter() > deadline:
             stopped_early = True
             break
-    if not stopped_early and config.bank_steps:
+    if not stopped_early and config.bank.steps:
         trainer.train()  # the bank phase, on top of the budget
     if not trainer.history or trainer.history[-1]["step"] != trainer.step:
         trainer.evaluate()
     trainer.save()
     wall = time.perf_counter() - t0
     atomic_write_text(run / "history.json", json.dumps(trainer.history, indent=1))
-    report = {"device": name, "batch": config.batch, "seconds_per_step": per_step,
+    report = {"device": name, "batch": config.schedule.batch, "seconds_per_step": per_step,
               "steps_planned": steps, "steps_done": trainer.step,
               "stopped_early": stopped_early, "budget_s": budget, "wall_s": wall,
               "val_latent_l1": trainer.history[-1]["val_latent_l1"]}

@@ -9,7 +9,7 @@ A recording never mixes settings: the run-level snapshot (:func:`run_settings`) 
 setting that defines the acquisition -- the bench's whole settings snapshot (gain, load,
 amplifier, digitizer, detector, modulator and scene settings; on the simulator also the
 noise preset, seed, method and physical configuration), the simulated physics of the
-``fake-hw`` twin (:meth:`~lsi_hw.twin.FakeHardwareBench.simulator_settings`: noise, seed,
+``fake-hw`` twin (:meth:`~lsi_hw.benches.twin.FakeHardwareBench.simulator_settings`: noise, seed,
 configuration), the pattern timing and load size of a hardware bench, and the pattern set
 with a hash of its masks.  A resume whose snapshot differs in any of them is refused with
 a :class:`~lsi_hw.errors.ConfigError` naming each differing key with its recorded and new

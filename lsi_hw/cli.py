@@ -12,15 +12,22 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
 from lsi_hw import __version__
+from lsi_hw.benches import BENCH_NAMES
 from lsi_hw.cli_util import OutputFolder, check_new_file, one_line_errors
 from lsi_hw.errors import ConfigError
+from lsi_hw.interfaces import Bench
 from lsi_hw.sim.detector import NOISE_PRESETS, AmplifierConfig, DigitizerConfig
+
+if TYPE_CHECKING:
+    from lsi_hw.patterns import PatternSet
+    from lsi_hw.sim import SimConfig
+    from lsi_hw.types import Measurement
 
 __all__ = ["main"]
 
@@ -142,18 +149,51 @@ def simulate(
     noiseless analog readings), OUT/patterns.npz, OUT/summary.json and OUT/preview.png
     (masks, scenes, traces and a least-squares preview reconstruction).
     """
-    from dataclasses import replace
-
     from lsi_hw.benches import make_bench
-    from lsi_hw.operating_point import assess_fraction
-    from lsi_hw.reconstruct import preview_reconstruction
-    from lsi_hw.sim import SimConfig
-    from lsi_hw.testscenes import builtin_scenes, load_image_dir
 
     # --- validate everything before touching the output folder ---------------------
+    config = _sim_config(gain_db, range_v)
+    patterns, scenes, names = _simulation_inputs(pattern_kind, m, size, seed, split, images,
+                                                 config)
+    bench = make_bench("sim", noise=noise, seed=seed, config=config)
+    inputs = [p for p in (pattern_kind, images) if Path(p).exists()]
+    output = _Output(out, force, inputs=inputs, made_by="lsi-hw simulate")
+    try:
+        measured, elapsed, startup = _timed_measurement(bench, noise, seed, config, scenes,
+                                                        patterns)
+        expected = bench.expected(scenes, patterns)
+        summary, message = _simulation_summary(measured, expected, config, patterns, names,
+                                               noise, gain_db, seed, elapsed, startup)
+        measured.save(str(output.path("measurement.npz")))
+        expected.save(str(output.path("expected.npz")))
+        patterns.save(output.path("patterns.npz"))
+        output.path("summary.json").write_text(json.dumps(summary, indent=2))
+        if plot:
+            _save_preview(output.path("preview.png"), patterns, scenes, names,
+                          measured.values, noise, gain_db)
+        output.commit()
+    except BaseException:
+        output.abandon()
+        raise
+    _echo_simulation(summary, message, len(scenes), patterns, out, plot)
+
+
+def _sim_config(gain_db: int, range_v: float) -> Any:
+    """The default simulator configuration at gain step ``gain_db`` and range ``range_v``."""
+    from dataclasses import replace
+
+    from lsi_hw.sim import SimConfig
+
     base = SimConfig()
-    config = replace(base, amplifier=AmplifierConfig(gain_db=gain_db),
-                     digitizer=replace(base.digitizer, range_v=range_v))
+    return replace(base, amplifier=AmplifierConfig(gain_db=gain_db),
+                   digitizer=replace(base.digitizer, range_v=range_v))
+
+
+def _simulation_inputs(pattern_kind: str, m: int, size: int | None, seed: int, split: bool,
+                       images: str, config: Any) -> tuple[Any, np.ndarray, list[str]]:
+    """(patterns, scenes, scene names) of ``simulate``, checked against the modulator."""
+    from lsi_hw.testscenes import builtin_scenes, load_image_dir
+
     n_scenes = 4 if images == "builtin" else None
     if n_scenes is None:
         from lsi_hw.testscenes import count_images
@@ -171,76 +211,98 @@ def simulate(
         scenes, names = load_image_dir(images, side)
     if patterns.shape[0] != patterns.shape[1]:
         scenes = np.stack([s[: patterns.shape[0], : patterns.shape[1]] for s in scenes])
-    bench = make_bench("sim", noise=noise, seed=seed, config=config)
-    inputs = [p for p in (pattern_kind, images) if Path(p).exists()]
-    output = _Output(out, force, inputs=inputs, made_by="lsi-hw simulate")
-    try:
-        started = time.perf_counter()  # one-time start-up: numba import, JIT cache, planner
-        make_bench("sim", noise=noise, seed=seed, config=config).measure(scenes[:1], patterns)
-        startup = time.perf_counter() - started
-        started = time.perf_counter()
-        measured = bench.measure(scenes, patterns)
-        elapsed = time.perf_counter() - started
-        expected = bench.expected(scenes, patterns)
-        volts = measured.values
-        err = volts - expected.values
-        dark = float(config.amplifier.v_per_a * config.photodiode.dark_current_a
-                     + config.amplifier.offset_v)
-        signal_rms = float(np.sqrt(np.mean((expected.values - dark) ** 2)))
-        noise_rms = float(np.sqrt(np.mean(err**2)))
-        snr_db = 20 * np.log10(signal_rms / noise_rms) if noise_rms > 0 else float("inf")
-        acq = measured.settings["acquisition"]
-        fraction, status, message = assess_fraction(
-            float(np.abs(volts).max()), config.digitizer.range_v, config.amplifier.saturation_v)
-        summary = {
-            "scenes": names,
-            "patterns": {"name": patterns.name, "m": patterns.m, "shape": list(patterns.shape)},
-            "noise": noise,
-            "gain_db": gain_db,
-            "range_v": config.digitizer.range_v,
-            "fraction_of_full_scale": fraction,
-            "operating_point": status,
-            "seed": seed,
-            "snr_db": snr_db,
-            "saturated_readings": acq["saturated_count"],
-            "volts_min": float(volts.min()),
-            "volts_max": float(volts.max()),
-            "lsb_v": config.digitizer.lsb_v,
-            "time_s": elapsed,
-            "startup_s": startup,
-            "real_time_s": acq["real_time_s"],
-            "real_time_factor": acq["real_time_s"] / elapsed,
-        }
-        measured.save(str(output.path("measurement.npz")))
-        expected.save(str(output.path("expected.npz")))
-        patterns.save(output.path("patterns.npz"))
-        output.path("summary.json").write_text(json.dumps(summary, indent=2))
-        if plot:
-            from lsi_hw.plotting import save_simulation_figure
+    return patterns, scenes, names
 
-            previews, method = preview_reconstruction(patterns, volts)
-            save_simulation_figure(
-                output.path("preview.png"), patterns, scenes, names, volts, previews, method,
-                f"{patterns.name}, m={patterns.m}, noise={noise}, gain {gain_db} dB",
-            )
-        output.commit()
-    except BaseException:
-        output.abandon()
-        raise
+
+def _timed_measurement(bench: Bench, noise: str, seed: int, config: SimConfig,
+                       scenes: np.ndarray, patterns: PatternSet
+                       ) -> tuple[Measurement, float, float]:
+    """(measurement, its seconds, seconds of the one-time start-up): a first measurement of
+    one scene on a fresh bench pays the start-up, then ``bench`` measures every scene."""
+    from lsi_hw.benches import make_bench
+
+    started = time.perf_counter()  # one-time start-up: numba import, JIT cache, planner
+    make_bench("sim", noise=noise, seed=seed, config=config).measure(scenes[:1], patterns)
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    measured = bench.measure(scenes, patterns)
+    elapsed = time.perf_counter() - started
+    return measured, elapsed, startup
+
+
+def _simulation_summary(measured: Measurement, expected: Measurement, config: SimConfig,
+                        patterns: PatternSet,
+                        names: list[str], noise: str, gain_db: int, seed: int, elapsed: float,
+                        startup: float) -> tuple[dict[str, Any], str]:
+    """(``summary.json`` of ``simulate``, the operating point in words)."""
+    from lsi_hw.operating_point import assess_fraction
+
+    volts = measured.values
+    err = volts - expected.values
+    dark = float(config.amplifier.v_per_a * config.photodiode.dark_current_a
+                 + config.amplifier.offset_v)
+    signal_rms = float(np.sqrt(np.mean((expected.values - dark) ** 2)))
+    noise_rms = float(np.sqrt(np.mean(err**2)))
+    snr_db = 20 * np.log10(signal_rms / noise_rms) if noise_rms > 0 else float("inf")
+    acq = measured.settings["acquisition"]
+    fraction, status, message = assess_fraction(
+        float(np.abs(volts).max()), config.digitizer.range_v, config.amplifier.saturation_v)
+    summary = {
+        "scenes": names,
+        "patterns": {"name": patterns.name, "m": patterns.m, "shape": list(patterns.shape)},
+        "noise": noise,
+        "gain_db": gain_db,
+        "range_v": config.digitizer.range_v,
+        "fraction_of_full_scale": fraction,
+        "operating_point": status,
+        "seed": seed,
+        "snr_db": snr_db,
+        "saturated_readings": acq["saturated_count"],
+        "volts_min": float(volts.min()),
+        "volts_max": float(volts.max()),
+        "lsb_v": config.digitizer.lsb_v,
+        "time_s": elapsed,
+        "startup_s": startup,
+        "real_time_s": acq["real_time_s"],
+        "real_time_factor": acq["real_time_s"] / elapsed,
+    }
+    return summary, message
+
+
+def _save_preview(path: Path, patterns: PatternSet, scenes: np.ndarray, names: list[str],
+                  volts: np.ndarray, noise: str, gain_db: int) -> None:
+    """``preview.png``: masks, scenes, traces and a least-squares preview reconstruction."""
+    from lsi_hw.plotting import save_simulation_figure
+    from lsi_hw.reconstruction import preview_reconstruction
+
+    previews, method = preview_reconstruction(patterns, volts)
+    save_simulation_figure(
+        path, patterns, scenes, names, volts, previews, method,
+        f"{patterns.name}, m={patterns.m}, noise={noise}, gain {gain_db} dB",
+    )
+
+
+def _echo_simulation(summary: dict[str, Any], message: str, n_scenes: int,
+                     patterns: PatternSet,
+                     out: Path, plot: bool) -> None:
+    """What ``simulate`` prints once its outputs are in place."""
+    noise, gain_db = summary["noise"], summary["gain_db"]
+    v_min, v_max, lsb_v = summary["volts_min"], summary["volts_max"], summary["lsb_v"]
+    elapsed, real_time_s = summary["time_s"], summary["real_time_s"]
     click.echo(
-        f"simulated {len(scenes)} scenes x {patterns.m} patterns ({patterns.name}), "
+        f"simulated {n_scenes} scenes x {patterns.m} patterns ({patterns.name}), "
         f"noise={noise}, gain {gain_db} dB"
     )
-    click.echo(f"  SNR                {snr_db:8.1f} dB")
-    click.echo(f"  saturated readings {acq['saturated_count']:8d}")
-    click.echo(f"  detector range     {volts.min() * 1e3:.3f} .. {volts.max() * 1e3:.3f} mV"
-               f"  ({(volts.max() - volts.min()) / config.digitizer.lsb_v:.0f} LSB)")
-    click.echo(f"  full scale used    {fraction:8.0%}  of +-{config.digitizer.range_v:g} V"
-               f" by the brightest reading ({message})")
-    click.echo(f"  time taken         {elapsed:8.3f} s  for {acq['real_time_s']:.3f} s of DMD time"
-               f"  (real-time factor {acq['real_time_s'] / elapsed:.1f}x;"
-               f" plus {startup:.2f} s one-time start-up)")
-    if summary["volts_max"] - summary["volts_min"] < 100 * config.digitizer.lsb_v:
+    click.echo(f"  SNR                {summary['snr_db']:8.1f} dB")
+    click.echo(f"  saturated readings {summary['saturated_readings']:8d}")
+    click.echo(f"  detector range     {v_min * 1e3:.3f} .. {v_max * 1e3:.3f} mV"
+               f"  ({(v_max - v_min) / lsb_v:.0f} LSB)")
+    click.echo(f"  full scale used    {summary['fraction_of_full_scale']:8.0%}  of "
+               f"+-{summary['range_v']:g} V by the brightest reading ({message})")
+    click.echo(f"  time taken         {elapsed:8.3f} s  for {real_time_s:.3f} s of DMD time"
+               f"  (real-time factor {real_time_s / elapsed:.1f}x;"
+               f" plus {summary['startup_s']:.2f} s one-time start-up)")
+    if v_max - v_min < 100 * lsb_v:
         click.echo("  hint: the readings span few ADC steps; raise --gain-db for more signal")
     click.echo(f"  wrote {out}/ (measurement.npz, expected.npz, patterns.npz, summary.json"
                f"{', preview.png' if plot else ''})")
@@ -258,21 +320,16 @@ def _bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="PDA100A2 gain step in dB (on hw: the knob position).")(func)
     func = click.option("--noise", type=click.Choice(list(NOISE_PRESETS)), default="full",
                         show_default=True, help="Simulated noise (sim, fake-hw).")(func)
-    func = click.option("--backend", type=click.Choice(["sim", "fake-hw", "hw"]), default="sim",
+    func = click.option("--backend", type=click.Choice(list(BENCH_NAMES)), default="sim",
                         show_default=True, help="Which bench: simulator, digital twin, real.")(func)
     return func
 
 
 def _open_bench(backend: str, noise: str, gain_db: int, seed: int,
                 calibration_id: str | None = None, range_v: float = DEFAULT_RANGE_V) -> Any:
-    from dataclasses import replace
-
     from lsi_hw.benches import make_bench
-    from lsi_hw.sim import SimConfig
 
-    base = SimConfig()
-    config = replace(base, amplifier=AmplifierConfig(gain_db=gain_db),
-                     digitizer=replace(base.digitizer, range_v=range_v))
+    config = _sim_config(gain_db, range_v)
     if backend == "hw":
         return make_bench("hw", config=config, calibration_id=calibration_id)
     return make_bench(backend, noise=noise, seed=seed, config=config,
@@ -329,7 +386,7 @@ def check(what: str, backend: str, noise: str, gain_db: int, range_v: float, see
                        f"{dark.std() * 1e3:.3f} mV rms")
             failures += _check_operating_point(bench, size)
         if what == "bench":
-            from lsi_hw.reconstruct import preview_reconstruction
+            from lsi_hw.reconstruction import preview_reconstruction
             from lsi_hw.testscenes import siemens_star
 
             star = siemens_star(16)[None]
@@ -347,14 +404,14 @@ def check(what: str, backend: str, noise: str, gain_db: int, range_v: float, see
         sys.exit(1)
 
 
-def _digitizer_ranges(bench: Any) -> tuple[float, ...] | None:
+def _digitizer_ranges(bench: Bench) -> tuple[float, ...] | None:
     """The input ranges the bench's digitizer offers, volts (None: not listed)."""
     digitizer = getattr(getattr(bench, "detector", None), "digitizer", None)
     ranges = getattr(digitizer, "ranges_v", None)
     return tuple(float(r) for r in ranges) if ranges else None
 
 
-def _check_operating_point(bench: Any, size: int) -> int:
+def _check_operating_point(bench: Bench, size: int) -> int:
     """Print where the brightest reading of the built-in scenes sits in the digitizer's
     range and the recommended gain and range; returns 1 when it saturates, else 0."""
     from lsi_hw.calibration import measure_operating_point

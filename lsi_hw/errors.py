@@ -19,7 +19,9 @@ was wrong, the allowed range, and what to do about it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "CalibrationError",
@@ -30,6 +32,8 @@ __all__ = [
     "PatternError",
     "ProtocolError",
     "TransportError",
+    "is_int",
+    "require_int",
     "require_known_keys",
 ]
 
@@ -89,3 +93,30 @@ def require_in_range(name: str, value: float, lo: float, hi: float, unit: str = 
         suffix = f" {unit}" if unit else ""
         raise ConfigError(f"{name}={value} outside the allowed range [{lo}, {hi}]{suffix}")
     return number
+
+
+def is_int(value: Any) -> bool:
+    """True for a Python or numpy integer; never for a bool (``True``, ``numpy.True_``).
+
+    numpy is not imported here (``import lsi_hw`` stays light): a numpy integer can only
+    exist once some module has imported numpy, so it is looked up in ``sys.modules``.
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.integer)
+
+
+def require_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """Return ``value`` as int if it is an integer (:func:`is_int`) in [lo, hi] (``hi``
+    None: no upper bound); else raise ConfigError.
+
+    The message names the setting, the value and the allowed range:
+    ``"{name}={value!r} must be an integer >= {lo}"`` or ``"... an integer {lo}..{hi}"``.
+    """
+    if not is_int(value) or value < lo or (hi is not None and value > hi):
+        allowed = f">= {lo}" if hi is None else f"{lo}..{hi}"
+        raise ConfigError(f"{name}={value!r} must be an integer {allowed}")
+    return int(value)

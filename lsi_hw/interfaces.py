@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lsi_hw.device_settings import SettingsRegistry
 from lsi_hw.errors import ConfigError, PatternError
 
 if TYPE_CHECKING:  # imported for type hints only: keeps the layer rule (errors only)
@@ -146,8 +147,11 @@ def check_scenes(scenes: Any) -> np.ndarray:
     return arr
 
 
-class _Device(abc.ABC):
-    """Common life cycle: settings snapshot, close, context manager."""
+class _Device(SettingsRegistry, abc.ABC):
+    """Common life cycle: settings snapshot, close, context manager; and the typed
+    settings registry (:class:`~lsi_hw.device_settings.SettingsRegistry`) through which a
+    device says what it exposes (``describe_settings``, ``get_setting``, ``set_setting``).
+    """
 
     def settings(self) -> dict[str, Any]:
         """Snapshot of every setting of this device (JSON-serialisable, SI units)."""
@@ -160,7 +164,7 @@ class _Device(abc.ABC):
         """Release the device (leaves it in a safe, stopped state)."""
         self._do_close()
 
-    def _do_close(self) -> None:  # noqa: B027 - optional hook
+    def _do_close(self) -> None:
         """Override to release resources."""
 
     def __enter__(self):
@@ -189,6 +193,16 @@ class Modulator(_Device):
         self._exposure_us: float = 0.0
         self._period_us: float = 0.0
         self._running = False
+        # timing is set by load() (checked against the sequence there), so read-only here
+        self.add_setting("exposure_us", "float", lambda: self._exposure_us, unit="us",
+                         doc="display time of each pattern of the loaded sequence")
+        self.add_setting("period_us", "float", lambda: self._period_us, unit="us",
+                         doc="start-to-start time of the loaded sequence's patterns")
+        self.add_setting("n_patterns", "int",
+                         lambda: 0 if self._loaded is None else int(self._loaded.m),
+                         doc="masks in the loaded sequence (0: nothing loaded)")
+        self.add_setting("running", "bool", lambda: self._running,
+                         doc="whether the sequence is being displayed")
 
     @property
     def patterns(self) -> PatternSet | None:
@@ -291,10 +305,6 @@ class Modulator(_Device):
 
     def _do_pause(self) -> None:
         self._do_stop()
-
-    def sequence_duration_s(self, m: int) -> float:
-        """Wall time of showing ``m`` patterns once, seconds."""
-        return m * self._period_us * 1e-6
 
 
 class Detector(_Device):

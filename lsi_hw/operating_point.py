@@ -42,6 +42,7 @@ __all__ = [
     "STANDARD_RANGES_V",
     "OperatingPoint",
     "assess_fraction",
+    "finite_number",
     "predict_peak_v",
     "recommend_operating_point",
     "settling_residual",
@@ -65,14 +66,26 @@ MAX_SETTLING_RESIDUAL: float = 2.0**-16
 STANDARD_RANGES_V: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-def _finite(name: str, value: Any, unit: str, *, positive: bool = False) -> float:
+def finite_number(name: str, value: Any, unit: str, *, positive: bool = False,
+                  alternative: str | None = None) -> float:
+    """``value`` as a float when it is a finite number (and > 0 if ``positive``).
+
+    Raises
+    ------
+    ConfigError
+        ``value`` is a bool, not a number, not finite or (``positive``) <= 0: ``<name>=<value>
+        must be a finite [and > 0] number (<unit>)``, then `` or <alternative>`` when given
+        (the calibration reads declared bench values with ``alternative="None when the
+        bench does not know it"``).
+    """
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or (positive and number <= 0):
         need = "finite and > 0" if positive else "finite"
-        raise ConfigError(f"{name}={value!r} must be a {need} number ({unit})")
+        other = f" or {alternative}" if alternative else ""
+        raise ConfigError(f"{name}={value!r} must be a {need} number ({unit}){other}")
     return number
 
 
@@ -97,8 +110,8 @@ def settling_residual(bandwidth_hz: float,
     ConfigError
         A value that is not finite and > 0.
     """
-    bw = _finite("bandwidth_hz", bandwidth_hz, "Hz", positive=True)
-    period = _finite("period_s", period_s, "s", positive=True)
+    bw = finite_number("bandwidth_hz", bandwidth_hz, "Hz", positive=True)
+    period = finite_number("period_s", period_s, "s", positive=True)
     return math.exp(-period * 2.0 * math.pi * bw)
 
 
@@ -127,10 +140,10 @@ def assess_fraction(peak_v: float, range_v: float, saturation_v: float | None = 
         ``high`` (above ``high``), ``wasted`` (below ``low``) or ``ok``; ``message`` says
         it in words, with what to do.
     """
-    peak = _finite("peak_v", peak_v, "V")
-    rng = _finite("range_v", range_v, "V", positive=True)
+    peak = finite_number("peak_v", peak_v, "V")
+    rng = finite_number("range_v", range_v, "V", positive=True)
     clip = rng if saturation_v is None else min(
-        rng, _finite("saturation_v", saturation_v, "V", positive=True))
+        rng, finite_number("saturation_v", saturation_v, "V", positive=True))
     fraction = abs(peak) / rng
     where = f"{abs(peak):.4g} V = {fraction:.0%} of the +-{rng:g} V range"
     if abs(peak) >= SATURATION_FRACTION * clip:
@@ -171,8 +184,8 @@ def predict_peak_v(peak_v: float, gain_db: float, new_gain_db: float, *, dark_v:
         ``dark_v + (peak_v - dark_v) * G(new) / G(current)``, volts.
     """
     now, new = _step(gains, gain_db), _step(gains, new_gain_db)
-    peak = _finite("peak_v", peak_v, "V")
-    dark = _finite("dark_v", dark_v, "V")
+    peak = finite_number("peak_v", peak_v, "V")
+    dark = finite_number("dark_v", dark_v, "V")
     return dark + (peak - dark) * new.hi_z_v_per_a / now.hi_z_v_per_a
 
 
@@ -289,14 +302,14 @@ def recommend_operating_point(
         Non-finite values, an unknown gain step, no range, a band that is not
         ``0 < low < high < 1``.
     """
-    peak = _finite("peak_v", peak_v, "V")
-    dark = _finite("dark_v", dark_v, "V")
-    sat = _finite("saturation_v", saturation_v, "V", positive=True)
-    limit = _finite("max_settling_residual", max_settling_residual, "", positive=True)
+    peak = finite_number("peak_v", peak_v, "V")
+    dark = finite_number("dark_v", dark_v, "V")
+    sat = finite_number("saturation_v", saturation_v, "V", positive=True)
+    limit = finite_number("max_settling_residual", max_settling_residual, "", positive=True)
     if not 0 < low < high < SATURATION_FRACTION:
         raise ConfigError(f"band low={low!r}, high={high!r}: need 0 < low < high < "
                           f"{SATURATION_FRACTION}")
-    ranges = sorted({_finite("ranges_v", r, "V", positive=True)
+    ranges = sorted({finite_number("ranges_v", r, "V", positive=True)
                      for r in (STANDARD_RANGES_V if ranges_v is None else ranges_v)})
     if not ranges:
         raise ConfigError("ranges_v is empty: give the input ranges the digitizer offers")

@@ -1,10 +1,10 @@
-"""Binary mask sets for the single-pixel camera: validation, generators, packing, DMD mapping.
+"""Binary mask sets for the single-pixel camera: the validated, immutable :class:`PatternSet`.
 
 A :class:`PatternSet` is an immutable, validated stack of ``m`` binary masks of ``H x W``
 pixels (values exactly 0/1, stored as a read-only C-contiguous ``uint8`` array), with a name
 and a JSON-serialisable provenance dict (``meta``).  Hadamard sets also record which rows of
 the natural-order Walsh-Hadamard matrix they hold (``hadamard_rows``) and with which sign
-(``hadamard_signs``), see ``notes/CONTRACTS.md``.
+(``hadamard_signs``), see ``docs/architecture.md``.
 
 Generators
     :meth:`PatternSet.hadamard` (natural, sequency, cake-cutting or random order, optionally
@@ -22,13 +22,18 @@ DMD mapping
     :func:`pack_dlp_frames` / :func:`unpack_dlp_frames` pack 24 binary patterns into one 24-bit
     RGB video frame in the DLPC350 bitplane order (G0-G7, R0-R7, B0-B7).
 
-This module imports only numpy, scipy and :mod:`lsi_hw.errors` (layer rule).
+The set itself (validation, selections, derived sets) lives here; it is built on
+:mod:`lsi_hw.pattern_checks` (argument and mask checks), :mod:`lsi_hw.pattern_families`
+(the generators), :mod:`lsi_hw.pattern_packing` (packing and DMD mapping) and
+:mod:`lsi_hw.pattern_files` (``.npy`` / ``.npz`` files).  Every name public here before the
+split is still importable from ``lsi_hw.patterns`` (``__all__``).
+
+This module imports only numpy, those four modules and :mod:`lsi_hw.errors` (layer rule).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,9 +41,33 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
-from lsi_hw.errors import ConfigError, PatternError
+from lsi_hw.errors import PatternError, is_int
+from lsi_hw.pattern_checks import CheckedMasks, validate_masks
+from lsi_hw.pattern_families import (
+    HADAMARD_ORDERS,
+    count_pieces,
+    fourier_family,
+    hadamard_family,
+    hadamard_masks,
+    hadamard_order,
+    random_family,
+    walsh_sequency,
+)
+from lsi_hw.pattern_files import read_mask_file, write_mask_file
+from lsi_hw.pattern_packing import (
+    DLP_BITPLANES_PER_FRAME,
+    DMD_COLUMNS,
+    DMD_ROWS,
+    bitplane_of,
+    pack_dlp_frames,
+    pack_masks,
+    place_on_dmd,
+    superpixel_for,
+    take_from_dmd,
+    unpack_dlp_frames,
+    unpack_masks,
+)
 
 __all__ = [
     "DLP_BITPLANES_PER_FRAME",
@@ -59,142 +88,10 @@ __all__ = [
     "walsh_sequency",
 ]
 
-#: Micromirror columns of the DLP4500 array (TI ``PTN_WIDTH``).
-DMD_COLUMNS: int = 912
-#: Micromirror rows of the DLP4500 array (TI ``PTN_HEIGHT``); diamond layout, rows at half pitch.
-DMD_ROWS: int = 1140
-#: Binary patterns carried by one 24-bit video frame.
-DLP_BITPLANES_PER_FRAME: int = 24
-#: Orders accepted by :meth:`PatternSet.hadamard`.
-HADAMARD_ORDERS: tuple[str, ...] = ("natural", "sequency", "cake-cutting", "random")
-
-# Bitplane groups of a 24-bit frame in DLPC350 order (BITPLANE_G0 = 0, R0 = 8, B0 = 16) and the
-# index of each group's channel in an RGB (R, G, B) pixel.
-_GROUP_NAMES: tuple[str, str, str] = ("G", "R", "B")
-_GROUP_TO_RGB: tuple[int, int, int] = (1, 0, 2)
-
-_DMD_SHAPE: tuple[int, int] = (DMD_ROWS, DMD_COLUMNS)
-
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# provenance (meta) as JSON
 # --------------------------------------------------------------------------------------------
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _loc(a: np.ndarray, flat: int) -> tuple[int, int, int]:
-    k, r, c = np.unravel_index(int(flat), a.shape)
-    return int(k), int(r), int(c)
-
-
-def _validate_masks(masks: Any, what: str = "masks") -> np.ndarray:
-    """Check that ``masks`` is an (m, H, W) array of exactly 0/1 and return it as an array.
-
-    The returned array is ``uint8`` or ``bool`` (no copy when the input already is one) or a
-    new ``uint8`` array; callers that keep it must copy it.
-    """
-    if isinstance(masks, PatternSet):
-        return masks.masks
-    try:
-        a = np.asarray(masks)
-    except (ValueError, TypeError) as exc:
-        raise PatternError(
-            f"{what} could not be converted to an array ({exc}); expected an array of shape "
-            "(m, H, W) holding 0/1"
-        ) from None
-    if a.ndim != 3:
-        raise PatternError(
-            f"{what} must have shape (m, H, W); got shape {a.shape} (ndim {a.ndim}); "
-            "for a single mask add a leading axis (mask[None])"
-        )
-    if 0 in a.shape:
-        raise PatternError(f"{what} is empty: got shape {a.shape}; m, H and W must all be >= 1")
-    kind = a.dtype.kind
-    if kind == "b":
-        return a
-    if kind in "ui":
-        if a.dtype == np.uint8:
-            if int(a.max()) <= 1:
-                return a
-        elif int(a.min()) >= 0 and int(a.max()) <= 1:
-            return a.astype(np.uint8)
-        flat = int(np.flatnonzero((a.ravel() > 1) | (a.ravel() < 0))[0])
-    elif kind == "f":
-        finite = np.isfinite(a)
-        if not finite.all():
-            flat = int(np.flatnonzero(~finite.ravel())[0])
-            k, r, c = _loc(a, flat)
-            raise PatternError(
-                f"{what}: mask {k} has a non-finite value {a[k, r, c].item()!r} at pixel "
-                f"(row, col) = ({r}, {c}); masks must be binary (0 or 1)"
-            )
-        bad = (a != 0) & (a != 1)
-        if not bad.any():
-            return a.astype(np.uint8)
-        flat = int(np.flatnonzero(bad.ravel())[0])
-    else:
-        raise PatternError(
-            f"{what} has dtype {a.dtype}; expected bool, integer or float arrays holding "
-            "0/1 (masks must be binary (0 or 1))"
-        )
-    k, r, c = _loc(a, flat)
-    raise PatternError(
-        f"{what}: mask {k} has value {a[k, r, c].item()!r} at pixel (row, col) = ({r}, {c}); "
-        "masks must be binary (0 or 1)"
-    )
-
-
-def _parse_shape(shape: Any, what: str = "shape") -> tuple[int, int]:
-    """(H, W) from an int (square) or a pair of ints >= 1, else ConfigError."""
-    if _is_int(shape):
-        h = w = int(shape)
-    else:
-        try:
-            h, w = shape
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"{what} must be an int (square) or a pair (H, W) of ints; got {shape!r}"
-            ) from None
-        if not (_is_int(h) and _is_int(w)):
-            raise ConfigError(f"{what} must hold ints; got {shape!r}")
-        h, w = int(h), int(w)
-    if h < 1 or w < 1:
-        raise ConfigError(f"{what} must be >= 1 pixel on each side; got {shape!r}")
-    return h, w
-
-
-def _check_count(value: Any, what: str, lo: int, hi: int | None = None) -> int:
-    """An int in [lo, hi] (hi None: no upper bound), else ConfigError naming the value."""
-    if not _is_int(value):
-        raise ConfigError(f"{what} must be an int; got {value!r}")
-    v = int(value)
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ConfigError(f"{what} must be {rng}; got {v}")
-    return v
-
-
-def _rng(seed: Any) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None:
-        return np.random.default_rng()
-    if not _is_int(seed) or int(seed) < 0:
-        raise ConfigError(
-            f"seed must be None, a non-negative int or a numpy.random.Generator; got {seed!r}"
-        )
-    return np.random.default_rng(int(seed))
-
-
-def _seed_for_meta(seed: Any) -> int | str | None:
-    if seed is None:
-        return None
-    if isinstance(seed, np.random.Generator):
-        return "numpy.random.Generator (state not recorded)"
-    return int(seed)
 
 
 def _json_default(obj: Any) -> Any:
@@ -223,534 +120,11 @@ def _meta_to_json(meta: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Walsh-Hadamard helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _log2_exact(n: int) -> int:
-    return n.bit_length() - 1
-
-
-def _parity(x: np.ndarray) -> np.ndarray:
-    """Parity (popcount mod 2) of non-negative int64 values < 2**62."""
-    x = x.copy()
-    for shift in (32, 16, 8, 4, 2, 1):
-        x ^= x >> shift
-    return x & 1
-
-
-def _bit_reverse(k: np.ndarray, bits: int) -> np.ndarray:
-    out = np.zeros_like(k)
-    for b in range(bits):
-        out |= ((k >> b) & 1) << (bits - 1 - b)
-    return out
-
-
-def _gray_inverse(g: np.ndarray) -> np.ndarray:
-    """Binary value whose Gray code is ``g`` (prefix XOR of the bits)."""
-    b = g.copy()
-    shift = 1
-    while shift < 64:
-        b ^= b >> shift
-        shift <<= 1
-    return b
-
-
-def walsh_sequency(n: int) -> npt.NDArray[np.int64]:
-    """Sequency (number of sign changes) of every row of the natural-order Hadamard matrix.
-
-    For the Sylvester (natural-order) matrix ``H_n[k, x] = (-1) ** popcount(k & x)``, row ``k``
-    has sequency ``gray_inverse(bit_reverse(k))``, where ``bit_reverse`` reverses the
-    ``log2(n)`` bits of ``k`` and ``gray_inverse`` undoes the Gray code (prefix XOR of bits).
-
-    Parameters
-    ----------
-    n : int
-        Matrix size, a power of two >= 1.
-
-    Returns
-    -------
-    numpy.ndarray
-        int64 array of shape (n,): sequency of natural row ``k`` (a permutation of 0..n-1).
-    """
-    if not _is_int(n) or int(n) < 1 or (int(n) & (int(n) - 1)):
-        raise ConfigError(f"n must be a power of two >= 1; got {n!r}")
-    n = int(n)
-    k = np.arange(n, dtype=np.int64)
-    return _gray_inverse(_bit_reverse(k, _log2_exact(n)))
-
-
-def _check_n_side(n_side: Any) -> int:
-    if not _is_int(n_side) or int(n_side) < 2 or (int(n_side) & (int(n_side) - 1)):
-        raise ConfigError(
-            f"n_side must be a power of two >= 2 (2, 4, 8, ..., 256, ...); got {n_side!r}"
-        )
-    return int(n_side)
-
-
-def hadamard_order(
-    n_side: int, order: str = "sequency", seed: int | np.random.Generator | None = None
-) -> npt.NDArray[np.int64]:
-    """Natural row indices of the 2-D Walsh-Hadamard basis of ``n_side x n_side`` masks, ordered.
-
-    Row ``K`` of the natural-order matrix of size ``n = n_side**2`` is, as an image,
-    ``h_N[K // N, row] * h_N[K % N, col]`` (``H = H_N kron H_N``), i.e. the outer product of
-    1-D Walsh functions with row sequency ``u = seq(K // N)`` and column sequency
-    ``v = seq(K % N)`` (see :func:`walsh_sequency`).
-
-    Parameters
-    ----------
-    n_side : int
-        Mask side N in pixels, a power of two >= 2.
-    order : {"natural", "sequency", "cake-cutting", "random"}
-        ``natural``: 0..n-1.  ``sequency``: 2-D Walsh order, by ``u + v`` ascending, then
-        ``max(u, v)``, then ``u`` (low spatial frequencies first, zig-zag-like).
-        ``cake-cutting`` (Yu et al. 2019, Sensors 19:4122): by the number of connected
-        regions ("pieces", 4-connectivity, both signs) of the pattern ascending, ties by
-        natural index; a pattern of sequencies (u, v) is a (u+1) x (v+1) checkerboard of
-        rectangles, so it has ``(u + 1) * (v + 1)`` pieces (checked against
-        :func:`count_pieces` in the tests).  ``random``: a permutation drawn from ``seed``.
-    seed : int, numpy.random.Generator or None
-        Required for ``order="random"``, ignored otherwise.
-
-    Returns
-    -------
-    numpy.ndarray
-        int64 permutation of 0..n-1 of shape (n,).
-    """
-    n_side = _check_n_side(n_side)
-    n = n_side * n_side
-    if order not in HADAMARD_ORDERS:
-        raise ConfigError(f"order must be one of {', '.join(HADAMARD_ORDERS)}; got {order!r}")
-    k = np.arange(n, dtype=np.int64)
-    if order == "natural":
-        return k
-    if order == "random":
-        if seed is None:
-            raise ConfigError(
-                "order='random' needs a seed (an int or a numpy.random.Generator) so that "
-                "the permutation is reproducible"
-            )
-        return _rng(seed).permutation(n).astype(np.int64)
-    seq = walsh_sequency(n_side)
-    u = seq[k // n_side]
-    v = seq[k % n_side]
-    if order == "sequency":
-        return k[np.lexsort((u, np.maximum(u, v), u + v))]
-    pieces = (u + 1) * (v + 1)
-    return k[np.lexsort((k, pieces))]
-
-
-def count_pieces(pattern: npt.ArrayLike) -> int:
-    """Number of connected regions of a 2-D pattern, over all its distinct values.
-
-    Uses :func:`scipy.ndimage.label` with 4-connectivity on each value's region (for a
-    Hadamard pattern: the +1 and the -1 regions) and sums the counts.
-
-    Parameters
-    ----------
-    pattern : array_like
-        2-D array (H, W), e.g. a 0/1 mask or a +-1 Hadamard pattern.
-
-    Returns
-    -------
-    int
-        Number of pieces (>= 1).
-    """
-    a = np.asarray(pattern)
-    if a.ndim != 2 or a.size == 0:
-        raise PatternError(f"pattern must be a non-empty 2-D array; got shape {a.shape}")
-    total = 0
-    for value in np.unique(a):
-        _, n = ndimage.label(a == value)
-        total += int(n)
-    return total
-
-
-def _hadamard_masks(n_side: int, rows: np.ndarray, signs: np.ndarray | None = None) -> np.ndarray:
-    """(len(rows), N, N) uint8 masks (1 + s h_k)/2 without forming the n x n matrix."""
-    x = np.arange(n_side, dtype=np.int64)
-    # b1[k, x] = 1 where the 1-D Walsh function h_N[k, x] is -1
-    b1 = _parity(x[:, None] & x[None, :]).astype(np.uint8)
-    nb1 = b1 ^ np.uint8(1)
-    rows = np.asarray(rows, dtype=np.int64)
-    kr, kc = rows // n_side, rows % n_side
-    out = np.empty((rows.size, n_side, n_side), dtype=np.uint8)
-    if signs is None:
-        plus = np.ones(rows.size, dtype=bool)
-    else:
-        plus = np.asarray(signs) > 0
-    # (1 + h)/2 = 1 where h = +1, i.e. where the row and column factor bits are equal
-    for sel, row_bits in ((plus, nb1), (~plus, b1)):
-        if sel.all():
-            np.bitwise_xor(row_bits[kr][:, :, None], b1[kc][:, None, :], out=out)
-        elif sel.any():
-            out[sel] = row_bits[kr[sel]][:, :, None] ^ b1[kc[sel]][:, None, :]
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# bit packing
-# --------------------------------------------------------------------------------------------
-
-
-def pack_masks(masks: npt.ArrayLike) -> npt.NDArray[np.uint8]:
-    """Pack binary masks one bit per pixel (the CONTRACTS.md layout).
-
-    Parameters
-    ----------
-    masks : array_like or PatternSet
-        (m, H, W) with values exactly 0/1 (validated; :class:`PatternError` otherwise).
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 array (m, ceil(H*W / 8)): pixel ``p = row * W + col`` of mask ``i`` is bit
-        ``p % 8`` (LSB first) of byte ``p // 8``; the trailing bits of the last byte are 0.
-    """
-    a = _validate_masks(masks)
-    m = a.shape[0]
-    return np.packbits(a.reshape(m, -1), axis=1, bitorder="little")
-
-
-def unpack_masks(packed: npt.ArrayLike, shape: int | tuple[int, int]) -> npt.NDArray[np.uint8]:
-    """Inverse of :func:`pack_masks`.
-
-    Parameters
-    ----------
-    packed : array_like
-        uint8 array (m, ceil(H*W / 8)), m >= 1.
-    shape : int or (int, int)
-        Mask shape (H, W) in pixels (an int means square).
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 array (m, H, W) of 0/1.
-
-    Raises
-    ------
-    PatternError
-        Wrong dtype/ndim, a byte count that does not match ``shape``, or nonzero padding bits
-        (a sign that ``shape`` is wrong).
-    """
-    h, w = _parse_shape(shape)
-    p = np.asarray(packed)
-    if p.dtype != np.uint8:
-        raise PatternError(f"packed masks must be uint8; got dtype {p.dtype}")
-    nbytes = -(-(h * w) // 8)
-    if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] != nbytes:
-        raise PatternError(
-            f"packed masks must have shape (m >= 1, {nbytes}) for masks of shape ({h}, {w}); "
-            f"got shape {p.shape}"
-        )
-    bits = np.unpackbits(p, axis=1, bitorder="little")
-    if h * w < bits.shape[1] and bits[:, h * w :].any():
-        raise PatternError(
-            f"packed masks have nonzero padding bits after pixel {h * w}: they were not packed "
-            f"from masks of shape ({h}, {w})"
-        )
-    return np.ascontiguousarray(bits[:, : h * w]).reshape(p.shape[0], h, w)
-
-
-# --------------------------------------------------------------------------------------------
-# DMD placement and 24-bit frames
-# --------------------------------------------------------------------------------------------
-
-
-def _check_dmd_shape(dmd_shape: Any) -> tuple[int, int]:
-    return _parse_shape(dmd_shape, "dmd_shape")
-
-
-def superpixel_for(
-    shape: int | tuple[int, int],
-    diamond: bool = False,
-    *,
-    dmd_shape: tuple[int, int] = _DMD_SHAPE,
-) -> int:
-    """Largest superpixel side ``s`` (micromirror columns per mask pixel) that fits the DMD.
-
-    Parameters
-    ----------
-    shape : int or (int, int)
-        Mask shape (H, W) in mask pixels.
-    diamond : bool
-        If True a mask pixel spans ``s`` columns x ``2 s`` rows (see :func:`place_on_dmd`).
-    dmd_shape : (int, int)
-        DMD (rows, columns) in micromirrors; default (1140, 912) for the DLP4500.
-
-    Returns
-    -------
-    int
-        ``min(cols // W, rows // (H * (2 if diamond else 1)))`` (>= 1).
-
-    Raises
-    ------
-    ConfigError
-        If the mask does not fit even with ``s = 1``.
-    """
-    h, w = _parse_shape(shape)
-    rows, cols = _check_dmd_shape(dmd_shape)
-    rf = 2 if diamond else 1
-    s = min(cols // w, rows // (h * rf))
-    if s < 1:
-        raise ConfigError(
-            f"masks of shape ({h}, {w}) do not fit the DMD of {rows} rows x {cols} columns "
-            f"even at superpixel 1 (each mask pixel needs 1 column x {rf} row(s)); use "
-            "smaller masks" + ("" if not diamond else " or diamond=False")
-        )
-    return s
-
-
-def place_on_dmd(
-    masks: npt.ArrayLike,
-    superpixel: int | None = None,
-    diamond: bool = False,
-    *,
-    dmd_shape: tuple[int, int] = _DMD_SHAPE,
-    fill: int = 0,
-) -> npt.NDArray[np.uint8]:
-    """Map (m, H, W) masks onto the micromirror array, one block of mirrors per mask pixel.
-
-    Each mask pixel becomes a superpixel of ``s`` columns x ``s`` rows (``diamond=False``) or
-    ``s`` columns x ``2 s`` rows (``diamond=True``).  The DLP4500 has a diamond pixel layout:
-    every other row is shifted by half a column and the row pitch is half the column pitch
-    (mirror pitch ~7.6 um, row pitch ~3.8 um), so a physically square superpixel spans twice
-    as many rows as columns; ``diamond=True`` gives square mask pixels on the bench,
-    ``diamond=False`` gives square blocks in mirror-index space (pixels twice as wide as
-    tall physically).  The placed block (``H * s * r`` rows x ``W * s`` columns, ``r = 1``
-    or 2) is centred; when the leftover is odd the extra row/column is at the bottom/right.
-
-    Parameters
-    ----------
-    masks : array_like or PatternSet
-        (m, H, W) binary masks.
-    superpixel : int or None
-        ``s`` in micromirror columns per mask pixel; None picks the largest that fits
-        (:func:`superpixel_for`).
-    diamond : bool
-        Use ``s x 2s`` (columns x rows) blocks, see above.
-    dmd_shape : (int, int)
-        DMD (rows, columns) in micromirrors; default (1140, 912).
-    fill : {0, 1}
-        Value of the mirrors outside the placed block (0 = off).
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 array (m, rows, columns) of 0/1.
-
-    Raises
-    ------
-    ConfigError
-        ``superpixel`` is not an int >= 1 or does not fit (the message names the largest
-        ``s`` that fits), or ``fill`` is not 0/1.
-    """
-    a = _validate_masks(masks)
-    m, h, w = a.shape
-    rows, cols = _check_dmd_shape(dmd_shape)
-    if not _is_int(fill) or int(fill) not in (0, 1):
-        raise ConfigError(f"fill must be 0 or 1; got {fill!r}")
-    s_max = superpixel_for((h, w), diamond, dmd_shape=(rows, cols))
-    rf = 2 if diamond else 1
-    if superpixel is None:
-        s = s_max
-    else:
-        s = _check_count(superpixel, "superpixel", 1)
-        if s > s_max:
-            raise ConfigError(
-                f"superpixel {s} does not fit: masks of shape ({h}, {w}) at {s} column(s) x "
-                f"{s * rf} row(s) per pixel need {h * s * rf} rows x {w * s} columns, the DMD "
-                f"has {rows} x {cols}; the largest superpixel that fits is {s_max}"
-            )
-    sr, sc = s * rf, s
-    bh, bw = h * sr, w * sc
-    r0, c0 = (rows - bh) // 2, (cols - bw) // 2
-    out = np.full((m, rows, cols), int(fill), dtype=np.uint8)
-    block = np.broadcast_to(a.astype(np.uint8, copy=False)[:, :, None, :, None], (m, h, sr, w, sc))
-    out[:, r0 : r0 + bh, c0 : c0 + bw] = block.reshape(m, bh, bw)
-    return out
-
-
-
-def take_from_dmd(
-    dmd_masks: npt.ArrayLike,
-    shape: tuple[int, int],
-    superpixel: int | None = None,
-    diamond: bool = False,
-) -> npt.NDArray[np.uint8]:
-    """Inverse of :func:`place_on_dmd`: the (m, H, W) masks shown on (m, rows, cols) mirrors.
-
-    Reads each superpixel block and checks that all its mirrors agree (a block that
-    disagrees was not placed with this geometry: PatternError naming the mask).
-    """
-    arr = np.asarray(dmd_masks, dtype=np.uint8)
-    if arr.ndim != 3:
-        raise PatternError(f"DMD masks must be (m, rows, cols); got shape {arr.shape}")
-    m, rows, cols = arr.shape
-    h, w = _parse_shape(shape)
-    s = superpixel_for((h, w), diamond, dmd_shape=(rows, cols)) if superpixel is None else int(
-        superpixel)
-    sr, sc = s * (2 if diamond else 1), s
-    r0, c0 = (rows - h * sr) // 2, (cols - w * sc) // 2
-    if r0 < 0 or c0 < 0:
-        raise PatternError(f"masks of shape {shape} at superpixel {s} exceed the array")
-    blocks = arr[:, r0 : r0 + h * sr, c0 : c0 + w * sc].reshape(m, h, sr, w, sc)
-    first = blocks[:, :, 0, :, 0]
-    uneven = (blocks != first[:, :, None, :, None]).any(axis=(1, 2, 3, 4))
-    if uneven.any():
-        k = int(np.argmax(uneven))
-        raise PatternError(
-            f"DMD mask {k} is not made of uniform {sr}x{sc} blocks at this placement "
-            f"(shape {shape}, superpixel {s}, diamond={diamond})"
-        )
-    return np.ascontiguousarray(first)
-
-def bitplane_of(k: int) -> tuple[int, str, int]:
-    """Where pattern ``k`` of a sequence goes in the 24-bit video frames.
-
-    Parameters
-    ----------
-    k : int
-        Pattern index >= 0.
-
-    Returns
-    -------
-    (int, str, int)
-        ``(frame, channel, bit)``: frame ``k // 24``; with ``b = k % 24`` (the DLPC350
-        pattern number): ``b`` 0-7 -> ("G", b), 8-15 -> ("R", b - 8), 16-23 -> ("B", b - 16)
-        (``BITPLANE_G0 = 0``, ``BITPLANE_R0 = 8``, ``BITPLANE_B0 = 16``).
-    """
-    k = _check_count(k, "pattern index k", 0)
-    frame, b = divmod(k, DLP_BITPLANES_PER_FRAME)
-    return frame, _GROUP_NAMES[b // 8], b % 8
-
-
-def _check_frame_dims(rows: int, cols: int, dmd_shape: Any, what: str) -> None:
-    if dmd_shape is None:
-        return
-    er, ec = _check_dmd_shape(dmd_shape)
-    if (rows, cols) != (er, ec):
-        raise PatternError(
-            f"{what} must be {er} rows x {ec} columns (the DMD; place masks with "
-            f"place_on_dmd first or pass dmd_shape=None); got {rows} x {cols}"
-        )
-
-
-def pack_dlp_frames(
-    dmd_masks: npt.ArrayLike, *, dmd_shape: tuple[int, int] | None = _DMD_SHAPE
-) -> npt.NDArray[np.uint8]:
-    """Pack binary DMD-sized patterns into 24-bit RGB frames (24 patterns per frame).
-
-    Pattern ``k`` goes to frame ``k // 24`` at the bitplane given by :func:`bitplane_of`:
-    ``b = k % 24``; 0-7 -> green bit ``b``, 8-15 -> red bit ``b - 8``, 16-23 -> blue bit
-    ``b - 16``.  Unused bitplanes of the last frame are 0.
-
-    Parameters
-    ----------
-    dmd_masks : array_like
-        (m, rows, columns) binary patterns, already placed on the DMD (:func:`place_on_dmd`).
-    dmd_shape : (int, int) or None
-        Required (rows, columns); default (1140, 912).  None accepts any size.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 array (ceil(m / 24), rows, columns, 3), channels in R, G, B order.
-    """
-    a = _validate_masks(dmd_masks, "dmd_masks")
-    m, rows, cols = a.shape
-    _check_frame_dims(rows, cols, dmd_shape, "dmd_masks")
-    nf = -(-m // DLP_BITPLANES_PER_FRAME)
-    padded = np.zeros((nf * DLP_BITPLANES_PER_FRAME, rows, cols), dtype=np.uint8)
-    padded[:m] = a
-    planes = padded.reshape(nf, 3, 8, rows, cols)
-    acc = np.zeros((nf, 3, rows, cols), dtype=np.uint8)
-    for b in range(8):
-        acc |= planes[:, :, b] << np.uint8(b)
-    frames = np.empty((nf, rows, cols, 3), dtype=np.uint8)
-    for g, ch in enumerate(_GROUP_TO_RGB):
-        frames[..., ch] = acc[:, g]
-    return frames
-
-
-def unpack_dlp_frames(
-    frames: npt.ArrayLike, m: int, *, dmd_shape: tuple[int, int] | None = _DMD_SHAPE
-) -> npt.NDArray[np.uint8]:
-    """Inverse of :func:`pack_dlp_frames`: the first ``m`` binary patterns of the frames.
-
-    Parameters
-    ----------
-    frames : array_like
-        uint8 array (n_frames, rows, columns, 3), RGB, with ``n_frames == ceil(m / 24)``.
-    m : int
-        Number of patterns, >= 1.
-    dmd_shape : (int, int) or None
-        Required (rows, columns); default (1140, 912).  None accepts any size.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 array (m, rows, columns) of 0/1.
-
-    Raises
-    ------
-    PatternError
-        Wrong dtype, ndim, channel count, frame size, or a frame count that does not match m.
-    """
-    f = np.asarray(frames)
-    if f.dtype != np.uint8:
-        raise PatternError(f"frames must be uint8 (24-bit RGB); got dtype {f.dtype}")
-    if f.ndim != 4 or f.shape[3] != 3:
-        raise PatternError(
-            f"frames must have shape (n_frames, rows, columns, 3); got shape {f.shape}"
-        )
-    nf, rows, cols, _ = f.shape
-    _check_frame_dims(rows, cols, dmd_shape, "frames")
-    if not _is_int(m) or int(m) < 1:
-        raise PatternError(f"m (number of patterns) must be an int >= 1; got {m!r}")
-    m = int(m)
-    need = -(-m // DLP_BITPLANES_PER_FRAME)
-    if nf != need:
-        raise PatternError(
-            f"{m} patterns are carried by {need} frame(s) of 24 bitplanes; got {nf} frame(s)"
-        )
-    out = np.empty((nf * DLP_BITPLANES_PER_FRAME, rows, cols), dtype=np.uint8)
-    planes = out.reshape(nf, 3, 8, rows, cols)
-    for g, ch in enumerate(_GROUP_TO_RGB):
-        chan = f[..., ch]
-        for b in range(8):
-            np.bitwise_and(chan >> np.uint8(b), np.uint8(1), out=planes[:, g, b])
-    return out[:m]
-
-
-# --------------------------------------------------------------------------------------------
-# Fourier helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _fourier_frequencies(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Signed (fx, fy) in cycles per image, one per conjugate pair, low frequencies first."""
-    fy, fx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    fy, fx = fy.ravel().astype(np.int64), fx.ravel().astype(np.int64)
-    lin = fy * w + fx
-    conj = ((-fy) % h) * w + ((-fx) % w)
-    keep = lin <= conj
-    fx, fy = fx[keep], fy[keep]
-    fxs = np.where(fx > w // 2, fx - w, fx)
-    fys = np.where(fy > h // 2, fy - h, fy)
-    # radius in cycles per pixel, scaled by (h * w) to stay an exact integer
-    r2 = (fxs * h) ** 2 + (fys * w) ** 2
-    idx = np.lexsort((fxs, fys, r2))
-    return fxs[idx], fys[idx]
-
-
-# --------------------------------------------------------------------------------------------
 # PatternSet
 # --------------------------------------------------------------------------------------------
 
 
-class PatternSet:
+class PatternSet(CheckedMasks):
     """A validated, immutable set of binary masks (m, H, W) with provenance.
 
     Parameters
@@ -801,7 +175,7 @@ class PatternSet:
         hadamard_signs: npt.ArrayLike | None = None,
         split: bool = False,
     ) -> None:
-        a = _validate_masks(masks)
+        a = validate_masks(masks)
         if isinstance(masks, PatternSet):
             arr = a
         else:
@@ -880,7 +254,7 @@ class PatternSet:
             raise PatternError("hadamard_signs must be +1 or -1")
         r = np.array(r, dtype=np.int64, copy=True)
         s = np.array(s, dtype=np.int8, copy=True)
-        expected = _hadamard_masks(h, r, s)
+        expected = hadamard_masks(h, r, s)
         diff = np.flatnonzero((expected != arr).reshape(m, -1).any(axis=1))
         if diff.size:
             i = int(diff[0])
@@ -980,7 +354,7 @@ class PatternSet:
         records ``meta["selection"]``: the indices into the set the selection chain started
         from.  It is split only when it keeps whole complementary pairs in order.
         """
-        if _is_int(key):
+        if is_int(key):
             return self._masks[int(key)]
         if isinstance(key, tuple):
             raise TypeError(
@@ -1074,7 +448,7 @@ class PatternSet:
     def differential(self, values: npt.ArrayLike) -> np.ndarray:
         """Differential readings of a split set: ``values[..., 0::2] - values[..., 1::2]``.
 
-        For a split Hadamard set this is ``h_k . x`` per pair (CONTRACTS.md).
+        For a split Hadamard set this is ``h_k . x`` per pair (docs/architecture.md).
 
         Parameters
         ----------
@@ -1228,9 +602,6 @@ class PatternSet:
         pathlib.Path
             The file written.
         """
-        p = Path(path)
-        if p.suffix != ".npz":
-            p = p.with_name(p.name + ".npz")
         arrays: dict[str, np.ndarray] = {
             "masks": self._masks,
             "meta": np.array(self._meta_json),
@@ -1240,10 +611,7 @@ class PatternSet:
         if self._rows is not None and self._signs is not None:
             arrays["hadamard_rows"] = self._rows
             arrays["hadamard_signs"] = self._signs
-        from lsi_hw.atomic import atomic_write
-
-        return atomic_write(p, lambda fh: np.savez_compressed(fh, **arrays),
-                            overwrite=overwrite)
+        return write_mask_file(path, arrays, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PatternSet:
@@ -1266,65 +634,12 @@ class PatternSet:
             Missing/unreadable file, wrong suffix, ambiguous ``.npz`` (the message names the
             keys found), or invalid masks; the message names the path.
         """
-        p = Path(path)
-        suffix = p.suffix.lower()
-        if suffix not in (".npy", ".npz"):
-            raise PatternError(
-                f"{p}: cannot load masks from a {suffix or 'suffix-less'} file; "
-                "use a .npy or .npz file"
-            )
-        if not p.is_file():
-            raise PatternError(f"{p}: no such file")
-        name = p.stem
-        meta: dict[str, Any] = {"generator": "loaded", "source": str(p)}
-        rows = signs = None
-        split = False
-        from lsi_hw.limits import READ_ERRORS, check_allocation, npz_headers
 
-        try:  # shapes from the headers first: a corrupt file or a zip bomb is refused here
-            headers = npz_headers(p)
-            check_allocation(sum(h.nbytes for h in headers.values()), f"loading {p}")
-        except ConfigError as exc:
-            raise PatternError(str(exc)) from None
-        try:
-            loaded = np.load(p, allow_pickle=False)
-        except READ_ERRORS as exc:
-            raise PatternError(f"{p}: not a readable numpy {suffix} file ({exc})") from None
-        try:
-            if isinstance(loaded, np.ndarray):
-                masks = loaded
-            else:
-                with loaded as z:
-                    keys = list(z.files)
-                    if "masks" in keys:
-                        key = "masks"
-                    elif len(keys) == 1:
-                        key = keys[0]
-                    else:
-                        raise PatternError(
-                            f"{p}: cannot tell which array holds the masks: keys found "
-                            f"{keys}; store them under the key 'masks'"
-                        )
-                    masks = z[key]
-                    if "meta" in keys:
-                        meta = json.loads(str(z["meta"][()]))
-                        if not isinstance(meta, dict):
-                            raise PatternError(f"{p}: 'meta' is not a JSON object")
-                    if "name" in keys:
-                        name = str(z["name"][()])
-                    if "split" in keys:
-                        split = bool(z["split"][()])
-                    if "hadamard_rows" in keys or "hadamard_signs" in keys:
-                        rows = z["hadamard_rows"] if "hadamard_rows" in keys else None
-                        signs = z["hadamard_signs"] if "hadamard_signs" in keys else None
+        def build(masks: Any, name: str, meta: dict[str, Any], rows: Any, signs: Any,
+                  split: bool) -> PatternSet:
             return cls(masks, name, meta, hadamard_rows=rows, hadamard_signs=signs, split=split)
-        except PatternError as exc:
-            msg = str(exc)
-            if msg.startswith(f"{p}:"):
-                raise
-            raise PatternError(f"{p}: {msg}") from None
-        except READ_ERRORS as exc:
-            raise PatternError(f"{p}: could not read the masks ({exc})") from None
+
+        return read_mask_file(path, build)
 
     # -- generators ------------------------------------------------------------------------
 
@@ -1370,31 +685,7 @@ class PatternSet:
             Bad ``n_side``, ``m``, ``order``, a non-bool ``split`` (e.g. a seed passed
             positionally) or a missing seed for ``order="random"``.
         """
-        n_side = _check_n_side(n_side)
-        n = n_side * n_side
-        m = n if m is None else _check_count(m, f"m (for n_side={n_side}, n = {n})", 1, n)
-        if order not in HADAMARD_ORDERS:
-            raise ConfigError(f"order must be one of {', '.join(HADAMARD_ORDERS)}; got {order!r}")
-        if not isinstance(split, (bool, np.bool_)):
-            raise ConfigError(f"split must be True or False; got {split!r}")
-        rows = hadamard_order(n_side, order, seed)[:m].copy()
-        if split:
-            rows = np.repeat(rows, 2)
-            signs = np.ones(2 * m, dtype=np.int8)
-            signs[1::2] = -1
-        else:
-            signs = np.ones(m, dtype=np.int8)
-        arr = _hadamard_masks(n_side, rows, signs)
-        meta = {
-            "generator": "hadamard",
-            "n_side": n_side,
-            "m": m,
-            "order": order,
-            "split": bool(split),
-            "seed": _seed_for_meta(seed) if order == "random" else None,
-        }
-        name = f"hadamard{n_side}-{order}" + ("-split" if split else "")
-        return cls._trusted(arr, name, meta, rows, signs, bool(split))
+        return cls._trusted(*hadamard_family(n_side, m, order, split, seed))
 
     @classmethod
     def random(
@@ -1422,24 +713,7 @@ class PatternSet:
         PatternSet
             meta ``{"generator": "random", "m", "shape", "p", "seed"}``.
         """
-        m = _check_count(m, "m", 1)
-        h, w = _parse_shape(shape)
-        try:
-            pf = float(p)
-        except (TypeError, ValueError):
-            raise ConfigError(f"p must be a number with 0 < p < 1; got {p!r}") from None
-        if not (0.0 < pf < 1.0):
-            raise ConfigError(f"p must satisfy 0 < p < 1 (probability of a 1); got {p!r}")
-        rng = _rng(seed)
-        arr = (rng.random((m, h, w)) < pf).view(np.uint8)
-        meta = {
-            "generator": "random",
-            "m": m,
-            "shape": [h, w],
-            "p": pf,
-            "seed": _seed_for_meta(seed),
-        }
-        return cls._trusted(np.ascontiguousarray(arr), f"random{h}x{w}-p{pf:g}", meta)
+        return cls._trusted(*random_family(m, shape, p, seed))
 
     @classmethod
     def fourier(
@@ -1484,47 +758,7 @@ class PatternSet:
             Bad shape, ``phases`` not 3/4, ``m`` not a positive multiple of ``phases`` or too
             large.
         """
-        h, w = _parse_shape(shape)
-        if not _is_int(phases) or int(phases) not in (3, 4):
-            raise ConfigError(f"phases must be 3 or 4; got {phases!r}")
-        phases = int(phases)
-        m = _check_count(m, "m", 1)
-        if m % phases:
-            raise ConfigError(
-                f"m must be a multiple of phases={phases} (whole phase families); got {m}"
-            )
-        fxs, fys = _fourier_frequencies(h, w)
-        nfam = m // phases
-        if nfam > fxs.size:
-            raise ConfigError(
-                f"m={m} needs {nfam} frequencies but masks of shape ({h}, {w}) have only "
-                f"{fxs.size}; m must be at most {fxs.size * phases}"
-            )
-        fx, fy = fxs[:nfam], fys[:nfam]
-        big_l = w * h * phases  # one turn in units of 1 / (W H phases) turns
-        y = np.arange(h, dtype=np.int64)
-        x = np.arange(w, dtype=np.int64)
-        ty = (fy[:, None] * y[None, :] * (w * phases))[:, :, None]  # (F, H, 1)
-        tx = (fx[:, None] * x[None, :] * (h * phases))[:, None, :]  # (F, 1, W)
-        base = ty + tx
-        arr = np.empty((nfam, phases, h, w), dtype=np.uint8)
-        for j in range(phases):
-            t = (base + j * w * h) % big_l
-            arr[:, j] = (4 * t <= big_l) | (4 * t >= 3 * big_l)
-        phase_rad = [2 * math.pi * j / phases for j in range(phases)]
-        meta = {
-            "generator": "fourier",
-            "shape": [h, w],
-            "m": m,
-            "phases": phases,
-            "seed": _seed_for_meta(seed),
-            "per_mask": {
-                "fx": np.repeat(fx, phases).tolist(),
-                "fy": np.repeat(fy, phases).tolist(),
-                "phase": phase_rad * nfam,
-            },
-        }
-        return cls._trusted(arr.reshape(m, h, w), f"fourier{h}x{w}-{phases}step", meta)
+        return cls._trusted(*fourier_family(shape, m, phases, seed))
 
 
 def _restore(

@@ -2,7 +2,7 @@
 
 Every value says where it comes from.  "unconfirmed" marks values taken from
 third-party code or data files that still need checking against the vendor manual
-(see ../shared/hardware/HARDWARE.md).
+(the DLPC350 programmer's guide, the PDA100A2 manual and the digitizer manuals).
 """
 
 from __future__ import annotations

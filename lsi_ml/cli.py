@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,58 +25,33 @@ import click
 import numpy as np
 
 from lsi_hw.atomic import atomic_write, atomic_write_text
+from lsi_hw.benches import BENCH_NAMES as BACKENDS
 from lsi_hw.cli_util import check_new_file, one_line_errors
 from lsi_hw.errors import ConfigError, LSIError
 from lsi_hw.plotting import save_figure
+from lsi_hw.sim.detector import NOISE_PRESETS
 from lsi_ml import __version__
+from lsi_ml.training.run import (
+    PROBES_FILE,
+    default_probe_config,
+    load_trainer,
+    make_model_bench,
+    model_path,
+    ratio_label,
+    run,
+)
 
 __all__ = ["main"]
 
-MODEL_FILE = "model.pt"
-PROBES_FILE = "probes.pt"
-LOCK_FILE = ".lsi-train.lock"
-"""Lock file of a run folder while ``lsi-ml train`` writes into it (removed at the end)."""
-BACKENDS = ("sim", "fake-hw", "hw")
-NOISES = ("none", "shot", "read", "full")
-
-
-def _model_path(model: str | Path) -> Path:
-    """``RUN`` folder or ``RUN/model.pt`` -> the checkpoint path (must exist)."""
-    path = Path(model)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.is_file():
-        raise ConfigError(f"no model checkpoint at {path} (train one with `lsi-ml train`)")
-    return path
-
-
-def _load_trainer(model: str | Path, device: str = "cpu") -> Any:
-    from lsi_ml.train import Trainer
-
-    return Trainer.resume(_model_path(model), progress=False, checkpoint=None,
-                          init_from=None, device=device)
-
-
-def _default_probe_config(device: Any, progress: bool) -> Any:
-    """What ``lsi-ml`` trains when a run has no probes: the laptop preset on a CPU, the
-    quality defaults (``ProbeConfig()``: ~1 min on an H100 at 64 px) on a GPU."""
-    import torch
-
-    from lsi_ml.probe_training import ProbeConfig
-
-    device = str(device)
-    if torch.device(device).type == "cpu":
-        return ProbeConfig.cpu(progress=progress, device=device)
-    return ProbeConfig(progress=progress, device=device)
 
 
 def _load_probes(trainer: Any, model: str | Path, probes: str | None,
                  train_if_missing: bool, progress: bool) -> Any:
     """Probes from ``--probes``, else ``RUN/probes.pt``; trained (and cached) if absent.
     They are returned on the trainer's device."""
-    from lsi_ml.probe_training import ProbeSet
+    from lsi_ml.latent.probe_training import ProbeSet
 
-    path = Path(probes) if probes else _model_path(model).with_name(PROBES_FILE)
+    path = Path(probes) if probes else model_path(model).with_name(PROBES_FILE)
     if path.exists():
         return ProbeSet.load(path, trainer.generator).to(trainer.device)
     if probes:
@@ -85,7 +59,7 @@ def _load_probes(trainer: Any, model: str | Path, probes: str | None,
     if not train_if_missing:
         return None
     click.echo(f"no probes at {path}: training them on generator samples (cached there)")
-    probe_set = ProbeSet.fit(trainer.generator, _default_probe_config(trainer.device, progress))
+    probe_set = ProbeSet.fit(trainer.generator, default_probe_config(trainer.device, progress))
     probe_set.save(path)
     return probe_set
 
@@ -103,32 +77,6 @@ def _parse_bench_options(items: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key.strip()] = value
     return options
-
-
-def _make_bench(backend: str, trainer: Any, seed: int, options: dict[str, Any]) -> Any:
-    """The bench of ``backend`` set up like the model's simulated bench, plus ``options``."""
-    import inspect
-
-    from lsi_hw.benches import make_bench, open_hardware_bench
-    from lsi_hw.twin import FakeHardwareBench
-
-    base: dict[str, Any] = {"config": trainer.sim_config}
-    if backend == "fake-hw":  # the twin takes its noise from ``noise``, not from config
-        base["seed"] = seed
-        base["noise"] = trainer.sim_config.noise
-    known = set(inspect.signature(FakeHardwareBench if backend == "fake-hw"
-                                  else open_hardware_bench).parameters) - {"self"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"--bench-option {unknown} not understood by the {backend} bench; "
-                          f"allowed: {', '.join(sorted(known))}")
-    return make_bench(backend, **{**base, **options})
-
-
-def _ratio(trainer: Any) -> str:
-    pixels = trainer.config.size ** 2
-    m = trainer.config.n_masks
-    return f"1:{pixels // m}" if pixels % m == 0 else f"1:{pixels / m:.1f}"
 
 
 # ---------------------------------------------------------------------------------- group
@@ -160,29 +108,10 @@ def _relaunch_torchrun(nproc: int) -> None:
     sys.exit(subprocess.call(command))
 
 
-def _plot_history(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not history:
-        return
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    ax.plot(steps, [h["val_latent_l1"] for h in history], "o-", label="val latent L1")
-    ax.plot(steps, [h["loss"] for h in history], ".--", label="train loss (last step)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 @main.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
-              help="TOML training config (keys of lsi_ml.train.TrainConfig).")
+              help="TOML training config (tables of lsi_ml.training.config.TrainConfig: "
+                   "[data], [masks], [schedule], ...; flat keys of older configs too).")
 @click.option("--out", type=click.Path(file_okay=False), default="lsi-run", show_default=True,
               help="Run folder; an existing model.pt in it is resumed. One training at a "
                    "time per folder (a second one is refused while the first runs).")
@@ -193,7 +122,8 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
               help="Start from this model (run folder or model.pt), e.g. to fine-tune.")
 @click.option("--size", type=int, default=None, help="Image and mask side, pixels.")
 @click.option("--masks", "n_masks", type=int, default=None, help="Number of masks m.")
-@click.option("--noise", type=click.Choice(NOISES), default=None, help="Bench noise preset.")
+@click.option("--noise", type=click.Choice(list(NOISE_PRESETS)), default=None,
+              help="Bench noise preset.")
 @click.option("--steps", type=int, default=None, help="Total optimizer steps.")
 @click.option("--batch", type=int, default=None, help="Global batch (scenes per step).")
 @click.option("--seed", type=int, default=None, help="Seed of masks, decoder, data, noise.")
@@ -207,7 +137,7 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
                    "lowest-sequency Walsh-Hadamard masks.")
 @click.option("--bank-steps", type=int, default=None,
               help="Decoder-only steps on a measurement bank after the end-to-end steps "
-                   "(masks frozen; scenes rendered once; see TrainConfig.bank_steps).")
+                   "(masks frozen; scenes rendered once; see TrainConfig.bank).")
 @click.option("--bench-option", "bench_options", multiple=True, metavar="KEY=VALUE",
               help="fake-hw/hw bench setting, repeatable (e.g. daq_device=Dev2, "
                    "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
@@ -233,126 +163,19 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
     options = _parse_bench_options(bench_options)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_torchrun(nproc)
-    run = Path(out)
-    overrides: dict[str, Any] = {
-        k: v for k, v in dict(size=size, n_masks=n_masks, noise=noise, steps=steps,
-                              batch=batch, seed=seed, backend=backend,
-                              n_recorded=n_recorded, bank_steps=bank_steps,
-                              mask_init=mask_init).items()
+    overrides: dict[str, Any] = {  # TrainConfig settings by their dotted keys
+        k: v for k, v in {"data.size": size, "masks.n_masks": n_masks, "bench.noise": noise,
+                          "schedule.steps": steps, "schedule.batch": batch, "seed": seed,
+                          "bench.n_recorded": n_recorded, "bank.steps": bank_steps,
+                          "masks.init": mask_init}.items()
         if v is not None}
-    overrides["progress"] = progress
-    overrides["checkpoint"] = str(run / MODEL_FILE)
     if device is not None:
         overrides["device"] = device
     if init_from:
-        overrides["init_from"] = str(_model_path(init_from))
-    created = not run.exists()
-    lock = _lock_run(run)
-    try:
-        _train_run(run, config_file, overrides, options, probe_steps, no_probes, progress)
-    finally:
-        if lock is not None:
-            lock.release(remove=True)
-            if created:  # a run refused before writing anything leaves no empty folder
-                try:
-                    run.rmdir()
-                except OSError:
-                    pass
-
-
-def _is_rank0() -> bool:
-    """Whether this process is rank 0 of a torchrun launch (or not launched by torchrun)."""
-    try:
-        return int(os.environ.get("RANK", "0")) == 0
-    except ValueError:
-        return True
-
-
-def _lock_run(run: Path) -> Any:
-    """Create the run folder and hold its :data:`LOCK_FILE` (rank 0 only; None on the
-    other ranks of a DDP launch, which never write into the folder and must not wait on a
-    lock rank 0 holds). A second ``lsi-ml train`` into the same folder is refused with a
-    :class:`~lsi_hw.errors.DeviceError` naming the folder and the holder's pid."""
-    from lsi_hw.locking import PathLock
-
-    if not _is_rank0():
-        return None
-    run.mkdir(parents=True, exist_ok=True)
-    return PathLock(run / LOCK_FILE, f"run folder {run}").acquire()
-
-
-def _train_run(run: Path, config_file: str | None, overrides: dict[str, Any],
-               options: dict[str, Any], probe_steps: int | None, no_probes: bool,
-               progress: bool) -> None:
-    """The body of ``lsi-ml train`` once the run folder is locked."""
-    from lsi_ml.train import TrainConfig, Trainer, init_distributed
-
-    checkpoint = run / MODEL_FILE
-    rank, world = init_distributed()
-    if checkpoint.exists():
-        if config_file or "init_from" in overrides or any(
-                k in overrides for k in ("size", "n_masks", "noise", "batch", "seed",
-                                         "backend", "mask_init")):
-            raise ConfigError(f"{checkpoint} exists: rerun with only --out (and --steps to "
-                              "train longer) to resume it, or pick another --out")
-        keep = {k: overrides[k] for k in ("steps", "bank_steps", "device") if k in overrides}
-        trainer = Trainer.resume(checkpoint, progress=progress, checkpoint=str(checkpoint),
-                                 **keep)
-        click.echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.total_steps}")
-    else:
-        if config_file:
-            base = TrainConfig.from_toml(config_file)
-        elif "init_from" in overrides:  # same architecture as the model we start from
-            base = TrainConfig.from_checkpoint(overrides["init_from"])
-            base = replace(base, backend="sim", recording=None, freeze_masks=False)
-        else:
-            base = TrainConfig()
-        values = {**base.to_dict(), **overrides}
-        if values.get("backend", "sim") != "sim":
-            values["freeze_masks"] = True
-            values.setdefault("recording", None)
-            values["recording"] = values["recording"] or str(run / "recording")
-            if not values.get("init_from"):
-                raise ConfigError(f"--backend {values['backend']} fine-tunes a trained model: "
-                                  "give --init-from RUN (a model trained on the simulator)")
-        if not values.get("checkpoint_every"):
-            values["checkpoint_every"] = 200  # a crash loses at most 200 steps
-        config = TrainConfig.from_dict(values)
-        config.check_memory()  # refuse a run that cannot fit before writing anything
-        trainer = Trainer(config)
-        if rank == 0:
-            atomic_write_text(run / "config.toml", config.to_toml())
-    if options and trainer.config.backend == "sim":
-        raise ConfigError("--bench-option is for --backend fake-hw or hw")
-    if trainer.config.backend != "sim":  # open the bench now: errors before any work
-        trainer._bench = _make_bench(trainer.config.backend, trainer, trainer.config.seed,
-                                     options)
-    if rank == 0:
-        click.echo(f"training {_ratio(trainer)} ({trainer.config.n_masks} masks at "
-                   f"{trainer.config.size} px, noise {trainer.config.noise}, backend "
-                   f"{trainer.config.backend}, {world} process(es)) -> {run}")
-    history = trainer.train()
-    if rank != 0:
-        return
-    atomic_write_text(run / "history.json", json.dumps(history, indent=1))
-    _plot_history(history, run / "training_curve.png")
-    trainer.optical.export_patterns(trainer.pattern_name).save(run / "patterns.npz")
-    last = history[-1] if history else {}
-    click.echo(f"step {trainer.step}: val latent L1 {last.get('val_latent_l1', float('nan')):.4f}"
-               f"; wrote {checkpoint}, patterns.npz, history.json, training_curve.png")
-    if not no_probes:
-        from lsi_ml.probe_training import ProbeSet
-
-        probes_path = run / PROBES_FILE
-        if probes_path.exists():
-            click.echo(f"probes kept: {probes_path}")
-        else:
-            pcfg = _default_probe_config(trainer.device, progress)
-            if probe_steps is not None:
-                pcfg = replace(pcfg, steps=probe_steps)
-            ProbeSet.fit(trainer.generator, pcfg).save(probes_path)
-            click.echo(f"trained probes on generator samples -> {probes_path}")
-    click.echo(f"next: lsi-ml eval {run}")
+        overrides["init_from"] = str(model_path(init_from))
+    run(config_file, out, backend=backend, overrides=overrides, bench_options=options,
+        probe_steps=probe_steps, train_probes=not no_probes, progress=progress,
+        echo=click.echo)
 
 
 # ---------------------------------------------------------------------------------- eval
@@ -360,9 +183,9 @@ def _bench_decoder(trainer: Any, backend: str, seed: int,
                    options: dict[str, Any] | None = None, fit: Any = None) -> Any:
     """decode(batch) for evaluate_decoder: measure the batch's faces, then decode (and fit
     the latents to the readings when ``fit`` is a ReadingFitConfig)."""
-    from lsi_ml.bench_data import bench_decoder
+    from lsi_ml.training.bench_data import bench_decoder
 
-    bench = None if backend == "sim" else _make_bench(backend, trainer, seed, options or {})
+    bench = None if backend == "sim" else make_model_bench(backend, trainer, seed, options or {})
     return bench_decoder(trainer, backend, seed, bench=bench, fit=fit)
 
 
@@ -413,16 +236,16 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
           use_recognizer: bool | None = None, fit_iters: int = 0,
           fit_flip_iters: int = 3) -> None:
     """Print a Table-1-style row: ratio, verification, FD, attributes, seg F1, NME."""
-    from lsi_ml.evaluation import evaluate_decoder
+    from lsi_ml.evaluation.latent import evaluate_decoder
 
     if n_test < 2 or n_pairs < 4:
         raise ConfigError("--n-test must be >= 2 and --pairs >= 4")
     if per_dim is not None and per_dim < 0:
         raise ConfigError(f"--per-dim {per_dim} must be >= 0 (0: every dimension)")
     if dlib:  # fail before loading the model or training probes
-        from lsi_ml.evaluation import _dlib_faces
+        from lsi_ml.evaluation.faces import load_dlib_faces
 
-        _dlib_faces()
+        load_dlib_faces()
     options = _parse_bench_options(bench_options)
     if options and backend == "sim":
         raise ConfigError("--bench-option is for --backend fake-hw or hw")
@@ -431,13 +254,13 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     check_device(device, label="--device ", available=True)  # fails before any loading
     if json_out and not Path(json_out).resolve().parent.is_dir():
         raise ConfigError(f"--json {json_out}: its folder does not exist")
-    trainer = _load_trainer(model, device)
-    from lsi_ml.evaluation import check_eval_memory
+    trainer = load_trainer(model, device)
+    from lsi_ml.evaluation.latent import check_eval_memory
 
     check_eval_memory(trainer.generator, n_test, n_pairs)  # before probes or the bench
     fit = None
     if fit_iters:
-        from lsi_ml.reading_fit import ReadingFitConfig
+        from lsi_ml.latent.reading_fit import ReadingFitConfig
 
         fit = ReadingFitConfig(iters=fit_iters, flip_iters=fit_flip_iters, progress=progress)
     decode = _bench_decoder(trainer, backend, seed, options, fit)  # opens the bench first
@@ -445,7 +268,10 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     recognizer = None
     if use_recognizer is not False and hasattr(trainer.generator,
                                                "sample_latent_same_identity"):
-        from lsi_ml.recognizer import load_or_train_recognizer, recognizer_cache_path
+        from lsi_ml.evaluation.recognizer_cache import (
+            load_or_train_recognizer,
+            recognizer_cache_path,
+        )
 
         cached = recognizer_cache_path(trainer.generator).exists()
         if use_recognizer or cached:
@@ -457,9 +283,9 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
     result = evaluate_decoder(decode, trainer.generator, probe_set, n_test=n_test,
                               n_pairs=n_pairs, seed=seed, progress=progress,
                               with_ceiling=ceiling, dlib=dlib, recognizer=recognizer)
-    ratio = _ratio(trainer)
-    click.echo(f"model {_model_path(model)} (step {trainer.step}), backend {backend}, "
-               f"noise {trainer.config.noise}, SynthFace {trainer.config.size} px")
+    ratio = ratio_label(trainer)
+    click.echo(f"model {model_path(model)} (step {trainer.step}), backend {backend}, "
+               f"noise {trainer.config.bench.noise}, SynthFace {trainer.config.data.size} px")
     click.echo(result.summary())
     fit_line = _fit_summary(getattr(decode, "fit_results", []))
     if fit_line:
@@ -468,12 +294,13 @@ def eval_(model: str, backend: str, n_test: int, n_pairs: int, probes: str | Non
         click.echo("")
         click.echo(result.r2_report(per_dim or None))
     click.echo("")
-    from lsi_ml.metrics import INCEPTION_NAME, table1_header
+    from lsi_ml.evaluation.frechet import INCEPTION_NAME
+    from lsi_ml.evaluation.table1 import table1_header
 
     click.echo(table1_header(INCEPTION_NAME if result.fd_is_inception else result.fd_space))
     click.echo(result.table1_row(ratio))
     if json_out:
-        doc = {"model": str(_model_path(model)), "backend": backend, "ratio": ratio,
+        doc = {"model": str(model_path(model)), "backend": backend, "ratio": ratio,
                "step": trainer.step, "fit_iters": fit_iters, **result.as_dict()}
         atomic_write_text(json_out, json.dumps(doc, indent=1, default=float))
 
@@ -499,14 +326,14 @@ def _fit_summary(results: list[Any]) -> str:
 @one_line_errors
 def export_patterns(model: str, out: str, force: bool) -> None:
     """Write the model's binary masks as a PatternSet file for `lsi-hw`."""
-    checkpoint = _model_path(model)
+    checkpoint = model_path(model)
     target = Path(out)
     if os.path.realpath(target) in {os.path.realpath(checkpoint),
                                     os.path.realpath(checkpoint.with_name(PROBES_FILE))}:
         raise ConfigError(f"OUT {out} is the model's own file; --force never replaces an "
                           "input: pick another OUT")
     check_new_file(target, force, "OUT")
-    trainer = _load_trainer(model)
+    trainer = load_trainer(model)
     patterns = trainer.optical.export_patterns(trainer.pattern_name)
     path = patterns.save(out, overwrite=force)
     fill = patterns.masks.reshape(patterns.m, -1).mean(axis=1)
@@ -597,22 +424,22 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
     from lsi_hw.limits import check_allocation
 
     # every check happens before the output folder (or its temporary twin) is created
-    trainer = _load_trainer(model)
+    trainer = load_trainer(model)
     measurement = _read_measurement(Path(measurements))
     expected = trainer.pattern_name
-    if measurement.values.shape[1] != trainer.config.n_masks:
+    if measurement.values.shape[1] != trainer.config.masks.n_masks:
         raise ConfigError(f"{measurements} has {measurement.values.shape[1]} readings per "
-                          f"scene; the model has {trainer.config.n_masks} masks")
+                          f"scene; the model has {trainer.config.masks.n_masks} masks")
     if measurement.pattern_name and measurement.pattern_name != expected:
         raise ConfigError(f"{measurements} was measured with patterns "
                           f"{measurement.pattern_name!r}, not this model's {expected!r} "
                           f"(export them with `lsi-ml export-patterns {model} FILE`)")
-    size = trainer.config.size
+    size = trainer.config.data.size
     check_allocation(256 * measurement.n_scenes * size * size,
                      f"decoding {measurement.n_scenes} scenes at {size} px")
     probe_set = _load_probes(trainer, model, probes, False, False)
-    probe_file = Path(probes) if probes else _model_path(model).with_name(PROBES_FILE)
-    inputs = [model, _model_path(model), measurements]
+    probe_file = Path(probes) if probes else model_path(model).with_name(PROBES_FILE)
+    inputs = [model, model_path(model), measurements]
     if probe_set is not None:
         inputs.append(str(probe_file))
     output = OutputFolder(Path(out), force, inputs=inputs, made_by="lsi-ml decode")
@@ -624,7 +451,7 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
         _save_npy(output.path("images.npy"), images.astype(np.float32))
         names = list(measurement.scene_ids)
         landmarks = seg = None
-        report: dict[str, Any] = {"model": str(_model_path(model)),
+        report: dict[str, Any] = {"model": str(model_path(model)),
                                   "measurements": str(measurements), "scenes": names}
         if probe_set is not None:
             pred = probe_set.predict(latent)
@@ -670,14 +497,13 @@ def recognizer(steps: int | None, size: int, generator_seed: int, seed: int, dev
                out: str | None, force: bool) -> None:
     """Train the SynthFace face recognizer (identity metric) and cache it; never downloaded."""
     from lsi_ml.devices import check_device
-    from lsi_ml.generators.synthface import SynthFace
-    from lsi_ml.recognizer import (
-        RecognizerConfig,
+    from lsi_ml.evaluation.recognizer import RecognizerConfig, train_recognizer
+    from lsi_ml.evaluation.recognizer_cache import (
         load_recognizer,
         recognizer_cache_path,
         save_recognizer,
-        train_recognizer,
     )
+    from lsi_ml.generators.synthface import SynthFace
 
     if not 32 <= size <= 512:
         raise ConfigError(f"--size {size} must be in 32..512 pixels (SynthFace renders 64..256 "

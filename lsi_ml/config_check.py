@@ -1,8 +1,10 @@
 """Type and range checks of the config dataclasses, in one place.
 
-Every config of :mod:`lsi_ml` (:class:`~lsi_ml.train.TrainConfig`,
-:class:`~lsi_ml.probe_training.ProbeConfig`, :class:`~lsi_ml.image_probes.ImageProbeConfig`,
-:class:`~lsi_ml.image_reconstruction.ImageReconConfig`, :class:`~lsi_ml.losses.LossWeights`)
+Every config of :mod:`lsi_ml` (:class:`~lsi_ml.training.config.TrainConfig`,
+:class:`~lsi_ml.latent.probe_training.ProbeConfig`,
+:class:`~lsi_ml.baselines.image_probes.ImageProbeConfig`,
+:class:`~lsi_ml.baselines.image_reconstruction.ImageReconConfig`,
+:class:`~lsi_ml.latent.losses.LossWeights`)
 calls :func:`check_fields` first thing in its ``__post_init__``.  It checks each field's
 value against the field's annotation, so a TOML typo fails loudly instead of being
 coerced:
@@ -198,7 +200,7 @@ def describe(hint: Any) -> str:
 
 
 def check_fields(config: Any, rules: Mapping[str, Rule] | None = None, *,
-                 where: str = "config") -> None:
+                 where: str = "config", prefix: str = "") -> None:
     """Check (and normalise) every field of the dataclass instance ``config``.
 
     Each value must fit its annotation (see the module notes); ints given to float fields
@@ -214,11 +216,14 @@ def check_fields(config: Any, rules: Mapping[str, Rule] | None = None, *,
         Allowed values per field name.
     where : str
         What the config is, for the message (``"config"``, ``"probe config"``).
+    prefix : str
+        Put before each field name in the message: a section of a nested config names
+        its fields by their dotted key (``prefix="schedule."``: ``schedule.steps``).
 
     Raises
     ------
     ConfigError
-        One line: ``{where}: {name} = {value} must be ...``.
+        One line: ``{where}: {prefix}{name} = {value} must be ...``.
     """
     hints = _hints(type(config))
     rules = rules or {}
@@ -230,7 +235,7 @@ def check_fields(config: Any, rules: Mapping[str, Rule] | None = None, *,
         hint = hints.get(f.name, Any)
         got = _conform(value, hint)
         if got is _NO:
-            raise ConfigError(f"{where}: {f.name} = {show_value(value)} must be "
+            raise ConfigError(f"{where}: {prefix}{f.name} = {show_value(value)} must be "
                               f"{describe(hint)}")
         if got is not value:
             object.__setattr__(config, f.name, got)
@@ -238,4 +243,4 @@ def check_fields(config: Any, rules: Mapping[str, Rule] | None = None, *,
         problem = rule.problem(got) if rule is not None else None
         if problem:
             why = f" ({rule.why})" if rule is not None and rule.why else ""
-            raise ConfigError(f"{where}: {f.name} = {show_value(value)} {problem}{why}")
+            raise ConfigError(f"{where}: {prefix}{f.name} = {show_value(value)} {problem}{why}")

@@ -4,14 +4,15 @@ Methods (all measure the same colour test faces shown on the same simulated benc
 same noise seeds, ``m`` readings each):
 
 * ``hadamard``: the first ``m`` sequency-ordered Walsh-Hadamard masks, least squares
-  (:func:`lsi_hw.baselines.hadamard_least_squares`);
+  (:func:`lsi_hw.reconstruction.hadamard_least_squares`);
 * ``tv``: ``m`` random binary masks, total-variation compressive sensing by FISTA
-  (:func:`lsi_hw.baselines.tv_reconstruction`);
+  (:func:`lsi_hw.reconstruction.tv_reconstruction`);
 * ``dgi``: ``m`` random binary masks, differential ghost imaging;
 * ``generative_prior``: ``m`` random binary masks, find ``z`` with the bench model of
-  ``G(z)`` closest to the readings (:func:`lsi_ml.generative_prior.generative_prior_reconstruct`);
+  ``G(z)`` closest to the readings
+  (:func:`lsi_ml.baselines.generative_prior.generative_prior_reconstruct`);
 * ``image_net``: learned binary masks + a learned image-space reconstruction network
-  (:class:`lsi_ml.image_reconstruction.ImageReconTrainer`, the SAUNet / FSI-DL role);
+  (:class:`lsi_ml.baselines.image_reconstruction.ImageReconTrainer`, the SAUNet / FSI-DL role);
 * ``LSI (image route)``: the LSI model's decoded latent rendered, scored like the others;
 * ``LSI (latent route)``: the LSI model scored by its latent probes (the compression sweep's
   numbers).
@@ -20,9 +21,9 @@ Scoring. One photodiode sees luminance only, so every image route is scored in g
 reconstructions (linear irradiance, normalised, display gamma re-applied; or generated
 images turned to luma) go through image-space probes trained on grey renders of the same
 generator (:class:`lsi_ml.generators.luminance.LuminanceView`): an attribute + identity-
-embedding probe (:class:`lsi_ml.image_probes.ImageProbeSet`) and the segmentation /
-landmark heads of a :class:`~lsi_ml.probe_training.ProbeSet`, via
-:func:`lsi_ml.image_evaluation.evaluate_images`. A ``scene (grey, no camera)`` row scores
+embedding probe (:class:`lsi_ml.baselines.image_probes.ImageProbeSet`) and the segmentation /
+landmark heads of a :class:`~lsi_ml.latent.probe_training.ProbeSet`, via
+:func:`lsi_ml.evaluation.images.evaluate_images`. A ``scene (grey, no camera)`` row scores
 the original grey images: the ceiling of the image route.
 
 Writes ``baselines.{csv,md}`` (all ratios), ``baselines_table2.md`` (the ``table2_ratio``
@@ -82,8 +83,8 @@ def _generator(cfg: dict[str, Any]) -> Any:
 
 def grey_probes(ctx: Context, cfg: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(grey view, segmentation/landmark ProbeSet on grey, ImageProbeSet on grey), cached."""
+    from lsi_ml.baselines.image_probes import ImageProbeConfig, ImageProbeSet
     from lsi_ml.generators.luminance import LuminanceView
-    from lsi_ml.image_probes import ImageProbeConfig, ImageProbeSet
 
     view = LuminanceView(_generator(cfg))
     probes = probes_for(ctx, view, cfg.get("probes", {}))
@@ -114,25 +115,25 @@ class _Meter:
     def __call__(self, scenes: Any, masks: Any) -> Any:
         import torch
 
-        from lsi_ml.train import _EVAL_STREAM, _as_8bit, _row_generators
+        from lsi_ml.training.streams import EVAL_STREAM, as_8bit, row_generators
 
         rows = torch.arange(self.count, self.count + len(scenes))
         self.count += len(scenes)
-        gens = _row_generators(self.seed, _EVAL_STREAM + 1, 0, rows)
+        gens = row_generators(self.seed, EVAL_STREAM + 1, 0, rows)
         with torch.no_grad():
             if isinstance(masks, np.ndarray):
                 masks = torch.from_numpy(masks.astype(np.float32))
-            return self.physics(_as_8bit(scenes).permute(0, 2, 3, 1),
+            return self.physics(as_8bit(scenes).permute(0, 2, 3, 1),
                                 masks.detach().to("cpu", torch.float32), generator=gens)
 
 
 def _lsi_config(cfg: dict[str, Any], m: int) -> Any:
-    return train_config(cfg["train"], n_masks=m)
+    return train_config(cfg["train"], {"masks.n_masks": m})
 
 
 def _image_net(ctx: Context, cfg: dict[str, Any], m: int) -> Any:
     """The learned-masks image-space network of ``m`` masks (trained once, cached)."""
-    from lsi_ml.image_reconstruction import ImageReconConfig, ImageReconTrainer
+    from lsi_ml.baselines.image_reconstruction import ImageReconConfig, ImageReconTrainer
 
     train = cfg["train"]
     settings = {"size": int(train["size"]), "n_masks": m, "noise": train.get("noise", "shot"),
@@ -158,7 +159,7 @@ def reconstructor(ctx: Context, method: str, m: int, cfg: dict[str, Any]) -> Any
     """``reconstruct(batch) -> grey images`` of one image-space method with ``m`` readings."""
     import torch
 
-    from lsi_hw import baselines as classic
+    from lsi_hw import reconstruction as classic
     from lsi_hw.patterns import PatternSet
     from lsi_ml.generators.luminance import linear_to_display, to_luminance
 
@@ -167,9 +168,8 @@ def reconstructor(ctx: Context, method: str, m: int, cfg: dict[str, Any]) -> Any
     seed = int(cfg["eval"]["seed"])
     from lsi_hw.sim.forward import SimConfig
 
-    train = cfg["train"]
-    sim_config = SimConfig().with_noise(train.get("noise", "shot")).with_overrides(
-        train.get("sim", {}))
+    bench = train_config(cfg["train"]).bench  # the LSI models' bench
+    sim_config = SimConfig().with_noise(bench.noise).with_overrides(bench.sim)
     gamma = sim_config.monitor.gamma
     meter = _Meter(sim_config, size, seed)
 
@@ -197,7 +197,7 @@ def reconstructor(ctx: Context, method: str, m: int, cfg: dict[str, Any]) -> Any
 
         return reconstruct_classic
     if method == "generative_prior":
-        from lsi_ml.generative_prior import generative_prior_reconstruct
+        from lsi_ml.baselines.generative_prior import generative_prior_reconstruct
 
         patterns = PatternSet.random(m, size, seed=int(cfg.get("mask_seed", 1)))
         masks = torch.from_numpy(patterns.masks.astype(np.float32))
@@ -244,12 +244,12 @@ def method_cell(ctx: Context, method: str, ratio: int | None, m: int | None,
     import torch
 
     from lsi_ml.data.synthetic import SyntheticFaces
-    from lsi_ml.image_evaluation import evaluate_images
+    from lsi_ml.evaluation.images import evaluate_images
 
     ev = cfg["eval"]
     if method == "lsi_latent":
-        from lsi_ml.bench_data import bench_decoder
-        from lsi_ml.evaluation import evaluate_decoder
+        from lsi_ml.evaluation.latent import evaluate_decoder
+        from lsi_ml.training.bench_data import bench_decoder
 
         trainer = trained_model(ctx, _lsi_config(cfg, int(m)))
         probes = probes_for(ctx, trainer.generator, cfg.get("latent_probes", {}))

@@ -27,14 +27,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lsi_hw.atomic import atomic_write_text
 from lsi_hw.errors import ConfigError
 from lsi_hw.plotting import save_figure
 
@@ -260,17 +259,22 @@ def held(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def train_config(base: dict[str, Any], **changes: Any) -> Any:
-    """A :class:`~lsi_ml.train.TrainConfig` from a study table's ``[train]`` values."""
-    from lsi_ml.train import TrainConfig
+def train_config(base: dict[str, Any], changes: dict[str, Any] | None = None) -> Any:
+    """A :class:`~lsi_ml.training.config.TrainConfig` from a study table's ``[train]``
+    values (flat keys or a table per section), with ``changes`` by their dotted keys
+    (``{"masks.n_masks": 256}``, see :meth:`TrainConfig.with_overrides`)."""
+    from lsi_ml.training.config import TrainConfig
 
-    values = {k: v for k, v in {**base, **changes}.items()}
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(base).with_overrides(changes)
 
 
 def config_key(config: Any) -> str:
-    """Short stable hash of a TrainConfig's run-defining fields."""
-    values = config.to_dict()
+    """Short stable hash of a TrainConfig's run-defining fields.
+
+    It hashes the flat dict of earlier versions (:meth:`TrainConfig.flat_dict`), so the
+    keys of the models already in a cache did not change when the config became nested.
+    """
+    values = config.flat_dict()
     for name in ("progress", "checkpoint", "checkpoint_every", "device", "init_from"):
         values.pop(name, None)
     if not values.get("bank_steps"):  # no bank phase: its settings do not shape the run
@@ -297,26 +301,20 @@ def trained_model(ctx: Context, config: Any, *, init_from: Path | None = None) -
 
 
 def _train_or_load(ctx: Context, config: Any, folder: Path, init_from: Path | None) -> Any:
-    from lsi_ml.train import Trainer
+    """Train, resume or load the model in ``folder`` through the one training entry point
+    (:func:`lsi_ml.training.run.run`); no probes (the studies cache their own)."""
+    from lsi_ml.training.run import run
 
-    checkpoint = folder / "model.pt"
-    atomic_write_text(folder / "config.toml", config.to_toml())
-    if checkpoint.exists():
-        trainer = Trainer.resume(checkpoint, progress=ctx.progress and ctx.jobs == 1,
-                                 checkpoint=str(checkpoint), device=ctx.device)
-    else:
-        cfg = replace(config, checkpoint=str(checkpoint), checkpoint_every=200,
-                      progress=ctx.progress and ctx.jobs == 1, device=ctx.device,
-                      init_from=str(init_from) if init_from else None)
-        trainer = Trainer(cfg)
-    if trainer.step < trainer.total_steps:
-        trainer.train()
-    return trainer
+    progress = ctx.progress and ctx.jobs == 1
+    cfg = config.with_overrides({"schedule.checkpoint_every": 200, "progress": progress,
+                                 "device": ctx.device,
+                                 "init_from": str(init_from) if init_from else None})
+    return run(cfg, folder, train_probes=False, progress=progress, echo=lambda _line: None)
 
 
 def probes_for(ctx: Context, generator: Any, settings: dict[str, Any]) -> Any:
     """Latent probes of ``generator`` (CPU preset + ``settings``), trained once and cached."""
-    from lsi_ml.probe_training import ProbeConfig, ProbeSet
+    from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
 
     config = ProbeConfig.cpu(progress=ctx.progress, device=ctx.device, **settings)
     text = json.dumps({**config.to_dict(), "device": None}, sort_keys=True, default=str)
@@ -337,7 +335,8 @@ def recognizer_for(ctx: Context, generator: Any, settings: dict[str, Any] | bool
     trained once and cached under the results' cache; None when ``settings`` is False."""
     if settings is False:
         return None
-    from lsi_ml.recognizer import RecognizerConfig, load_or_train_recognizer
+    from lsi_ml.evaluation.recognizer import RecognizerConfig
+    from lsi_ml.evaluation.recognizer_cache import load_or_train_recognizer
 
     config = RecognizerConfig(**(settings or {}), progress=ctx.progress)
     folder = ctx.out / "cache" / "recognizer"

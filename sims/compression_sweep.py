@@ -2,7 +2,7 @@
 
 For each ratio ``1:R`` of ``sims/configs/compression_sweep.toml`` one model (masks + decoder)
 is trained end to end through the simulated bench with ``m = size^2 / R`` masks and scored
-by :func:`lsi_ml.evaluation.evaluate_decoder` on the same seeded test faces and pairs
+by :func:`lsi_ml.evaluation.latent.evaluate_decoder` on the same seeded test faces and pairs
 (latent probes trained once on generator samples). A last row scores the true latents (the
 probe ceiling: what a perfect decoder would get).
 
@@ -40,11 +40,11 @@ def lsi_cell(ctx: Context, ratio: int, m: int, cfg: dict[str, Any]) -> dict[str,
     """Train (or reuse) the LSI model of one ratio and score it."""
     import torch
 
-    from lsi_ml.bench_data import bench_decoder
     from lsi_ml.data.synthetic import SyntheticFaces
-    from lsi_ml.evaluation import evaluate_decoder
+    from lsi_ml.evaluation.latent import evaluate_decoder
+    from lsi_ml.training.bench_data import bench_decoder
 
-    trainer = trained_model(ctx, train_config(cfg["train"], n_masks=m))
+    trainer = trained_model(ctx, train_config(cfg["train"], {"masks.n_masks": m}))
     probes = probes_for(ctx, trainer.generator, cfg.get("probes", {}))
     ev = cfg["eval"]
     recognizer = recognizer_for(ctx, trainer.generator, cfg.get("recognizer"))
@@ -67,7 +67,7 @@ def lsi_cell(ctx: Context, ratio: int, m: int, cfg: dict[str, Any]) -> dict[str,
 
 def ceiling_cell(ctx: Context, cfg: dict[str, Any]) -> dict[str, Any]:
     """The probes on the true latents (no camera at all)."""
-    from lsi_ml.evaluation import evaluate_decoder, oracle_decoder
+    from lsi_ml.evaluation.latent import evaluate_decoder, oracle_decoder
     from lsi_ml.generators.synthface import SynthFace
 
     generator = SynthFace(cfg["train"]["size"], seed=cfg["train"].get("seed", 0))

@@ -2,12 +2,12 @@
 
 Written after every ``python -m sims`` run from the CSV files in OUT (nothing typed by hand);
 the README's "Results" section is a copy of it. The paper's numbers are those of
-``PAPER.md`` (Souza, Zheng, Heidrich, CVPR 2025, Tables 1 and 2: CelebA-HQ at 256 px,
+its Tables 1 and 2 (Souza, Zheng, Heidrich, CVPR 2025: CelebA-HQ at 256 px,
 StyleGAN-XL, VGGFace / Dlib verification, Inception FID): a different data set, generator
 and set of metric networks, so the columns sit side by side for shape, not for equality.
 
 Where a CSV carries bootstrap intervals (columns ``<score>_ci_lo`` / ``<score>_ci_hi``, from
-:meth:`lsi_ml.evaluation.EvalResult.ci_row`) a cell prints ``"89.1 [87.9, 90.2]"``, and where
+:meth:`lsi_ml.evaluation.result.EvalResult.ci_row`) a cell prints ``"89.1 [87.9, 90.2]"``, and where
 it carries the exact readout (``exact_attribute_accuracy``, ``exact_seg_f1``, ``exact_nme``)
 a table of it follows; CSVs without those columns give the tables they always gave.
 """
@@ -330,24 +330,51 @@ def write_summary(out: Path) -> Path | None:
     if not comp and not base:
         return None
     prov = _provenance(out)
-    lines = ["## Results", ""]
+    lines = ["## Results", "", *_intro_lines(prov)]
+    if comp:
+        lines += ["", "### Table 1 style: LSI over compression ratios", "",
+                  f"From the {_run_of(prov, 'compression_sweep')}.", ""]
+        lines += _table1_lines(comp) + _device_lines(comp)
+    subs = sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("cache", "quick"))
+    for sub, extra, entry in _subfolder_runs(subs, "compression_sweep"):
+        lines += ["", f"Larger scenes (`sims/results/{sub.name}/`, {_run_text(entry)}): the "
+                  "ratios a 64 px scene cannot reach; same training recipe, its own probes "
+                  "and probe ceiling at that size.", ""]
+        lines += _table1_lines(extra) + _device_lines(extra)
+    if base:
+        lines += _table2_section(out, base, prov)
+    for sub, extra, entry in _subfolder_runs(subs, "baselines"):
+        lines += _subfolder_baseline_lines(sub, extra, entry)
+    others = [f"`{k}` ({v.get('mode', '?')} run, {v.get('minutes', '?')} min)"
+              for k, v in prov.items() if k not in ("compression_sweep", "baselines")]
+    if others:
+        lines += ["", "Also in `sims/results/`: " + ", ".join(others) + "; see their "
+                  "`.md` tables and figures."]
+    path = out / "summary.md"
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+    return path
 
-    def run_of(study: str) -> str:
-        entry = prov.get(study, {})
-        return f"{_run_text(entry)}, revision {entry.get('git_revision', '?')}"
 
+def _run_of(prov: dict[str, Any], study: str) -> str:
+    """"full run: `command`, N min, revision R" of a study in the provenance."""
+    entry = prov.get(study, {})
+    return f"{_run_text(entry)}, revision {entry.get('git_revision', '?')}"
+
+
+def _intro_lines(prov: dict[str, Any]) -> list[str]:
+    """What the summary compares, and warnings about stale or --quick results."""
     modes = sorted({prov[k].get("mode", "?") for k in ("compression_sweep", "baselines")
                     if k in prov})
-    lines.append("Generated from the CSV files of `sims/results/` (exact versions in "
-                 "`PROVENANCE.json`). Ours: SynthFace 64 px (ratio = m : "
-                 "4096 pixels), verif. (ours) from decoded identity vectors across nuisance "
-                 "redraws (the recognizer's image-to-original scores follow each table), "
-                 "FD in a random-conv "
-                 "substitute space (not Inception FID), our own probes. Paper: CelebA-HQ 256 px "
-                 "(ratio = m : 65536), StyleGAN-XL, VGGFace / Dlib verification, FID. Compare "
-                 "the shape of the curves, not the values. At equal measurement counts, our 1:16 "
-                 "(m = 256) sits beside the paper's 1:256 and our 1:256 (m = 16) beside its "
-                 "1:4096.")
+    lines = ["Generated from the CSV files of `sims/results/` (exact versions in "
+             "`PROVENANCE.json`). Ours: SynthFace 64 px (ratio = m : "
+             "4096 pixels), verif. (ours) from decoded identity vectors across nuisance "
+             "redraws (the recognizer's image-to-original scores follow each table), "
+             "FD in a random-conv "
+             "substitute space (not Inception FID), our own probes. Paper: CelebA-HQ 256 px "
+             "(ratio = m : 65536), StyleGAN-XL, VGGFace / Dlib verification, FID. Compare "
+             "the shape of the curves, not the values. At equal measurement counts, our 1:16 "
+             "(m = 256) sits beside the paper's 1:256 and our 1:256 (m = 16) beside its "
+             "1:4096."]
     stale = sorted(k for k in prov if isinstance(prov[k], dict) and int(
         prov[k].get("synthface_version", 1)) < SYNTHFACE_VERSION)
     if stale:
@@ -362,58 +389,51 @@ def write_summary(out: Path) -> Path | None:
         lines.append("")
         lines.append("**Tables from a --quick run** (400 training steps, 64-128 test faces) "
                      "show that every study runs end to end, not what the method reaches.")
-    if comp:
-        lines += ["", "### Table 1 style: LSI over compression ratios", "",
-                  f"From the {run_of('compression_sweep')}.", ""]
-        lines += _table1_lines(comp) + _device_lines(comp)
-    subs = sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("cache", "quick"))
-    for sub, extra, entry in _subfolder_runs(subs, "compression_sweep"):
-        lines += ["", f"Larger scenes (`sims/results/{sub.name}/`, {_run_text(entry)}): the "
-                  "ratios a 64 px scene cannot reach; same training recipe, its own probes "
-                  "and probe ceiling at that size.", ""]
-        lines += _table1_lines(extra) + _device_lines(extra)
-    if base:
-        ratio = next((r["ratio"] for r in base if r.get("ratio", "-") != "-"), "?")
-        lines += ["", f"### Table 2 style: LSI vs image-space methods at {ratio}", "",
-                  f"From the {run_of('baselines')}.", "",
-                  "| method | scored by | verif. % | attr. % | seg F1 % | NME | FD subst. | "
-                  "PSNR dB |", "|---|---|---|---|---|---|---|---|"]
-        for row in base:
-            lines.append(f"| {row['method']} | {row['route']} | "
-                         f"{_pct_ci(row, 'verification_accuracy')} | "
-                         f"{_pct_ci(row, 'attribute_accuracy')} | "
-                         f"{_pct_ci(row, 'segmentation_f1')} "
-                         f"| {_num_ci(row, 'landmark_nme')} | {_num(row['fd'])} | "
-                         f"{_num_ci(row, 'psnr')} |")
-        lines += _ci_lines(base) + _exact_lines(base, lambda r: r.get("method", ""))
-        lines += _recognizer_lines(base, lambda r: r.get("method", ""))
-        lines += _device_lines(base)
-        every_ratio = _read(out / "baselines.csv")
-        if every_ratio:
-            lines += ["", f"Over every ratio of `baselines.csv` ({len(every_ratio)} rows; "
-                      "curves in `baselines_curves.png`), computed from the CSV:"]
-            lines += _verdict_lines(every_ratio)
-        lines += ["", "The paper's Table 2 (1:256 of 256 px, CelebA-HQ; verification VGGFace / "
-                  "Dlib %, FID):", "", "| method | VGGFace % | Dlib % | FID |", "|---|---|---|---|"]
-        lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
-    for sub, extra, entry in _subfolder_runs(subs, "baselines"):
-        lines += ["", f"Baselines on the larger scenes (`sims/results/{sub.name}/`, "
-                  f"{_run_text(entry)}):", "",
-                  "| method | scored by | ratio | m | verif. % | attr. % | seg F1 % | NME |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {row['method']} | {row['route']} | {row['ratio']} | {row['m'] or '-'} | "
-                  f"{_pct_ci(row, 'verification_accuracy')} | "
-                  f"{_pct_ci(row, 'attribute_accuracy')} "
-                  f"| {_pct_ci(row, 'segmentation_f1')} | {_num_ci(row, 'landmark_nme')} |"
-                  for row in extra]
-        lines += _ci_lines(extra) + _exact_lines(
-            extra, lambda r: f"{r.get('method', '')} at {r.get('ratio', '')}")
-        lines += _device_lines(extra) + _verdict_lines(extra)
-    others = [f"`{k}` ({v.get('mode', '?')} run, {v.get('minutes', '?')} min)"
-              for k, v in prov.items() if k not in ("compression_sweep", "baselines")]
-    if others:
-        lines += ["", "Also in `sims/results/`: " + ", ".join(others) + "; see their "
-                  "`.md` tables and figures."]
-    path = out / "summary.md"
-    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
-    return path
+    return lines
+
+
+def _table2_section(out: Path, base: list[dict[str, str]], prov: dict[str, Any]) -> list[str]:
+    """The Table-2-style section: every method at one ratio, the verdict over every ratio
+    of ``baselines.csv`` and the paper's Table 2."""
+    ratio = next((r["ratio"] for r in base if r.get("ratio", "-") != "-"), "?")
+    lines = ["", f"### Table 2 style: LSI vs image-space methods at {ratio}", "",
+             f"From the {_run_of(prov, 'baselines')}.", "",
+             "| method | scored by | verif. % | attr. % | seg F1 % | NME | FD subst. | "
+             "PSNR dB |", "|---|---|---|---|---|---|---|---|"]
+    for row in base:
+        lines.append(f"| {row['method']} | {row['route']} | "
+                     f"{_pct_ci(row, 'verification_accuracy')} | "
+                     f"{_pct_ci(row, 'attribute_accuracy')} | "
+                     f"{_pct_ci(row, 'segmentation_f1')} "
+                     f"| {_num_ci(row, 'landmark_nme')} | {_num(row['fd'])} | "
+                     f"{_num_ci(row, 'psnr')} |")
+    lines += _ci_lines(base) + _exact_lines(base, lambda r: r.get("method", ""))
+    lines += _recognizer_lines(base, lambda r: r.get("method", ""))
+    lines += _device_lines(base)
+    every_ratio = _read(out / "baselines.csv")
+    if every_ratio:
+        lines += ["", f"Over every ratio of `baselines.csv` ({len(every_ratio)} rows; "
+                  "curves in `baselines_curves.png`), computed from the CSV:"]
+        lines += _verdict_lines(every_ratio)
+    lines += ["", "The paper's Table 2 (1:256 of 256 px, CelebA-HQ; verification VGGFace / "
+              "Dlib %, FID):", "", "| method | VGGFace % | Dlib % | FID |", "|---|---|---|---|"]
+    lines += [f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} |" for m, a, b, c in PAPER_TABLE2]
+    return lines
+
+
+def _subfolder_baseline_lines(sub: Path, extra: list[dict[str, str]],
+                              entry: dict[str, Any]) -> list[str]:
+    """The baselines table of a larger-scene subfolder, with its verdict."""
+    lines = ["", f"Baselines on the larger scenes (`sims/results/{sub.name}/`, "
+             f"{_run_text(entry)}):", "",
+             "| method | scored by | ratio | m | verif. % | attr. % | seg F1 % | NME |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {row['method']} | {row['route']} | {row['ratio']} | {row['m'] or '-'} | "
+              f"{_pct_ci(row, 'verification_accuracy')} | "
+              f"{_pct_ci(row, 'attribute_accuracy')} "
+              f"| {_pct_ci(row, 'segmentation_f1')} | {_num_ci(row, 'landmark_nme')} |"
+              for row in extra]
+    lines += _ci_lines(extra) + _exact_lines(
+        extra, lambda r: f"{r.get('method', '')} at {r.get('ratio', '')}")
+    lines += _device_lines(extra) + _verdict_lines(extra)
+    return lines

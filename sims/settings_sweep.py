@@ -19,7 +19,6 @@ Writes ``<study>.{csv,md}`` and ``<study>_<sweep>.png`` (metrics vs x, both curv
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,8 @@ def _slug(text: str) -> str:
 
 def _base_config(cfg: dict[str, Any]) -> Any:
     size = int(cfg["train"]["size"])
-    return train_config(cfg["train"], n_masks=measurements_for_ratio(size, int(cfg["ratio"])))
+    return train_config(cfg["train"],
+                        {"masks.n_masks": measurements_for_ratio(size, int(cfg["ratio"]))})
 
 
 def _model_path(ctx: Context, config: Any) -> Path:
@@ -54,24 +54,30 @@ def _model_path(ctx: Context, config: Any) -> Path:
     return ctx.out / "cache" / "models" / config_key(config) / "model.pt"
 
 
+def _adapted_config(base_cfg: Any, settings: dict[str, Any], cfg: dict[str, Any]) -> Any:
+    """The fine-tuning config of the base model through the bench changed by ``settings``."""
+    lr = float(cfg.get("finetune_lr", 0.3))
+    return base_cfg.with_overrides({
+        "bench.sim": {**base_cfg.bench.sim, **settings},
+        "schedule.steps": int(cfg["finetune_steps"]), "bench.refit_normalizer": True,
+        "masks.freeze": not bool(cfg.get("finetune_masks", True)),
+        "schedule.warmup": 0, "schedule.eval_every": 0,
+        "masks.lr": base_cfg.masks.lr * lr, "decoder.lr": base_cfg.decoder.lr * lr})
+
+
 def setting_cell(ctx: Context, study: str, sweep: str, x: Any, settings: dict[str, Any],
                  mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Score one setting with the base model as trained, or fine-tuned through it."""
-    from lsi_ml.bench_data import bench_decoder
-    from lsi_ml.evaluation import evaluate_decoder
+    from lsi_ml.evaluation.latent import evaluate_decoder
+    from lsi_ml.training.bench_data import bench_decoder
 
     base_cfg = _base_config(cfg)
     base = trained_model(ctx, base_cfg)
     probes = probes_for(ctx, base.generator, cfg.get("probes", {}))
     sim_config = base.sim_config.with_overrides(settings)
     if mode == "adapted":
-        tuned_cfg = replace(base_cfg, sim={**base_cfg.sim, **settings},
-                            steps=int(cfg["finetune_steps"]), refit_normalizer=True,
-                            freeze_masks=not bool(cfg.get("finetune_masks", True)),
-                            warmup=0, eval_every=0,
-                            lr_masks=base_cfg.lr_masks * float(cfg.get("finetune_lr", 0.3)),
-                            lr_decoder=base_cfg.lr_decoder * float(cfg.get("finetune_lr", 0.3)))
-        model = trained_model(ctx, tuned_cfg, init_from=_model_path(ctx, base_cfg))
+        model = trained_model(ctx, _adapted_config(base_cfg, settings, cfg),
+                              init_from=_model_path(ctx, base_cfg))
     else:
         model = base
     ev = cfg["eval"]

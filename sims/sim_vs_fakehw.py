@@ -40,13 +40,13 @@ def backend_cell(ctx: Context, backend: str, noise_seed: int, cfg: dict[str, Any
                  ) -> dict[str, Any]:
     """Score the model on one backend with one noise seed."""
     from lsi_hw.benches import make_bench
-    from lsi_ml.bench_data import bench_decoder
     from lsi_ml.data.synthetic import SyntheticFaces
-    from lsi_ml.evaluation import evaluate_decoder
+    from lsi_ml.evaluation.latent import evaluate_decoder
+    from lsi_ml.training.bench_data import bench_decoder
 
     size = int(cfg["train"]["size"])
     trainer = trained_model(ctx, train_config(
-        cfg["train"], n_masks=measurements_for_ratio(size, int(cfg["ratio"]))))
+        cfg["train"], {"masks.n_masks": measurements_for_ratio(size, int(cfg["ratio"]))}))
     probes = probes_for(ctx, trainer.generator, cfg.get("probes", {}))
     bench = None
     if backend != "sim":
@@ -111,7 +111,7 @@ def run(ctx: Context) -> dict[str, Any]:
                cfg.get("probes", {}))
     size = int(cfg["train"]["size"])
     trained_model(ctx, train_config(  # once, before the workers load it
-        cfg["train"], n_masks=measurements_for_ratio(size, int(cfg["ratio"]))))
+        cfg["train"], {"masks.n_masks": measurements_for_ratio(size, int(cfg["ratio"]))}))
     cells = [("sim-0", {"backend": "sim", "noise_seed": 0, "cfg": cfg}),
              ("sim-1", {"backend": "sim", "noise_seed": 1, "cfg": cfg}),
              ("fake-hw-0", {"backend": "fake-hw", "noise_seed": 0, "cfg": cfg})]

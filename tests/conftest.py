@@ -32,20 +32,28 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _static_kernel_plans() -> None:
+    """Projection paths from the static cost model, not timed per machine: every test
+    process would otherwise re-tune in its fresh cache, and the choice would depend on the
+    load. tests/test_kernel_tuning.py turns tuning on where it tests it."""
+    os.environ.setdefault("LSI_KERNELS_AUTOTUNE", "0")
+
+
 FACES_EXTRA_REASON = 'needs the optional faces extra: pip install "lsi-toolkit[faces]"'
 
 
 @pytest.fixture(scope="module")
-def dlib_faces():  # -> lsi_ml.faces.DlibFaces
+def dlib_faces():  # -> lsi_ml.evaluation.faces.DlibFaces
     """dlib's detector, landmarks and descriptor; skips without the ``faces`` extra."""
     import importlib.util
 
     pytest.importorskip("dlib", reason=FACES_EXTRA_REASON + " (dlib missing)")
     # not importorskip: the package's __init__ imports pkg_resources, gone from new setuptools;
-    # lsi_ml.faces only needs its model files, found through find_spec
+    # lsi_ml.evaluation.faces only needs its model files, found through find_spec
     if importlib.util.find_spec("face_recognition_models") is None:
         pytest.skip(FACES_EXTRA_REASON + " (face_recognition_models missing)")
-    from lsi_ml.faces import DlibFaces
+    from lsi_ml.evaluation.faces import DlibFaces
 
     return DlibFaces()
 

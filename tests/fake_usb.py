@@ -8,7 +8,7 @@ import errno
 import sys
 import types
 
-from lsi_hw.drivers.dlpc350.transport import FakeDLPC350
+from lsi_hw.drivers.dlpc350.emulator import FakeDLPC350
 from lsi_hw.errors import DeviceTimeout
 
 __all__ = ["FakeUsbDevice", "NoBackendError", "USBError", "USBTimeoutError",

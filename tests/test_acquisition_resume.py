@@ -11,13 +11,13 @@ import pytest
 
 from lsi_hw.acquisition import acquire, run_settings
 from lsi_hw.benches import make_bench
+from lsi_hw.benches.twin import FakeHardwareBench
 from lsi_hw.errors import ConfigError, DeviceTimeout
 from lsi_hw.patterns import PatternSet
 from lsi_hw.recording import Recording
 from lsi_hw.sim import AmplifierConfig, NoiseConfig, SimBench, SimConfig
 from lsi_hw.sim.bench import SceneNoiseStreams, patterns_key
 from lsi_hw.sim.forward import measure_volts
-from lsi_hw.twin import FakeHardwareBench
 
 BENCHES = ["sim", "fake-hw"]
 N = 6

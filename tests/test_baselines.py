@@ -1,4 +1,4 @@
-"""Tests of lsi_hw.baselines: Hadamard least squares, TV (FISTA), differential ghost imaging.
+"""Tests of lsi_hw.reconstruction: Hadamard least squares, TV (FISTA), differential ghost imaging.
 
 Scenes are 32 x 32 (the built-in targets plus a disc, a bar pattern and a piecewise-constant
 mix) measured through :class:`lsi_hw.sim.SimBench` with noise "none" and "shot".  The
@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsi_hw.baselines import (
+from lsi_hw.errors import ConfigError
+from lsi_hw.patterns import PatternSet
+from lsi_hw.reconstruction import (
     differential_ghost_imaging,
     hadamard_least_squares,
     normalise_images,
+    preview_reconstruction,
     tv_reconstruction,
 )
-from lsi_hw.errors import ConfigError
-from lsi_hw.patterns import PatternSet
-from lsi_hw.reconstruct import preview_reconstruction
 from lsi_hw.sim import SimBench
 from lsi_hw.sim.forward import irradiance
 from lsi_hw.sim.kernels import fwht
@@ -292,13 +292,13 @@ def test_dgi_bad_offset() -> None:
 
 
 def test_importable_without_torch() -> None:
-    code = "import sys, lsi_hw.baselines; assert 'torch' not in sys.modules"
+    code = "import sys, lsi_hw.reconstruction; assert 'torch' not in sys.modules"
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=root)
 
 
 def test_dense_size_guard(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lsi_hw.baselines as bl
+    import lsi_hw.reconstruction as bl
 
     monkeypatch.setattr(bl, "MAX_DENSE_ENTRIES", 1000)
     rnd = PatternSet.random(32, 8, seed=0)  # 32 x 64 = 2048 entries

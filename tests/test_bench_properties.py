@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lsi_hw.benches.hardware import HardwareBench
 from lsi_hw.drivers.digitizers import FakeDigitizer, NiDaqDigitizer, VisaScopeDigitizer
 from lsi_hw.drivers.display import CallbackScene
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
-from lsi_hw.drivers.dlpc350.transport import FakeDLPC350
+from lsi_hw.drivers.dlpc350.emulator import FakeDLPC350
 from lsi_hw.drivers.pda100a2 import PDA100A2
 from lsi_hw.errors import ConfigError
-from lsi_hw.hardware_bench import HardwareBench
 from lsi_hw.interfaces import Bench, BenchTiming
 from lsi_hw.patterns import PatternSet
 from lsi_hw.sim import AmplifierConfig, DigitizerConfig, SimBench, SimConfig, TimingConfig

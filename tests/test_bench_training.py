@@ -3,22 +3,25 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lsi_hw.benches.twin import FakeHardwareBench
 from lsi_hw.errors import ConfigError
 from lsi_hw.recording import Recording
 from lsi_hw.sim import SimBench
-from lsi_hw.twin import FakeHardwareBench
-from lsi_ml.bench_data import faces_as_scenes, load_targets, record_faces
-from lsi_ml.train import TrainConfig, Trainer
+from lsi_ml.training.bench_data import faces_as_scenes, load_targets, record_faces
+from lsi_ml.training.config import TrainConfig
+from lsi_ml.training.trainer import Trainer
 
-TINY = TrainConfig(size=32, n_masks=16, steps=3, batch=8, n_val=8, eval_every=0,
-                   eval_batch=8, encoder_hidden=32, encoder_block_hidden=16, progress=False)
+TINY = TrainConfig.from_dict({
+    "data": {"size": 32, "n_val": 8}, "masks": {"n_masks": 16},
+    "decoder": {"hidden": 32, "block_hidden": 16},
+    "schedule": {"steps": 3, "batch": 8, "eval_every": 0, "eval_batch": 8},
+    "progress": False})
 
 
 class CountingBench:
@@ -39,24 +42,25 @@ class CountingBench:
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("base") / "model.pt"
-    Trainer(replace(TINY, checkpoint=str(path))).train()
+    Trainer(TINY.with_overrides({"checkpoint": str(path)})).train()
     return path
 
 
 def test_backend_needs_frozen_masks_and_recording() -> None:
-    with pytest.raises(ConfigError, match="freeze_masks"):
-        replace(TINY, backend="fake-hw", recording="x")
-    with pytest.raises(ConfigError, match="recording"):
-        replace(TINY, backend="fake-hw", freeze_masks=True)
-    with pytest.raises(ConfigError, match="backend"):
-        replace(TINY, backend="camera")
+    with pytest.raises(ConfigError, match=r"masks\.freeze"):
+        TINY.with_overrides({"bench.backend": "fake-hw", "bench.recording": "x"})
+    with pytest.raises(ConfigError, match=r"bench\.recording"):
+        TINY.with_overrides({"bench.backend": "fake-hw", "masks.freeze": True})
+    with pytest.raises(ConfigError, match=r"bench\.backend"):
+        TINY.with_overrides({"bench.backend": "camera"})
 
 
 def test_fake_hw_finetune_records_then_trains_decoder_only(base_model: Path,
                                                           tmp_path: Path) -> None:
     rec = tmp_path / "rec"
-    cfg = replace(TINY, backend="fake-hw", freeze_masks=True, init_from=str(base_model),
-                  recording=str(rec), n_recorded=12, steps=4)
+    cfg = TINY.with_overrides({"bench.backend": "fake-hw", "masks.freeze": True,
+                               "init_from": str(base_model), "bench.recording": str(rec),
+                               "bench.n_recorded": 12, "schedule.steps": 4})
     bench = CountingBench(FakeHardwareBench(config=Trainer(TINY).sim_config, seed=1))
     trainer = Trainer(cfg, bench=bench)
     masks0 = trainer.optical.weights.detach().clone()
@@ -117,11 +121,12 @@ def test_one_model_decodes_sim_fake_hw_and_torch_alike(base_model: Path) -> None
 def test_fake_hw_bench_keeps_the_models_noise(base_model: Path, tmp_path: Path) -> None:
     """The twin takes its noise from its ``noise`` argument: the trainer and the CLI must
     pass the model's, or fake-hw readings come out noise-free beside noisy sim ones."""
-    from lsi_ml.cli import _make_bench
+    from lsi_ml.training.run import make_model_bench
 
-    cfg = replace(TINY, backend="fake-hw", freeze_masks=True, init_from=str(base_model),
-                  recording=str(tmp_path / "rec"), noise="shot")
+    cfg = TINY.with_overrides({"bench.backend": "fake-hw", "masks.freeze": True,
+                               "init_from": str(base_model),
+                               "bench.recording": str(tmp_path / "rec"), "bench.noise": "shot"})
     trainer = Trainer(cfg)
     assert trainer.sim_config.noise.shot
     assert trainer.bench().sim_config.noise == trainer.sim_config.noise
-    assert _make_bench("fake-hw", trainer, 0, {}).sim_config.noise == trainer.sim_config.noise
+    assert make_model_bench("fake-hw", trainer, 0, {}).sim_config.noise == trainer.sim_config.noise

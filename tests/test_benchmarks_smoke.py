@@ -1,4 +1,5 @@
-"""Smoke test of the ML benchmark scripts: ``--quick`` runs end to end and prints its results.
+"""Smoke test of the benchmark scripts (the ML ones and bench_patterns): ``--quick`` runs end
+to end and prints its results.
 
 Only the exit code and the presence of the result lines are checked; timings are never
 asserted (they are machine- and load-dependent). Slow (~1 minute on 2 cores).
@@ -50,3 +51,10 @@ def test_bench_train_step_quick() -> None:
     assert re.search(r"Trainer\s+[\d.]+\s+[\d.]+\s+[\d.]+", out), out
     assert "one plain step in pieces" in out and "ablation" in out
     assert re.search(r"a bank step passes [\d.]+x more scenes per second", out), out
+
+
+@pytest.mark.slow
+def test_bench_patterns_quick() -> None:
+    out = run_quick("bench_patterns.py")
+    assert "PatternSet.hadamard(256, m=4096)" in out
+    assert re.search(r"hadamard m=4096\s+[\d.]+\s+[\d.]+\s+3\.0\s+(PASS|MISS)\s+[\d.]+", out), out

@@ -1,4 +1,5 @@
-"""Bootstrap confidence intervals and the per-item metric forms behind them (lsi_ml.metrics):
+"""Bootstrap confidence intervals and the per-item metric forms behind them
+(lsi_ml.evaluation.metrics):
 coverage on synthetic data, 1/sqrt(n) width, determinism, the three statistic forms agree."""
 
 from __future__ import annotations
@@ -8,19 +9,16 @@ import math
 import numpy as np
 import pytest
 
-from lsi_ml.metrics import (
+from lsi_ml.evaluation.bootstrap import bootstrap_ci, bootstrap_distribution
+from lsi_ml.evaluation.metrics import (
     attribute_accuracy,
     attribute_accuracy_per_image,
-    bootstrap_ci,
-    bootstrap_distribution,
     f1_from_confusion,
-    format_ci,
     segmentation_confusion,
     segmentation_f1,
     segmentation_f1_per_image,
-    table1_row,
-    table1_row_ci,
 )
+from lsi_ml.evaluation.table1 import format_ci, table1_row, table1_row_ci
 
 
 def test_coverage_of_a_bernoulli_mean() -> None:

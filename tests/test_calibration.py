@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from lsi_hw import calibration as cal
+from lsi_hw.calibration import common
 from lsi_hw.errors import CalibrationError, ConfigError
 from lsi_hw.interfaces import Bench
 from lsi_hw.patterns import PatternSet
@@ -300,7 +301,7 @@ def test_routines_run_on_a_bench_without_settings():
     assert unknown.unresolved_reason is not None
     assert "bench.timing is None" in unknown.unresolved_reason
     assert unknown.tau_upper_s is None and unknown.period_us is None
-    assert cal._NOTE_NO_BANDWIDTH in unknown.notes and cal._NOTE_NO_CLIP in unknown.notes
+    assert common.NOTE_NO_BANDWIDTH in unknown.notes and common.NOTE_NO_CLIP in unknown.notes
     assert "unresolved because" in unknown.summary()
     with pytest.raises(CalibrationError, match=r"bench\.timing is None"):
         cal.measure_settling(bench, require_resolved=True)
@@ -311,10 +312,10 @@ def test_routines_run_on_a_bench_without_settings():
     assert r.unresolved_reason is None and r.bandwidth_ratio is None
     d = cal.measure_dark(bench, repeats=16)
     assert d.gain_db is None and d.lsb_v is None
-    assert cal._NOTE_NO_LSB in d.notes and cal._NOTE_NO_CLIP in d.notes
+    assert common.NOTE_NO_LSB in d.notes and common.NOTE_NO_CLIP in d.notes
     lin = cal.check_linearity_and_gain(bench, repeats=4)
     assert lin.v_per_a is None and lin.photocurrent_a is None
-    assert set(lin.notes) == {cal._NOTE_NO_LSB, cal._NOTE_NO_CLIP, cal._NOTE_NO_V_PER_A}
+    assert set(lin.notes) == {common.NOTE_NO_LSB, common.NOTE_NO_CLIP, common.NOTE_NO_V_PER_A}
 
 
 def test_api_only_forwards_every_typed_property():
@@ -458,7 +459,7 @@ def test_unreadable_calibration_files_give_one_line(tmp_path, content, match):
 
 def test_missing_or_huge_calibration_file(tmp_path, monkeypatch):
     _refused(tmp_path / "absent.json", "cannot be read")
-    monkeypatch.setattr(cal, "MAX_CALIBRATION_FILE_BYTES", 100)
+    monkeypatch.setattr(cal.file, "MAX_CALIBRATION_FILE_BYTES", 100)  # where load reads it
     path = tmp_path / "big.json"
     path.write_text(" " * 101 + "{}")
     _refused(path, "larger than")

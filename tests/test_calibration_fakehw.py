@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from lsi_hw import calibration as cal
+from lsi_hw.benches.twin import FakeHardwareBench
 from lsi_hw.calibration import (
     check_linearity_and_gain,
     fit_monitor_gamma,
@@ -31,7 +32,6 @@ from lsi_hw.sim import (
     RelayOpticsConfig,
     SimConfig,
 )
-from lsi_hw.twin import FakeHardwareBench
 
 #: The bench these tests were written for (the defaults before the operating point was
 #: set for typical scenes): a +-10 V digitizer and a 300 cd/m^2 monitor, where a

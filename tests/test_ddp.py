@@ -1,6 +1,6 @@
 """DDP: two CPU processes (torchrun, gloo) train exactly like one process on the same
 global batch, because each scene's noise is keyed by its position in the global batch.
-The child run ends with decoder-only steps on a measurement bank (``bank_steps``), so the
+The child run ends with decoder-only steps on a measurement bank (``bank.steps``), so the
 bank phase's batch split and its DDP wrapper are compared too."""
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
     a = torch.load(single, weights_only=True)
     b = torch.load(multi, weights_only=True)
     assert a["world"] == 1 and b["world"] == 2
-    # the masks and the decoder moved (the run did something) ...
+    # the masks and the decoder moved (the run did something): every trainable parameter
+    # of both runs ends farther from its initial value than the tolerance used below ...
+    for run in (a, b):
+        for part in ("optical", "decoder"):
+            initial = run["initial"][part]
+            assert initial, (run["world"], part)
+            for name, start in initial.items():
+                assert not torch.allclose(start, run[part][name], rtol=1e-4, atol=1e-5), (
+                    "training did not move", run["world"], part, name)
+    # ... and the two runs ended in the same place
     for part in ("optical", "decoder"):
         for name, tensor in a[part].items():
             assert torch.allclose(tensor, b[part][name], rtol=1e-4, atol=1e-5), (part, name)
@@ -38,11 +47,14 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
 
 def test_ddp_child_changes_parameters(tmp_path: Path) -> None:
     """The comparison above is not vacuous: training moves the parameters."""
-    from lsi_ml.train import TrainConfig, Trainer
+    from lsi_ml.training.config import TrainConfig
+    from lsi_ml.training.trainer import Trainer
 
-    cfg = TrainConfig(size=32, n_masks=16, steps=0, batch=8, eval_every=0, n_val=8,
-                      eval_batch=8, encoder_hidden=32, encoder_block_hidden=16,
-                      progress=False, noise="full", lr_masks=0.05, seed=3)
+    cfg = TrainConfig.from_dict({
+        "data": {"size": 32, "n_val": 8}, "masks": {"n_masks": 16, "lr": 0.05},
+        "decoder": {"hidden": 32, "block_hidden": 16},
+        "schedule": {"steps": 0, "batch": 8, "eval_every": 0, "eval_batch": 8},
+        "bench": {"noise": "full"}, "progress": False, "seed": 3})
     before = Trainer(cfg)
     out = tmp_path / "single.pt"
     _run([sys.executable, str(CHILD), str(out)])

@@ -21,11 +21,8 @@ from fake_usb import FakeUsbDevice, NoBackendError, USBError, install_fake_usb
 
 from lsi_hw.drivers.dlpc350 import protocol as P
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
-from lsi_hw.drivers.dlpc350.transport import (
-    UDEV_RULE,
-    FakeDLPC350,
-    UsbHidTransport,
-)
+from lsi_hw.drivers.dlpc350.emulator import FakeDLPC350
+from lsi_hw.drivers.dlpc350.transport import UDEV_RULE, UsbHidTransport
 from lsi_hw.errors import (
     ConfigError,
     DeviceError,

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from lsi_hw.errors import ConfigError
-from lsi_ml import faces as faces_mod
-from lsi_ml.evaluation import EvalResult, evaluate_decoder, oracle_decoder
+from lsi_ml.evaluation import faces as faces_mod
+from lsi_ml.evaluation.latent import evaluate_decoder, oracle_decoder
+from lsi_ml.evaluation.result import EvalResult
 from lsi_ml.generators.synthface import SynthFace
 
 SIZE = 64
@@ -156,7 +157,7 @@ def test_without_dlib_the_fields_are_none() -> None:
 
 
 def test_detection_failures_are_excluded_or_mismatches(dlib_faces, real_faces) -> None:
-    from lsi_ml.evaluation import dlib_reconstruction_scores
+    from lsi_ml.evaluation.faces import dlib_reconstruction_scores
 
     blank = torch.full_like(real_faces[:1], 0.5)
     orig = torch.cat([real_faces[:2], blank, real_faces[:1]])

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml import metrics
 from lsi_ml.data.synthetic import SyntheticFaces
-from lsi_ml.evaluation import EvalResult, evaluate_decoder, oracle_decoder
+from lsi_ml.evaluation import metrics
+from lsi_ml.evaluation.bootstrap import bootstrap_ci
+from lsi_ml.evaluation.latent import evaluate_decoder, oracle_decoder
+from lsi_ml.evaluation.result import EvalResult
 from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.probe_training import ProbeConfig, ProbeSet, train_probes
+from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet, train_probes
 
 SIZE = 32
 KW = {"n_test": 48, "n_pairs": 32, "batch": 48, "seed": 0}
@@ -185,7 +187,7 @@ def test_exact_readout_is_render_of_the_decoded_latent(generator: SynthFace,
     assert res.exact_seg_f1 == pytest.approx(float(f1.mean()))
     assert res.exact_nme == pytest.approx(float(nme.mean()))
     assert res.exact_attribute_accuracy == pytest.approx(float(acc.mean()))
-    assert res.ci["exact_nme"] == pytest.approx(metrics.bootstrap_ci(nme, seed=KW["seed"]))
+    assert res.ci["exact_nme"] == pytest.approx(bootstrap_ci(nme, seed=KW["seed"]))
     assert 0.0 < res.exact_seg_f1 < 1.0 and res.exact_nme > 0.0
 
 
@@ -229,17 +231,17 @@ def test_exact_needs_a_generator_that_renders_ground_truth(generator: SynthFace,
 def test_seg_f1_interval_resamples_faces_of_the_set_f1() -> None:
     """The set-accumulated F1's interval: per-face confusion matrices summed per resample
     (checked against a direct recomputation on resampled faces)."""
-    from lsi_ml.evaluation import _Boot, _seg_f1_ci
+    from lsi_ml.evaluation.common import Bootstrap, seg_f1_ci
 
     rng = np.random.default_rng(0)
     target = torch.from_numpy(rng.integers(0, 5, size=(30, 6, 6)))
     pred = torch.where(torch.from_numpy(rng.random((30, 6, 6)) < 0.6), target,
                        torch.from_numpy(rng.integers(0, 5, size=(30, 6, 6))))
-    boot = _Boot(200, 4, 0.95)
-    direct = metrics.bootstrap_ci(
+    boot = Bootstrap(200, 4, 0.95)
+    direct = bootstrap_ci(
         statistic=lambda idx: metrics.segmentation_f1(pred[idx], target[idx], 5)[0], n=30,
         n_boot=200, seed=4)
-    assert _seg_f1_ci(pred, target, 5, boot) == pytest.approx(direct)
+    assert seg_f1_ci(pred, target, 5, boot) == pytest.approx(direct)
 
 
 def test_every_metric_degrades_with_latent_noise(generator: SynthFace, probes: ProbeSet,
@@ -323,9 +325,9 @@ class _FakeDlib:
 
 def test_dlib_scores_get_intervals(generator: SynthFace, probes: ProbeSet,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import lsi_ml.evaluation as evaluation
+    import lsi_ml.evaluation.latent as evaluation
 
-    monkeypatch.setattr(evaluation, "_dlib_faces", _FakeDlib)
+    monkeypatch.setattr(evaluation, "load_dlib_faces", _FakeDlib)
     res = evaluate_decoder(noisy(1.0), generator, probes, n_test=16, n_pairs=4, batch=8,
                            dlib=True, dlib_faces=12)
     assert res.dlib_n_faces == 12 and res.dlib_detected == 1.0
@@ -342,7 +344,7 @@ def test_recognizer_scores_decoded_images_against_their_originals(
         generator: SynthFace, probes: ProbeSet) -> None:
     """The oracle's decoded images ARE the originals: every genuine pair is accepted; a
     decoder returning the mean latent draws one face for everyone and scores far lower."""
-    from lsi_ml.recognizer import RecognizerConfig, train_recognizer
+    from lsi_ml.evaluation.recognizer import RecognizerConfig, train_recognizer
 
     tiny = RecognizerConfig(input_size=32, widths=(8, 16, 32), embedding_dim=16, steps=60,
                             identities=8, views=3, lr=5e-3, warmup=5, val_pairs=64,

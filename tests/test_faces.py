@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from lsi_hw.errors import ConfigError
-from lsi_ml import faces as faces_mod
-from lsi_ml.metrics import landmark_nme
+from lsi_ml.evaluation import faces as faces_mod
+from lsi_ml.evaluation.metrics import landmark_nme
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the test faces")
 

@@ -1,4 +1,5 @@
-"""Generative-prior reconstruction (lsi_ml.generative_prior): recovery, invariance, errors."""
+"""Generative-prior reconstruction (lsi_ml.baselines.generative_prior): recovery, invariance,
+errors."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import torch
 
 from lsi_hw.errors import ConfigError
 from lsi_hw.sim.forward import SimConfig
-from lsi_ml.generative_prior import generative_prior_reconstruct
+from lsi_ml.baselines.generative_prior import generative_prior_reconstruct
 from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.optical import OpticalEncoder
+from lsi_ml.latent.optical import OpticalEncoder
 
 SIZE = 32
 M = 256
@@ -142,7 +143,7 @@ def test_works_when_called_under_no_grad() -> None:
     take gradients."""
     import torch
 
-    from lsi_ml.generative_prior import generative_prior_reconstruct
+    from lsi_ml.baselines.generative_prior import generative_prior_reconstruct
     from lsi_ml.generators.synthface import SynthFace
 
     face = SynthFace(32, seed=0)

@@ -2,7 +2,7 @@
 leaves the device stopped and loses no completed data.
 
 The faults are injected into the emulated devices of the digital twin
-(:class:`~lsi_hw.twin.FakeHardwareBench`): the FakeDLPC350's dropped, corrupted and late
+(:class:`~lsi_hw.benches.twin.FakeHardwareBench`): the FakeDLPC350's dropped, corrupted and late
 replies and its unplugged cable, the FakeDigitizer's missing triggers, and a fake ``usb``
 package in ``sys.modules`` for the USB opening errors (no libusb, no device).
 """
@@ -20,11 +20,14 @@ import pytest
 from fake_usb import FakeUsbDevice, USBError, install_fake_usb
 
 from lsi_hw.acquisition import acquire
+from lsi_hw.benches.hardware import HardwareBench
+from lsi_hw.benches.twin import FakeHardwareBench
 from lsi_hw.drivers.digitizers import FakeDigitizer
 from lsi_hw.drivers.display import CallbackScene
 from lsi_hw.drivers.dlpc350 import protocol as P
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
-from lsi_hw.drivers.dlpc350.transport import UDEV_RULE, FakeDLPC350
+from lsi_hw.drivers.dlpc350.emulator import FakeDLPC350
+from lsi_hw.drivers.dlpc350.transport import UDEV_RULE
 from lsi_hw.drivers.pda100a2 import PDA100A2, SaturationWarning, SettlingWarning
 from lsi_hw.errors import (
     ConfigError,
@@ -34,12 +37,10 @@ from lsi_hw.errors import (
     ProtocolError,
     TransportError,
 )
-from lsi_hw.hardware_bench import HardwareBench
 from lsi_hw.locking import DeviceLock
 from lsi_hw.patterns import PatternSet
 from lsi_hw.recording import Recording
 from lsi_hw.sim import AmplifierConfig, DigitizerConfig, MonitorConfig, SimConfig
-from lsi_hw.twin import FakeHardwareBench
 
 PATTERNS = PatternSet.random(10, (16, 16), seed=2)  # one DMD load
 SCENES = np.random.default_rng(1).integers(0, 256, (6, 16, 16), dtype=np.uint8)

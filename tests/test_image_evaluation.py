@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml.evaluation import EvalResult, evaluate_decoder, oracle_decoder
-from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.image_evaluation import (
+from lsi_ml.baselines.image_probes import ImageProbeConfig, ImageProbeSet
+from lsi_ml.evaluation.images import (
     EXACT_NOTE,
     evaluate_images,
     identity_reconstructor,
     latent_route_reconstructor,
 )
-from lsi_ml.image_probes import ImageProbeConfig, ImageProbeSet
-from lsi_ml.probe_training import ProbeConfig, ProbeSet, train_probes
+from lsi_ml.evaluation.latent import evaluate_decoder, oracle_decoder
+from lsi_ml.evaluation.result import EvalResult
+from lsi_ml.generators.synthface import SynthFace
+from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet, train_probes
 
 SIZE = 32
 KW = {"n_test": 64, "n_pairs": 128, "batch": 64, "seed": 0}

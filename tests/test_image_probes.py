@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml import metrics
+from lsi_ml.baselines.image_probes import ImageProbeConfig, ImageProbeSet
 from lsi_ml.checkpoint import save_checkpoint
 from lsi_ml.data.synthetic import SyntheticFaces
+from lsi_ml.evaluation import metrics
 from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.image_probes import ImageProbeConfig, ImageProbeSet
 
 SIZE = 32
 TINY = ImageProbeConfig(steps=600, batch=32, lr=3e-3, n_train=8192, width=16, seed=0)

@@ -1,4 +1,4 @@
-"""Learned image-space reconstruction (lsi_ml.image_reconstruction)."""
+"""Learned image-space reconstruction (lsi_ml.baselines.image_reconstruction)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from lsi_hw.errors import ConfigError
 from lsi_hw.patterns import PatternSet
-from lsi_ml.image_reconstruction import (
+from lsi_ml.baselines.image_reconstruction import (
     ImageDecoder,
     ImageReconConfig,
     ImageReconTrainer,

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from lsi_hw.errors import ConfigError
-from lsi_ml import inversion
+from lsi_ml.baselines import inversion
+from lsi_ml.baselines.inversion import invert, invert_dataset
 from lsi_ml.data.images import ImageFolderFaces, natural_key
+from lsi_ml.evaluation.metrics import psnr
 from lsi_ml.generators.synthface import PARAM_INDEX, SynthFace
-from lsi_ml.inversion import invert, invert_dataset
-from lsi_ml.metrics import psnr
 
 
 @pytest.fixture(scope="module", autouse=True)

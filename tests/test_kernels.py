@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsi_hw.errors import ConfigError
+from lsi_hw.sim import autotune
+from lsi_hw.sim import kernel_paths as P
 from lsi_hw.sim import kernels as K
 
 FORCED = ("bitplane", "lut8", "lut4", "lut", "blas", "auto")
@@ -225,11 +227,11 @@ def test_other_integer_and_bool_images_become_float64() -> None:
 def test_blocked_passes(monkeypatch: pytest.MonkeyPatch, method: str, dtype: type) -> None:
     """Tiny block sizes force many passes: bit-plane chunks, LUT blocks and batch chunks,
     BLAS mask blocks."""
-    monkeypatch.setattr(K, "_BITPLANE_PASS_BYTES", 1)  # chunk = 256 bytes
-    monkeypatch.setattr(K, "_LUT_TABLE_BYTES", 1)  # one byte position per table block
-    monkeypatch.setattr(K, "_LUT_TABLE_BYTES_NARROW", 1)
-    monkeypatch.setattr(K, "_LUT_MAX_BATCH", 4)  # 11 images -> 3 chunks
-    monkeypatch.setattr(K, "_BLAS_BLOCK_BYTES", 1)  # one mask per block
+    monkeypatch.setattr(P, "_BITPLANE_PASS_BYTES", 1)  # chunk = 256 bytes
+    monkeypatch.setattr(P, "_LUT_TABLE_BYTES", 1)  # one byte position per table block
+    monkeypatch.setattr(P, "_LUT_TABLE_BYTES_NARROW", 1)
+    monkeypatch.setattr(P, "_LUT_MAX_BATCH", 4)  # 11 images -> 3 chunks
+    monkeypatch.setattr(P, "_BLAS_BLOCK_BYTES", 1)  # one mask per block
     rng = np.random.default_rng(5)
     masks = (rng.random((7, 45, 53)) < 0.4).astype(np.uint8)  # 2385 px: 299 bytes, 1 spare bit
     if dtype == np.uint8:
@@ -414,8 +416,9 @@ def test_planner_caches_and_forces() -> None:
         pack(masks), 3).split()[0] in KERNELS
 
 
-def test_autotune_chooses_a_valid_method() -> None:
-    proj = K.Projector(autotune=True)
+def test_autotune_chooses_a_valid_method(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(autotune, "TINY_S", 0.0)  # time even this small problem
+    proj = K.Projector(autotune=True, store=K.TuningStore(tmp_path / "tuning.json"))
     rng = np.random.default_rng(6)
     masks = (rng.random((40, 16, 16)) < 0.5).astype(np.uint8)
     x = rng.random((5, 16, 16))
@@ -423,10 +426,11 @@ def test_autotune_chooses_a_valid_method() -> None:
     np.testing.assert_allclose(y, reference(masks, x), rtol=1e-12)
     (plan,) = proj.plans.values()
     assert plan.method in KERNELS[:-1]
-    assert plan.source in ("timed", "model")
-    if plan.source == "timed":
-        assert plan.method in plan.timed_s
-    np.testing.assert_allclose(proj.project(pack(masks), x), y, rtol=1e-12)
+    assert plan.source == "timed"
+    assert plan.method in plan.timed_s and set(plan.timed_s) <= set(KERNELS[:-1])
+    assert plan.timed_s[plan.method] == min(plan.timed_s.values())
+    assert np.array_equal(proj.project(pack(masks), x), y)
+    assert np.array_equal(K.project(pack(masks), x, method=plan.method), y)
 
 
 # --------------------------------------------------------------------------------------------

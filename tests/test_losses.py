@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml.losses import LossWeights, encoder_losses
+from lsi_ml.latent.losses import LossWeights, encoder_losses
 
 
 def test_latent_terms_by_hand():

@@ -8,8 +8,8 @@ import torch
 
 from lsi_hw.errors import ConfigError
 from lsi_hw.sim import SimBench, SimConfig
-from lsi_ml.encoder import EncoderConfig, LatentEncoder, MeasurementNormalizer
-from lsi_ml.optical import OpticalEncoder
+from lsi_ml.latent.encoder import EncoderConfig, LatentEncoder, MeasurementNormalizer
+from lsi_ml.latent.optical import OpticalEncoder
 
 
 def test_masks_are_binary_and_gradients_flow_through_the_physics():
@@ -90,7 +90,7 @@ def test_latent_encoder_learns_a_linear_map():
 def test_optical_encoder_power_then_detect_equals_forward() -> None:
     """forward = detect(power): the split the measurement bank relies on (same noise)."""
     from lsi_hw.sim.forward import SimConfig
-    from lsi_ml.optical import OpticalEncoder
+    from lsi_ml.latent.optical import OpticalEncoder
 
     enc = OpticalEncoder(8, (16, 16), SimConfig().with_noise("full"), seed=2)
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -108,7 +108,7 @@ def test_optical_encoder_power_then_detect_equals_forward() -> None:
 def test_hadamard_mask_init() -> None:
     """init='hadamard': the first m sequency-ordered Walsh-Hadamard masks, trainable."""
     from lsi_hw.patterns import PatternSet
-    from lsi_ml.optical import initial_weights
+    from lsi_ml.latent.optical import initial_weights
 
     enc = OpticalEncoder(8, (16, 16), init="hadamard")
     expected = PatternSet.hadamard(16, 8, order="sequency").masks

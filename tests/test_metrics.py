@@ -1,4 +1,5 @@
-"""Unit tests for lsi_ml.metrics: hand-computed cases (arithmetic in comments) + properties."""
+"""Unit tests for lsi_ml.evaluation.metrics: hand-computed cases (arithmetic in comments) +
+properties."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from skimage.metrics import structural_similarity
 
-from lsi_ml.metrics import (
+from lsi_ml.evaluation.frechet import (
     INCEPTION_NAME,
     FeatureSpace,
     FrechetResult,
     InceptionFeatures,
     RandomConvFeatures,
-    VerificationResult,
-    attribute_accuracy,
     frechet_distance,
     frechet_distance_from_stats,
     frechet_distance_images,
+)
+from lsi_ml.evaluation.metrics import (
+    VerificationResult,
+    attribute_accuracy,
     landmark_nme,
     landmark_nme_per_image,
     latent_errors,
@@ -30,10 +33,9 @@ from lsi_ml.metrics import (
     psnr,
     segmentation_f1,
     ssim,
-    table1_header,
-    table1_row,
     verification_accuracy,
 )
+from lsi_ml.evaluation.table1 import table1_header, table1_row
 
 FAST = settings(max_examples=40, deadline=None)
 finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False)
@@ -232,7 +234,7 @@ def test_latent_errors_hand() -> None:
 # ------------------------------------------------------------------------------ PSNR / SSIM
 def test_latent_r2_hand() -> None:
     """Targets (n=4, 3 dims): exact dim -> 1, the mean -> 0, a constant target -> NaN."""
-    from lsi_ml.metrics import latent_r2
+    from lsi_ml.evaluation.metrics import latent_r2
 
     target = np.array([[1.0, 0.0, 5.0], [-1.0, 2.0, 5.0], [1.0, 4.0, 5.0], [-1.0, 6.0, 5.0]])
     pred = target.copy()

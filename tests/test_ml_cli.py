@@ -15,8 +15,10 @@ from lsi_hw.cli import main as hw_main
 from lsi_hw.patterns import PatternSet
 from lsi_ml.checkpoint import load_checkpoint
 from lsi_ml.cli import main
+from lsi_ml.training.config import TrainConfig
 
 TINY_TOML = """
+# the flat keys of earlier versions (the CLI reads them; config.toml is written nested)
 size = 32
 n_masks = 16
 steps = 3
@@ -53,7 +55,7 @@ def _example(name: str):
 def _tiny_probes(path: Path, seed: int) -> Path:
     """Barely trained probes of SynthFace 32 px (enough to run an evaluation)."""
     from lsi_ml.generators.synthface import SynthFace
-    from lsi_ml.probe_training import ProbeConfig, ProbeSet
+    from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
 
     ProbeSet.fit(SynthFace(32, seed=seed), ProbeConfig(
         steps=2, n_train=32, batch=16, render_batch=32, seg_width=8, seg_depth=1,
@@ -84,7 +86,9 @@ def test_train_writes_the_run_folder(run: Path) -> None:
                  "patterns.npz"):
         assert (run / name).is_file(), name
     payload = load_checkpoint(run / "model.pt")
-    assert payload["step"] == 3 and payload["config"]["size"] == 32
+    assert payload["step"] == 3 and payload["config"]["data"]["size"] == 32
+    written = (run / "config.toml").read_text()
+    assert "[data]" in written and "\nsize = 32" in written.split("[data]")[1]
     history = json.loads((run / "history.json").read_text())
     assert history[-1]["step"] == 3.0
 
@@ -115,8 +119,8 @@ def test_export_patterns_equal_the_model_masks(run: Path, tmp_path: Path) -> Non
 
 def test_decode_measurements_from_lsi_hw(run: Path, tmp_path: Path) -> None:
     """Scenes measured by `lsi-hw simulate` with the exported masks decode end to end."""
-    from lsi_ml.bench_data import faces_as_scenes
     from lsi_ml.generators.synthface import SynthFace
+    from lsi_ml.training.bench_data import faces_as_scenes
 
     patterns = tmp_path / "p.npz"
     _invoke(["export-patterns", str(run), str(patterns)])
@@ -174,7 +178,7 @@ def test_fake_hw_finetune_through_the_cli(run: Path, tmp_path: Path) -> None:
     fine = load_checkpoint(out / "model.pt")
     base = load_checkpoint(run / "model.pt")
     assert torch.equal(fine["extra"]["masks"], base["extra"]["masks"])
-    assert fine["config"]["backend"] == "fake-hw" and fine["config"]["freeze_masks"]
+    assert fine["config"]["bench"]["backend"] == "fake-hw" and fine["config"]["masks"]["freeze"]
     assert (out / "recording" / "manifest.json").is_file()
 
 
@@ -205,24 +209,24 @@ def test_train_bank_phase_and_mask_init_from_the_cli(run: Path, tmp_path: Path) 
                       "--no-progress"])
     assert result.exit_code == 0, result.output
     payload = load_checkpoint(copy / "model.pt")
-    assert payload["step"] == 5 and payload["config"]["bank_steps"] == 2
+    assert payload["step"] == 5 and payload["config"]["bank"]["steps"] == 2
     assert torch.equal(payload["extra"]["masks"], masks)
     out = tmp_path / "had"
     result = _invoke(["train", "--config", str(run / "config.toml"), "--out", str(out),
                       "--mask-init", "hadamard", "--steps", "1", "--no-probes",
                       "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out / "model.pt")["config"]["mask_init"] == "hadamard"
+    assert load_checkpoint(out / "model.pt")["config"]["masks"]["init"] == "hadamard"
     result = _invoke(["train", "--out", str(tmp_path / "bad"), "--bank-steps", "-1",
                       "--no-progress"])
-    assert result.exit_code == 2 and "bank_steps" in result.output
+    assert result.exit_code == 2 and "bank.steps = -1" in result.output
     assert not (tmp_path / "bad" / "model.pt").exists()
 
 
 def test_eval_lists_decoded_dimensions_by_name(run: Path, tmp_path: Path) -> None:
     """eval --per-dim N: the N best and N worst latent dimensions by R^2, named."""
     probes = _tiny_probes(tmp_path / "probes.pt",
-                          load_checkpoint(run / "model.pt")["config"]["seed"])
+                          TrainConfig.from_checkpoint(run / "model.pt").seed)
     result = _invoke(["eval", str(run), "--n-test", "8", "--pairs", "4", "--probes",
                       str(probes), "--per-dim", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -247,17 +251,17 @@ def test_eval_device_is_checked_before_any_loading(run: Path) -> None:
 
 
 def test_default_probes_are_the_cpu_preset_on_a_cpu_only() -> None:
-    from lsi_ml.cli import _default_probe_config
-    from lsi_ml.probe_training import ProbeConfig
+    from lsi_ml.latent.probe_training import ProbeConfig
+    from lsi_ml.training.run import default_probe_config
 
-    assert _default_probe_config("cpu", False) == ProbeConfig.cpu(progress=False)
-    assert _default_probe_config("cuda:0", False) == ProbeConfig(progress=False,
+    assert default_probe_config("cpu", False) == ProbeConfig.cpu(progress=False)
+    assert default_probe_config("cuda:0", False) == ProbeConfig(progress=False,
                                                                 device="cuda:0")
 
 
 def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path) -> None:
     """examples/train_for_budget.py: calibrated steps, finished schedule, a loadable run."""
-    from lsi_ml.train import Trainer
+    from lsi_ml.training.trainer import Trainer
 
     module = _example("train_for_budget")
     config = tmp_path / "tiny.toml"
@@ -272,16 +276,16 @@ def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path)
     assert not report["stopped_early"]
     assert report["steps_planned"] != 1000  # set by the clock, not by the config
     trainer = Trainer.resume(out / "model.pt", progress=False)
-    assert trainer.step == report["steps_planned"] == trainer.config.steps
+    assert trainer.step == report["steps_planned"] == trainer.config.schedule.steps
     again = CliRunner().invoke(module.main, ["--config", str(config), "--minutes", "0.05",
                                              "--out", str(out)])
     assert again.exit_code == 1 and "exists" in again.output
     zero = CliRunner().invoke(module.main, ["--minutes", "0", "--out", str(tmp_path / "z")])
     assert zero.exit_code == 2 and "--minutes" in zero.output
-    (tmp_path / "bad.toml").write_text("size = 8\n")
+    (tmp_path / "bad.toml").write_text("[data]\nsize = 8\n")
     bad = CliRunner().invoke(module.main, ["--config", str(tmp_path / "bad.toml"),
                                            "--minutes", "1", "--out", str(tmp_path / "b")])
-    assert bad.exit_code == 2 and "Error: config: size = 8 must be >= 32" in bad.output
+    assert bad.exit_code == 2 and "Error: config: data.size = 8 must be >= 32" in bad.output
     assert not (tmp_path / "b").exists()
 
 
@@ -305,7 +309,7 @@ def test_eval_fit_iters_fits_the_latents_to_their_readings(run: Path, tmp_path: 
     """eval --fit-iters N: each decoded latent is fitted through the twin; the fit's reading
     residual (reduced chi^2) is reported and can only fall."""
     probes = _tiny_probes(tmp_path / "probes.pt",
-                          load_checkpoint(run / "model.pt")["config"]["seed"])
+                          TrainConfig.from_checkpoint(run / "model.pt").seed)
     out = tmp_path / "fit.json"
     result = _invoke(["eval", str(run), "--n-test", "6", "--pairs", "4", "--probes",
                       str(probes), "--fit-iters", "2", "--no-recognizer", "--json", str(out),

@@ -22,31 +22,43 @@ from click.testing import CliRunner
 from lsi_hw.errors import ConfigError
 from lsi_hw.locking import PathLock
 from lsi_hw.types import Measurement
+from lsi_ml.baselines.image_probes import ImageProbeConfig
+from lsi_ml.baselines.image_reconstruction import ImageReconConfig
 from lsi_ml.checkpoint import load_checkpoint
-from lsi_ml.cli import LOCK_FILE, main
+from lsi_ml.cli import main
 from lsi_ml.config_check import Rule, check_fields
-from lsi_ml.image_probes import ImageProbeConfig
-from lsi_ml.image_reconstruction import ImageReconConfig
-from lsi_ml.losses import LossWeights
-from lsi_ml.probe_training import ProbeConfig
-from lsi_ml.train import TrainConfig, Trainer
+from lsi_ml.latent.losses import LossWeights
+from lsi_ml.latent.probe_training import ProbeConfig
+from lsi_ml.training.config import TrainConfig
+from lsi_ml.training.run import LOCK_FILE
+from lsi_ml.training.trainer import Trainer
 
 TINY_TOML = """
+seed = 2
+
+[data]
 size = 32
+n_val = 8
+
+[masks]
 n_masks = 16
+
+[decoder]
+hidden = 32
+block_hidden = 16
+
+[schedule]
 steps = 2
 batch = 8
-n_val = 8
 eval_every = 0
 eval_batch = 8
-encoder_hidden = 32
-encoder_block_hidden = 16
-seed = 2
 """
 
-TINY = TrainConfig(size=32, n_masks=16, steps=2, batch=8, n_train=16, n_val=8,
-                   eval_every=0, eval_batch=8, encoder_hidden=32, encoder_block_hidden=16,
-                   progress=False, seed=2)
+TINY = TrainConfig.from_dict({
+    "data": {"size": 32, "n_train": 16, "n_val": 8}, "masks": {"n_masks": 16},
+    "decoder": {"hidden": 32, "block_hidden": 16},
+    "schedule": {"steps": 2, "batch": 8, "eval_every": 0, "eval_batch": 8},
+    "progress": False, "seed": 2})
 
 
 def _invoke(args: list[str]):
@@ -84,7 +96,7 @@ def pattern_name(model_dir: Path) -> str:
 
 
 def _measurement(path: Path, pattern_name: str, n: int = 2) -> Path:
-    values = np.random.default_rng(0).normal(0.5, 0.1, size=(n, TINY.n_masks))
+    values = np.random.default_rng(0).normal(0.5, 0.1, size=(n, TINY.masks.n_masks))
     Measurement(values=values, settings={}, timestamps=np.zeros_like(values),
                 pattern_name=pattern_name).save(str(path))
     return path
@@ -92,27 +104,42 @@ def _measurement(path: Path, pattern_name: str, n: int = 2) -> Path:
 
 # ----------------------------------------------------------------------- config types
 @pytest.mark.parametrize("bad, words", [
-    ({"freeze_masks": "no"}, 'config: freeze_masks = "no" must be a bool'),
-    ({"freeze_masks": 1}, "config: freeze_masks = 1 must be a bool"),
-    ({"steps": 4.7}, "config: steps = 4.7 must be an int"),
-    ({"steps": "ten"}, 'config: steps = "ten" must be an int'),
-    ({"steps": True}, "config: steps = True must be an int"),
-    ({"size": "64"}, 'config: size = "64" must be an int'),
-    ({"lr_masks": "fast"}, 'config: lr_masks = "fast" must be a number'),
+    ({"masks.freeze": "no"}, 'config: masks.freeze = "no" must be a bool'),
+    ({"masks.freeze": 1}, "config: masks.freeze = 1 must be a bool"),
+    ({"schedule.steps": 4.7}, "config: schedule.steps = 4.7 must be an int"),
+    ({"schedule.steps": "ten"}, 'config: schedule.steps = "ten" must be an int'),
+    ({"schedule.steps": True}, "config: schedule.steps = True must be an int"),
+    ({"data.size": "64"}, 'config: data.size = "64" must be an int'),
+    ({"masks.lr": "fast"}, 'config: masks.lr = "fast" must be a number'),
     ({"init_from": 3}, "config: init_from = 3 must be a string or none"),
-    ({"sim": 3}, "config: sim = 3 must be a table"),
-    ({"noise": "loud"}, 'config: noise = "loud" must be one of "none", "shot"'),
-    ({"lr_schedule": "linear"}, "lr_schedule"),
-    ({"size": 8}, "config: size = 8 must be >= 32 (SynthFace renders 32 px or more)"),
-    ({"batch": 1}, "config: batch = 1 must be >= 2"),
-    ({"lr_decoder": float("inf")}, "config: lr_decoder = inf must be finite and >= 0"),
+    ({"bench.sim": 3}, "config: bench.sim = 3 must be a table"),
+    ({"bench.noise": "loud"}, 'config: bench.noise = "loud" must be one of "none", "shot"'),
+    ({"schedule.lr_schedule": "linear"}, "schedule.lr_schedule"),
+    ({"data.size": 8},
+     "config: data.size = 8 must be >= 32 (SynthFace renders 32 px or more)"),
+    ({"schedule.batch": 1}, "config: schedule.batch = 1 must be >= 2"),
+    ({"decoder.lr": float("inf")}, "config: decoder.lr = inf must be finite and >= 0"),
+    ({"loss.image": -1}, "config: loss.image = -1 must be finite and >= 0"),
     ({"seed": -1}, "config: seed = -1 must be >= 0"),
 ])
 def test_train_config_checks_every_type_and_range(bad: dict, words: str) -> None:
     with pytest.raises(ConfigError) as info:
-        TrainConfig(**bad)
+        TrainConfig().with_overrides(bad)
     message = str(info.value)
     assert words in message and "\n" not in message
+
+
+def test_a_section_error_names_the_dotted_key_however_the_config_was_written() -> None:
+    """A section refuses its own fields by their dotted keys: made directly, from a nested
+    dict, or from the flat keys of earlier versions."""
+    from lsi_ml.training.config import ScheduleConfig
+
+    for make in (lambda: ScheduleConfig(steps=4.7),
+                 lambda: TrainConfig(schedule={"steps": 4.7}),
+                 lambda: TrainConfig.from_dict({"schedule": {"steps": 4.7}}),
+                 lambda: TrainConfig.from_dict({"steps": 4.7})):
+        with pytest.raises(ConfigError, match=r"^config: schedule\.steps = 4\.7 must be an int$"):
+            make()
 
 
 def test_trainer_refuses_a_plain_dict() -> None:
@@ -121,19 +148,25 @@ def test_trainer_refuses_a_plain_dict() -> None:
 
 
 def test_numbers_are_normalised_to_the_annotated_type() -> None:
-    cfg = TrainConfig(lr_masks=1, steps=np.int64(5), weight_decay=np.float32(0.5))
-    assert type(cfg.lr_masks) is float and cfg.lr_masks == 1.0
-    assert type(cfg.steps) is int and cfg.steps == 5
-    assert type(cfg.weight_decay) is float
+    cfg = TrainConfig().with_overrides({"masks.lr": 1, "schedule.steps": np.int64(5),
+                                        "decoder.weight_decay": np.float32(0.5)})
+    assert type(cfg.masks.lr) is float and cfg.masks.lr == 1.0
+    assert type(cfg.schedule.steps) is int and cfg.schedule.steps == 5
+    assert type(cfg.decoder.weight_decay) is float
     assert ProbeConfig(landmark_maps=[0, 2]).landmark_maps == (0, 2)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_toml_type_errors_are_one_line(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    for text, words in (('freeze_masks = "no"\n', 'freeze_masks = "no" must be a bool'),
-                        ("steps = 4.7\n", "steps = 4.7 must be an int"),
-                        ("[loss]\nimage = \"big\"\n", 'image = "big" must be a number'),
+    for text, words in (('freeze_masks = "no"\n', 'masks.freeze = "no" must be a bool'),
+                        ('[masks]\nfreeze = "no"\n', 'masks.freeze = "no" must be a bool'),
+                        ("steps = 4.7\n", "schedule.steps = 4.7 must be an int"),
+                        ("[schedule]\nsteps = 4.7\n", "schedule.steps = 4.7 must be an int"),
+                        ("[schedule]\nstepz = 4\n", "schedule.stepz"),
+                        ("schedule = 3\n", "schedule = 3 must be a table"),
+                        ("steps = 4\n[schedule]\nsteps = 5\n", "both set schedule.steps"),
+                        ("[loss]\nimage = \"big\"\n", 'loss.image = "big" must be a number'),
                         ("[loss]\nimagee = 1.0\n", "imagee"),
                         ("loss = 3\n", "loss = 3 must be a table"),
                         ("sise = 64\n", "sise"),
@@ -146,11 +179,11 @@ def test_toml_type_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_cli_train_refuses_a_mistyped_config_before_creating_the_run(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
-    config.write_text(TINY_TOML + 'freeze_masks = "no"\n')
+    config.write_text(TINY_TOML.replace("[masks]\n", '[masks]\nfreeze = "no"\n'))
     out = tmp_path / "run"
     result = _invoke(["train", "--config", str(config), "--out", str(out), "--no-probes",
                       "--no-progress"])
-    _one_line_error(result, 'config: freeze_masks = "no" must be a bool')
+    _one_line_error(result, 'config: masks.freeze = "no" must be a bool')
     assert not out.exists()
 
 
@@ -171,8 +204,8 @@ def test_cli_train_refuses_zero_steps_before_creating_the_run(tmp_path: Path) ->
     (ImageProbeConfig, {"lr": 0}, "image probe config: lr = 0 must be finite and > 0"),
     (ImageReconConfig, {"freeze_masks": "no"}, "image reconstruction config: freeze_masks"),
     (ImageReconConfig, {"size": 34}, "size = 34 must be a multiple of 4"),
-    (LossWeights, {"image": "big"}, 'loss weights: image = "big" must be a number'),
-    (LossWeights, {"image": -1}, "loss weights: image = -1 must be finite and >= 0"),
+    (LossWeights, {"image": "big"}, 'config: loss.image = "big" must be a number'),
+    (LossWeights, {"image": -1}, "config: loss.image = -1 must be finite and >= 0"),
 ])
 def test_other_configs_share_the_validator(cls: type, bad: dict, where: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -214,10 +247,10 @@ def _rewrite(path: Path, src: Path, edit) -> Path:
 
 def test_resume_revalidates_the_stored_config(model_dir: Path, tmp_path: Path) -> None:
     bad = _rewrite(tmp_path / "model.pt", model_dir / "model.pt",
-                   lambda p: p["config"].update(size="32"))
+                   lambda p: p["config"]["data"].update(size="32"))
     with pytest.raises(ConfigError) as info:
         Trainer.resume(bad)
-    assert str(bad) in str(info.value) and 'size = "32" must be an int' in str(info.value)
+    assert str(bad) in str(info.value) and 'data.size = "32" must be an int' in str(info.value)
     result = _invoke(["export-patterns", str(bad), str(tmp_path / "p.npz")])
     _one_line_error(result, str(bad), "must be an int")
     result = _invoke(["train", "--init-from", str(bad), "--out", str(tmp_path / "ft"),
@@ -323,12 +356,12 @@ def test_second_process_into_a_locked_run_folder_exits_2(tmp_path: Path) -> None
 
 def test_only_rank0_of_a_ddp_launch_takes_the_lock(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from lsi_ml.cli import _lock_run
+    from lsi_ml.training.run import lock_run
 
     monkeypatch.setenv("RANK", "1")
-    assert _lock_run(tmp_path / "r1") is None and not (tmp_path / "r1").exists()
+    assert lock_run(tmp_path / "r1") is None and not (tmp_path / "r1").exists()
     monkeypatch.setenv("RANK", "0")
-    lock = _lock_run(tmp_path / "r0")
+    lock = lock_run(tmp_path / "r0")
     try:
         assert lock.held and (tmp_path / "r0" / LOCK_FILE).is_file()
     finally:
@@ -339,10 +372,10 @@ def test_only_rank0_of_a_ddp_launch_takes_the_lock(tmp_path: Path,
 def test_run_files_go_through_atomic_writes(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import lsi_hw.plotting as plotting
-    import lsi_ml.cli as cli
+    import lsi_ml.training.run as run_mod
 
     written: list[str] = []
-    real_text, real_write = cli.atomic_write_text, cli.atomic_write
+    real_text, real_write = run_mod.atomic_write_text, plotting.atomic_write
 
     def spy_text(path, text, **kw):
         written.append(Path(path).name)
@@ -352,8 +385,7 @@ def test_run_files_go_through_atomic_writes(tmp_path: Path,
         written.append(Path(path).name)
         return real_write(path, fn, *args, **kw)
 
-    monkeypatch.setattr(cli, "atomic_write_text", spy_text)
-    monkeypatch.setattr(cli, "atomic_write", spy_write)
+    monkeypatch.setattr(run_mod, "atomic_write_text", spy_text)
     monkeypatch.setattr(plotting, "atomic_write", spy_write)  # figures: save_figure
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_TOML)
@@ -367,7 +399,7 @@ def test_a_failed_plot_keeps_the_previous_file(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from matplotlib.figure import Figure
 
-    from lsi_ml.cli import _plot_history
+    from lsi_ml.training.run import plot_history
 
     path = tmp_path / "training_curve.png"
     path.write_bytes(b"old")
@@ -378,7 +410,7 @@ def test_a_failed_plot_keeps_the_previous_file(tmp_path: Path,
 
     monkeypatch.setattr(Figure, "savefig", broken)
     with pytest.raises(OSError):
-        _plot_history([{"step": 1.0, "val_latent_l1": 0.5, "loss": 1.0}], path)
+        plot_history([{"step": 1.0, "val_latent_l1": 0.5, "loss": 1.0}], path)
     assert path.read_bytes() == b"old" and _listing(tmp_path) == ["training_curve.png"]
 
 
@@ -393,7 +425,7 @@ def test_export_patterns_refuses_an_existing_file_without_force(model_dir: Path,
     assert out.read_bytes() == b"keep me"
     result = _invoke(["export-patterns", str(model_dir), str(out), "--force"])
     assert result.exit_code == 0, result.output
-    assert PatternSet.load(out).m == TINY.n_masks
+    assert PatternSet.load(out).m == TINY.masks.n_masks
     before = (model_dir / "model.pt").read_bytes()
     result = _invoke(["export-patterns", str(model_dir), str(model_dir / "model.pt"),
                       "--force"])
@@ -438,7 +470,7 @@ def test_decode_never_replaces_the_cwd_an_input_or_its_folder(
 def _bad_measurements(folder: Path, good: Path) -> dict[str, Path]:
     folder.mkdir()
     rng = np.random.default_rng(1)
-    values = rng.normal(0.5, 0.1, size=(2, TINY.n_masks))
+    values = rng.normal(0.5, 0.1, size=(2, TINY.masks.n_masks))
     stamps = np.zeros_like(values)
 
     def archive(name: str, **arrays) -> Path:
@@ -461,9 +493,9 @@ def _bad_measurements(folder: Path, good: Path) -> dict[str, Path]:
     return {
         "truncated": truncated, "plain .npy": plain, "empty": empty,
         "nan": archive("nan.npz", values=nan), "inf": archive("inf.npz", values=inf),
-        "int": archive("int.npz", values=np.ones((2, TINY.n_masks), np.int64)),
+        "int": archive("int.npz", values=np.ones((2, TINY.masks.n_masks), np.int64)),
         "complex": archive("complex.npz", values=values + 1j),
-        "string": archive("string.npz", values=np.full((2, TINY.n_masks), "x")),
+        "string": archive("string.npz", values=np.full((2, TINY.masks.n_masks), "x")),
         "1-D": archive("flat.npz", values=values[0]),
         "3-D": archive("cube.npz", values=values[None]),
         "no values": archive("novalues.npz", other=values),
@@ -489,7 +521,7 @@ def test_bad_measurement_files_are_one_line_errors(model_dir: Path, pattern_name
 def test_training_too_big_for_memory_is_refused_before_allocating(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small = TINY.memory_estimate()
-    double = TrainConfig(**{**TINY.to_dict(), "size": 64}).memory_estimate()
+    double = TINY.with_overrides({"data.size": 64}).memory_estimate()
     assert double["masks"] == 4 * small["masks"] and double["render"] == 4 * small["render"]
     assert small["total"] == sum(v for k, v in small.items() if k != "total")
     monkeypatch.setenv("LSI_MAX_MEMORY_GB", "0.001")  # ~1 MiB
@@ -505,7 +537,7 @@ def test_training_too_big_for_memory_is_refused_before_allocating(
 
 
 def test_evaluation_too_big_for_memory_is_refused_before_rendering(monkeypatch) -> None:
-    from lsi_ml.evaluation import evaluate_decoder
+    from lsi_ml.evaluation.latent import evaluate_decoder
     from lsi_ml.generators.synthface import SynthFace
 
     monkeypatch.setenv("LSI_MAX_MEMORY_GB", "1")

@@ -61,8 +61,8 @@ def _brightest_fraction(scenes: np.ndarray, patterns: PatternSet) -> float:
 def faces64() -> np.ndarray:
     """64 SynthFace faces at 64 px as monitor frames (B, 64, 64, 3) uint8."""
     torch = pytest.importorskip("torch")
-    from lsi_ml.bench_data import faces_as_scenes
     from lsi_ml.generators.synthface import SynthFace
+    from lsi_ml.training.bench_data import faces_as_scenes
 
     gen = SynthFace(size=64)
     latent = gen.sample_latent(64, generator=torch.Generator().manual_seed(0))
@@ -140,7 +140,7 @@ def test_which_gain_steps_settle_within_one_pattern():
 
 
 def test_the_twin_driver_timing_settles_at_the_default_gain():
-    from lsi_hw.twin import FakeHardwareBench
+    from lsi_hw.benches.twin import FakeHardwareBench
 
     with FakeHardwareBench("none") as twin:
         timing = twin.detector.timing_for(235.0, 235.0)
@@ -156,8 +156,8 @@ STAGES = ("monitor", "optics", "dmd", "photodiode", "amplifier", "digitizer")
 
 
 def test_simbench_twin_torch_model_and_cli_use_the_same_defaults():
-    from lsi_hw.twin import FakeHardwareBench
-    from lsi_ml.optical import OpticalEncoder
+    from lsi_hw.benches.twin import FakeHardwareBench
+    from lsi_ml.latent.optical import OpticalEncoder
 
     reference = SimConfig()
     sim = SimBench()
@@ -183,10 +183,10 @@ def test_simbench_twin_torch_model_and_cli_use_the_same_defaults():
 
 
 def test_the_training_configs_are_built_from_the_same_defaults():
-    from lsi_ml.train import TrainConfig
+    from lsi_ml.training.config import TrainConfig
 
     config = TrainConfig()
-    built = SimConfig().with_noise(config.noise).with_overrides(config.sim)
+    built = SimConfig().with_noise(config.bench.noise).with_overrides(config.bench.sim)
     for stage in STAGES:
         assert getattr(built, stage) == getattr(SimConfig(), stage), stage
     assert replace(built, noise=NoiseConfig()) == SimConfig()

@@ -7,7 +7,6 @@ import json
 import math
 import pickle
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ def sylvester(n: int) -> np.ndarray:
 
 
 def popcount_row(k: int, n: int) -> np.ndarray:
-    """Row k of H_n from the CONTRACTS formula, with Python's own popcount."""
+    """Row k of H_n from the formula in docs/architecture.md, with Python's own popcount."""
     return np.array([(-1) ** bin(k & p).count("1") for p in range(n)], dtype=np.int64)
 
 
@@ -411,10 +410,10 @@ def test_random_order_seeded():
     assert sorted(a.tolist()) == list(range(64))
 
 
-def test_hadamard_large_is_fast():
-    t0 = time.perf_counter()
+def test_hadamard_large():
+    """256 x 256 masks, 4096 rows: the rows are the right ones.  Generation speed (the
+    3 s target) is checked by benchmarks/bench_patterns.py, not here."""
     ps = PatternSet.hadamard(256, m=4096)
-    dt = time.perf_counter() - t0
     assert ps.masks.shape == (4096, 256, 256)
     n = 65536
     for i in (0, 1, 777, 4095):
@@ -426,7 +425,6 @@ def test_hadamard_large_is_fast():
             par ^= x & 1
             x = x >> 1
         np.testing.assert_array_equal(ps.masks[i].ravel(), 1 - par)
-    assert dt < 3.0, f"hadamard(256, m=4096) took {dt:.2f} s"
 
 
 # ------------------------------------------------------------------------------------------

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml import metrics
 from lsi_ml.checkpoint import load_checkpoint, save_checkpoint
 from lsi_ml.data.synthetic import SyntheticFaces
+from lsi_ml.evaluation import metrics
 from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.probe_training import ProbeConfig, ProbeSet, train_probes
+from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet, train_probes
 
 SIZE = 32
 # small, CPU-cheap probes: the default ones are tuned for quality (see ProbeConfig)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml.probes import (
+from lsi_ml.latent.probes import (
     AttributeProbe,
     HeatmapLandmarkProbe,
     LandmarkProbe,

@@ -1,4 +1,4 @@
-"""Fitting a decoded latent to its own readings (lsi_ml.reading_fit): the solver on a toy
+"""Fitting a decoded latent to its own readings (lsi_ml.latent.reading_fit): the solver on a toy
 generator whose answer is known, its guarantees, and the bench twin's noise model."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml.reading_fit import ReadingFitConfig, TwinReadings, fit_latent_to_readings
+from lsi_ml.latent.reading_fit import ReadingFitConfig, TwinReadings, fit_latent_to_readings
 
 
 class _ToyGenerator:
@@ -71,7 +71,7 @@ def test_fit_refuses_bad_input() -> None:
 def test_twin_noise_sigma_follows_shot_noise() -> None:
     """The twin's sigma grows with the signal (shot noise) and is ~0 only at quantisation."""
     from lsi_hw.sim.forward import SimConfig
-    from lsi_ml.optical import OpticalEncoder
+    from lsi_ml.latent.optical import OpticalEncoder
 
     optical = OpticalEncoder(16, (32, 32), SimConfig().with_noise("shot"))
     twin = TwinReadings(optical)
@@ -91,7 +91,7 @@ def test_attribute_switches_cross_what_a_local_fit_cannot() -> None:
     stays on the wrong side, the switch moves bring most smiles back."""
     from lsi_hw.sim.forward import SimConfig
     from lsi_ml.generators.synthface import SynthFace
-    from lsi_ml.optical import OpticalEncoder
+    from lsi_ml.latent.optical import OpticalEncoder
 
     gen = SynthFace(32, seed=0)
     twin = TwinReadings(OpticalEncoder(64, (32, 32), SimConfig().with_noise("shot"), seed=3))

@@ -1,4 +1,5 @@
-"""The SynthFace face recognizer (lsi_ml.recognizer): embeddings, training, thresholds, the
+"""The SynthFace face recognizer (lsi_ml.evaluation.recognizer): embeddings, training, thresholds,
+the
 decoded-vs-original protocol, the cache and `lsi-ml recognizer`. Tiny configs (32 px)."""
 
 from __future__ import annotations
@@ -12,22 +13,29 @@ import torch
 from click.testing import CliRunner
 
 from lsi_hw.errors import ConfigError
-from lsi_ml import recognizer as rec
 from lsi_ml.cli import main
-from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.recognizer import (
+from lsi_ml.evaluation import recognizer as rec
+from lsi_ml.evaluation import recognizer_cache
+from lsi_ml.evaluation.recognizer import (
     Recognizer,
     RecognizerConfig,
     fit_threshold,
+    train_recognizer,
+)
+from lsi_ml.evaluation.recognizer_cache import (
+    default_cache_dir,
     load_or_train_recognizer,
     load_recognizer,
     recognizer_cache_path,
     recognizer_key,
-    recognizer_pairs_accuracy,
     save_recognizer,
-    train_recognizer,
+)
+from lsi_ml.evaluation.recognizer_verification import (
+    impostor_index,
+    recognizer_pairs_accuracy,
     verification_decoded_vs_original,
 )
+from lsi_ml.generators.synthface import SynthFace
 
 TINY = RecognizerConfig(input_size=32, widths=(8, 16, 32), embedding_dim=16, steps=80,
                         identities=8, views=3, lr=5e-3, warmup=5, val_pairs=64, batch=128,
@@ -173,9 +181,9 @@ def test_decoded_vs_original_protocol(gen32, trained) -> None:
     emb = trained.embed(originals)
     labels = np.repeat(np.arange(12), 2)
     for mode in ("derangement", "hardest"):
-        j = rec._impostor_index(emb, mode, labels, seed=0)
+        j = impostor_index(emb, mode, labels, seed=0)
         assert (labels[j] != labels).all()
-        j = rec._impostor_index(emb, mode, None, seed=0)
+        j = impostor_index(emb, mode, None, seed=0)
         assert (j != np.arange(24)).all()
     with pytest.raises(ConfigError, match="another identity"):
         verification_decoded_vs_original(trained, originals[:2], decoded[:2], labels=[0, 0])
@@ -223,14 +231,14 @@ def test_load_or_train_trains_once_then_loads(tmp_path, gen32, monkeypatch) -> N
     def no_training(*args, **kwargs):
         raise AssertionError("trained although the cache holds the recognizer")
 
-    monkeypatch.setattr(rec, "train_recognizer", no_training)
+    monkeypatch.setattr(recognizer_cache, "train_recognizer", no_training)
     again = load_or_train_recognizer(gen32, cfg, cache_dir=tmp_path, progress=False)
     assert again.threshold == first.threshold
     # default folder: $XDG_CACHE_HOME/lsi-toolkit/recognizer
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert rec.default_cache_dir() == tmp_path / "xdg" / "lsi-toolkit" / "recognizer"
+    assert default_cache_dir() == tmp_path / "xdg" / "lsi-toolkit" / "recognizer"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
-    assert rec.default_cache_dir() == Path.home() / ".cache" / "lsi-toolkit" / "recognizer"
+    assert default_cache_dir() == Path.home() / ".cache" / "lsi-toolkit" / "recognizer"
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "not-a-recognizer",
@@ -270,7 +278,8 @@ def test_changed_generator_output_is_detected(tmp_path, gen32, trained, monkeypa
         load_recognizer(path, gen32)
     with pytest.raises(ConfigError, match="differ"):
         load_or_train_recognizer(gen32, TINY, cache_dir=tmp_path, train_if_missing=False)
-    monkeypatch.setattr(rec, "train_recognizer", lambda generator, config: trained)
+    monkeypatch.setattr(recognizer_cache, "train_recognizer",
+                        lambda generator, config: trained)
     again = load_or_train_recognizer(gen32, TINY, cache_dir=tmp_path, progress=False)
     assert again is trained
     assert load_recognizer(path, gen32).threshold == trained.threshold  # rewritten

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lsi_hw.acquisition import acquire
+from lsi_hw.benches.twin import FakeHardwareBench
 from lsi_hw.errors import ConfigError
 from lsi_hw.patterns import PatternSet
-from lsi_hw.twin import FakeHardwareBench
 from lsi_hw.types import image_id
 from lsi_ml.data.recorded import RecordedMeasurements
 

@@ -1,4 +1,5 @@
-"""The full-image reference (lsi_ml.reference): training, refinement, save/load, scoring."""
+"""The full-image reference (lsi_ml.baselines.reference): training, refinement, save/load,
+scoring."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ import pytest
 import torch
 
 from lsi_hw.errors import ConfigError
-from lsi_ml.evaluation import evaluate_decoder
-from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.probe_training import ProbeConfig, train_probes
-from lsi_ml.reference import (
+from lsi_ml.baselines.reference import (
     FullImageReference,
     ImageDecoder,
     RefineConfig,
@@ -23,6 +21,9 @@ from lsi_ml.reference import (
     render_grey_set,
     train_image_decoder,
 )
+from lsi_ml.evaluation.latent import evaluate_decoder
+from lsi_ml.generators.synthface import SynthFace
+from lsi_ml.latent.probe_training import ProbeConfig, train_probes
 
 SIZE = 32
 TINY = {"steps": 150, "batch": 32, "n_scenes": 128, "seed": 0, "width": 4, "hidden": 32,

@@ -248,17 +248,18 @@ def test_sim_vs_fakehw_tiny_run(tmp_path: Path) -> None:
 
 def test_model_cache_key_ignores_unused_bank_settings() -> None:
     """Models cached before the bank phase existed keep their keys; a bank run gets its own."""
-    from dataclasses import replace
-
-    from lsi_ml.train import TrainConfig
+    from lsi_ml.training.config import TrainConfig
     from sims.common import config_key
 
-    base = TrainConfig(size=32, n_masks=8, steps=10)
-    assert config_key(base) == config_key(replace(base, bank_size=128, lr_bank=0.5))
-    banked = replace(base, bank_steps=5)
+    base = TrainConfig.from_dict({"data": {"size": 32}, "masks": {"n_masks": 8},
+                                  "schedule": {"steps": 10}})
+    assert config_key(base) == config_key(base.with_overrides({"bank.size": 128,
+                                                               "bank.lr": 0.5}))
+    banked = base.with_overrides({"bank.steps": 5})
     assert config_key(banked) != config_key(base)
-    assert config_key(banked) != config_key(replace(banked, bank_size=512))
-    assert config_key(base) == config_key(replace(base, progress=False, device="cuda"))
+    assert config_key(banked) != config_key(banked.with_overrides({"bank.size": 512}))
+    assert config_key(base) == config_key(base.with_overrides({"progress": False,
+                                                               "device": "cuda"}))
 
 
 def test_tables_name_rows_computed_off_the_cpu(tmp_path: Path) -> None:
@@ -288,7 +289,7 @@ def test_image_net_training_is_checkpointed_and_resumes(tmp_path: Path, monkeypa
     uninterrupted one does (same batches, noise and optimizer state)."""
     import torch
 
-    from lsi_ml.image_reconstruction import ImageReconConfig, ImageReconTrainer
+    from lsi_ml.baselines.image_reconstruction import ImageReconConfig, ImageReconTrainer
     from sims import baselines
 
     monkeypatch.setattr(baselines, "IMAGE_NET_CHECKPOINT_STEPS", 2)

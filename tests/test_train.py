@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,25 @@ from lsi_hw.errors import ConfigError
 from lsi_ml.checkpoint import load_checkpoint
 from lsi_ml.data.synthetic import BLOCK, MAX_BLOCKS, SyntheticFaces, split_seed
 from lsi_ml.generators.synthface import SynthFace
-from lsi_ml.losses import LossWeights
-from lsi_ml.train import TrainConfig, Trainer
+from lsi_ml.latent.losses import LossWeights
+from lsi_ml.training.config import (
+    BenchConfig,
+    DataConfig,
+    DecoderConfig,
+    MaskConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
+from lsi_ml.training.trainer import Trainer
 
 # SynthFace renders 32 px or more: the smallest trainer config.
 TINY = TrainConfig(
-    size=32, n_masks=32, noise="shot", steps=6, batch=16, n_train=64, n_val=32,
-    eval_batch=32, eval_every=2, encoder_hidden=64, encoder_depth=1,
-    encoder_block_hidden=32, progress=False, seed=3,
+    data=DataConfig(size=32, n_train=64, n_val=32),
+    masks=MaskConfig(n_masks=32),
+    decoder=DecoderConfig(hidden=64, depth=1, block_hidden=32),
+    schedule=ScheduleConfig(steps=6, batch=16, eval_batch=32, eval_every=2),
+    bench=BenchConfig(noise="shot"),
+    progress=False, seed=3,
 )
 
 
@@ -94,10 +104,11 @@ def test_dataset_splits_disjoint_and_seeded(face32: SynthFace) -> None:
 
 # ----------------------------------------------------------------------- trainer
 def test_loss_decreases() -> None:
-    cfg = replace(TINY, steps=30, batch=32, n_train=32, lr_decoder=3e-3, eval_every=0,
-                  encoder_hidden=128, encoder_depth=2)
+    cfg = TINY.with_overrides({"schedule.steps": 30, "schedule.batch": 32, "data.n_train": 32,
+                               "decoder.lr": 3e-3, "schedule.eval_every": 0,
+                               "decoder.hidden": 128, "decoder.depth": 2})
     trainer = Trainer(cfg)
-    losses = [trainer.train_step() for _ in range(cfg.steps)]
+    losses = [trainer.train_step() for _ in range(cfg.schedule.steps)]
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
     assert trainer.step == 30
     latent = trainer.decode(trainer.measure(trainer.val_data.batch(range(4))["image"]))
@@ -110,7 +121,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     whole = Trainer(TINY)
     whole.train()
     path = tmp_path / "run.pt"
-    first = Trainer(replace(TINY, checkpoint=str(path)))
+    first = Trainer(TINY.with_overrides({"checkpoint": str(path)}))
     first.train(3)
     assert load_checkpoint(path)["step"] == 3
     resumed = Trainer.resume(path)
@@ -127,7 +138,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
 
 def test_frozen_masks_unchanged(tmp_path: Path) -> None:
-    cfg = replace(TINY, freeze_masks=True, checkpoint=str(tmp_path / "ft.pt"))
+    cfg = TINY.with_overrides({"masks.freeze": True, "checkpoint": str(tmp_path / "ft.pt")})
     trainer = Trainer(cfg)
     masks0 = trainer.optical.weights.detach().clone()
     dec0 = {k: v.clone() for k, v in trainer.decoder.state_dict().items()}
@@ -135,27 +146,28 @@ def test_frozen_masks_unchanged(tmp_path: Path) -> None:
     assert torch.equal(trainer.optical.weights, masks0)
     assert not _state_equal(trainer.decoder.state_dict(), dec0)
     assert load_checkpoint(cfg.checkpoint)["optimizer"]["masks"] is None
-    resumed = Trainer.resume(cfg.checkpoint, steps=8)
+    resumed = Trainer.resume(cfg.checkpoint, {"schedule.steps": 8})
     resumed.train()
     assert torch.equal(resumed.optical.weights, masks0)
 
 
 def test_finetune_from_trained_model(tmp_path: Path) -> None:
     path = tmp_path / "base.pt"
-    base = Trainer(replace(TINY, steps=3, checkpoint=str(path)))
+    base = Trainer(TINY.with_overrides({"schedule.steps": 3, "checkpoint": str(path)}))
     base.train()
-    fine = Trainer(replace(TINY, steps=2, freeze_masks=True, init_from=str(path), seed=4))
+    fine = Trainer(TINY.with_overrides({"schedule.steps": 2, "masks.freeze": True,
+                                        "init_from": str(path), "seed": 4}))
     assert torch.equal(fine.optical.weights, base.optical.weights)
     assert torch.equal(fine.decoder.normalizer.mean, base.decoder.normalizer.mean)
     fine.train()
     assert torch.equal(fine.optical.weights, base.optical.weights)
     fine.save(tmp_path / "fine.pt")
     with pytest.raises(ConfigError):  # frozen run's checkpoint has no mask optimizer state
-        Trainer.resume(tmp_path / "fine.pt", freeze_masks=False)
+        Trainer.resume(tmp_path / "fine.pt", {"masks.freeze": False})
 
 
 def test_checkpoint_contents(tmp_path: Path) -> None:
-    cfg = replace(TINY, steps=2, checkpoint=str(tmp_path / "sub" / "c.pt"))
+    cfg = TINY.with_overrides({"schedule.steps": 2, "checkpoint": str(tmp_path / "sub" / "c.pt")})
     trainer = Trainer(cfg)
     trainer.train()
     payload = load_checkpoint(cfg.checkpoint)  # weights_only=True load
@@ -175,30 +187,31 @@ def test_checkpoint_contents(tmp_path: Path) -> None:
 
 
 def test_toml_round_trip(tmp_path: Path) -> None:
-    cfg = replace(TINY, lr_masks=2.5e-5, checkpoint="runs/x.pt",
-                  loss=LossWeights(latent_l1=0.5, latent_l2=2.0, identity=0.1))
+    cfg = TINY.with_overrides({"masks.lr": 2.5e-5, "checkpoint": "runs/x.pt",
+                               "loss": LossWeights(latent_l1=0.5, latent_l2=2.0, identity=0.1)})
     path = tmp_path / "train.toml"
     path.write_text(cfg.to_toml(), encoding="utf-8")
     assert TrainConfig.from_toml(path) == cfg
     table = tmp_path / "table.toml"
     table.write_text('[train]\nsize = 32\nn_masks = 8\nnoise = "none"\n\n[loss]\nimage = 1.0\n',
                      encoding="utf-8")
-    read = TrainConfig.from_toml(table)
-    assert (read.n_masks, read.noise, read.loss.image) == (8, "none", 1.0)
+    read = TrainConfig.from_toml(table)  # flat keys of earlier versions
+    assert (read.masks.n_masks, read.bench.noise, read.loss.image) == (8, "none", 1.0)
     assert read.to_dict()["loss"]["image"] == 1.0
     bad = tmp_path / "bad.toml"
     bad.write_text("sise = 32\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="sise"):
         TrainConfig.from_toml(bad)
-    with pytest.raises(ConfigError):
-        TrainConfig(noise="loud")
-    with pytest.raises(ConfigError):
-        TrainConfig(size=16)
+    with pytest.raises(ConfigError, match=r"bench\.noise"):
+        TrainConfig(bench=BenchConfig(noise="loud"))
+    with pytest.raises(ConfigError, match=r"data\.size"):
+        TrainConfig(data=DataConfig(size=16))
 
 
 def test_simulator_settings_reach_the_bench_and_round_trip(tmp_path: Path) -> None:
-    cfg = replace(TINY, sim={"digitizer": {"bits": 10}, "optics.shift_px": (1.5, -0.5)})
-    assert cfg.sim == {"digitizer.bits": 10, "optics.shift_px": [1.5, -0.5]}
+    cfg = TINY.with_overrides({"bench.sim": {"digitizer": {"bits": 10},
+                                             "optics.shift_px": (1.5, -0.5)}})
+    assert cfg.bench.sim == {"digitizer.bits": 10, "optics.shift_px": [1.5, -0.5]}
     path = tmp_path / "sim.toml"
     path.write_text(cfg.to_toml(), encoding="utf-8")
     assert TrainConfig.from_toml(path) == cfg
@@ -213,25 +226,26 @@ def test_simulator_settings_reach_the_bench_and_round_trip(tmp_path: Path) -> No
     assert torch.allclose(steps, steps.round(), atol=1e-3)
     plain = Trainer(TINY).measure(images, noise=False)
     assert not torch.allclose(plain, volts)
-    with pytest.raises(ConfigError, match="allowed"):
-        replace(TINY, sim={"digitizer.bitz": 10})
+    with pytest.raises(ConfigError, match=r"bench\.sim.*allowed"):
+        TINY.with_overrides({"bench.sim": {"digitizer.bitz": 10}})
     with pytest.raises(ConfigError):
-        replace(TINY, sim={"digitizer.bits": 0})
+        TINY.with_overrides({"bench.sim": {"digitizer.bits": 0}})
     with pytest.raises(ConfigError, match="device"):
-        replace(TINY, device="warp-drive")
+        TINY.with_overrides({"device": "warp-drive"})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda_matches_cpu() -> None:
     cpu = Trainer(TINY)
-    gpu = Trainer(replace(TINY, device="cuda"))
+    gpu = Trainer(TINY.with_overrides({"device": "cuda"}))
     cpu.train(4)
     gpu.train(4)
     assert abs(cpu.last_loss - gpu.last_loss) < 1e-3 * max(1.0, abs(cpu.last_loss))
 
 
 # ----------------------------------------------------------------------- measurement bank
-BANKED = replace(TINY, steps=3, bank_steps=4, bank_size=32, bank_batch=8, eval_every=0)
+BANKED = TINY.with_overrides({"schedule.steps": 3, "bank.steps": 4, "bank.size": 32,
+                              "bank.batch": 8, "schedule.eval_every": 0})
 
 
 def test_bank_phase_freezes_masks_and_trains_decoder() -> None:
@@ -250,16 +264,17 @@ def test_bank_phase_freezes_masks_and_trains_decoder() -> None:
     assert bank is not None and len(bank) == 32 and bank.power.shape == (32, 32)
     # the bank holds the train scenes' powers through the (final) masks
     scenes = trainer.train_data.images(torch.arange(4))
-    from lsi_ml.train import _as_8bit
+    from lsi_ml.training.streams import as_8bit
 
     with torch.no_grad():
-        expected = trainer.optical.power(_as_8bit(scenes["image"]))
+        expected = trainer.optical.power(as_8bit(scenes["image"]))
     assert torch.allclose(bank.power[:4], expected, rtol=1e-6, atol=0)
     assert torch.equal(bank.latents[:4], scenes["latent"])
 
 
 def test_bank_phase_learning_rate_schedule() -> None:
-    trainer = Trainer(replace(BANKED, steps=20, warmup=2, bank_steps=20))
+    trainer = Trainer(BANKED.with_overrides({"schedule.steps": 20, "schedule.warmup": 2,
+                                             "bank.steps": 20}))
     e2e = [trainer.lr_factor(s) for s in range(20)]
     bank = [trainer.lr_factor(s) for s in range(20, 40)]
     assert e2e[:2] == [0.5, 1.0] and e2e[-1] < 0.05  # warm-up, then the cosine decays
@@ -271,7 +286,7 @@ def test_bank_resume_equals_uninterrupted(tmp_path: Path) -> None:
     whole = Trainer(BANKED)
     whole.train()
     path = tmp_path / "run.pt"
-    first = Trainer(replace(BANKED, checkpoint=str(path)))
+    first = Trainer(BANKED.with_overrides({"checkpoint": str(path)}))
     first.train(5)  # stop inside the bank phase; the bank is rebuilt on resume
     resumed = Trainer.resume(path)
     assert resumed.step == 5 and resumed.bank is None
@@ -282,9 +297,11 @@ def test_bank_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
 def test_bank_phase_improves_the_decoder() -> None:
     """Cheap bank steps take a short e2e run's decoder well below the prior's error."""
-    cfg = replace(TINY, steps=20, batch=32, n_train=1_000_000, n_val=128, eval_batch=128,
-                  eval_every=20, bank_steps=580, bank_size=4096, bank_batch=64,
-                  encoder_hidden=128, encoder_depth=1, lr_bank=1e-2)
+    cfg = TINY.with_overrides({
+        "schedule.steps": 20, "schedule.batch": 32, "data.n_train": 1_000_000,
+        "data.n_val": 128, "schedule.eval_batch": 128, "schedule.eval_every": 20,
+        "bank.steps": 580, "bank.size": 4096, "bank.batch": 64, "decoder.hidden": 128,
+        "decoder.depth": 1, "bank.lr": 1e-2})
     trainer = Trainer(cfg)
     trainer.train()
     after_e2e, last = trainer.history[0], trainer.history[-1]
@@ -294,26 +311,29 @@ def test_bank_phase_improves_the_decoder() -> None:
     assert last["val_latent_l1"] < 0.98 * after_e2e["val_latent_l1"]
 
 
-@pytest.mark.parametrize("bad", [
-    {"bank_steps": -1}, {"bank_steps": 2, "bank_size": 4, "bank_batch": 8},
-    {"bank_steps": 2, "bank_size": 0}, {"lr_bank": float("nan")},
-    {"bank_steps": 2, "backend": "fake-hw", "freeze_masks": True, "recording": "x"},
+@pytest.mark.parametrize(("bad", "named"), [
+    ({"bank.steps": -1}, "bank.steps"),
+    ({"bank.steps": 2, "bank.size": 4, "bank.batch": 8}, "bank.batch"),
+    ({"bank.steps": 2, "bank.size": 0}, "bank.size"),
+    ({"bank.lr": float("nan")}, "bank.lr"),
+    ({"bank.steps": 2, "bench.backend": "fake-hw", "masks.freeze": True,
+      "bench.recording": "x"}, "bank.steps"),
 ])
-def test_bank_config_refused(bad: dict) -> None:
-    with pytest.raises(ConfigError):
-        replace(TINY, **bad)
+def test_bank_config_refused(bad: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        TINY.with_overrides(bad)
 
 
 def test_mask_init_setting() -> None:
-    trainer = Trainer(replace(TINY, mask_init="hadamard"))
+    trainer = Trainer(TINY.with_overrides({"masks.init": "hadamard"}))
     from lsi_hw.patterns import PatternSet
 
-    expected = PatternSet.hadamard(32, TINY.n_masks, order="sequency").masks
+    expected = PatternSet.hadamard(32, TINY.masks.n_masks, order="sequency").masks
     assert (trainer.optical.masks().detach().numpy() == expected).all()
-    for bad in ({"mask_init": "dct"}, {"mask_init": "hadamard", "size": 48},
-                {"mask_init": "hadamard", "n_masks": 32 * 32 + 1}):
-        with pytest.raises(ConfigError):
-            replace(TINY, **bad)
+    for bad in ({"masks.init": "dct"}, {"masks.init": "hadamard", "data.size": 48},
+                {"masks.init": "hadamard", "masks.n_masks": 32 * 32 + 1}):
+        with pytest.raises(ConfigError, match=r"masks\.init"):
+            TINY.with_overrides(bad)
 
 
 def test_example_recipes_parse() -> None:
@@ -323,9 +343,10 @@ def test_example_recipes_parse() -> None:
     assert recipes, f"no recipes in {folder}"
     for path in recipes:
         cfg = TrainConfig.from_toml(path)
-        assert cfg.mask_init == "hadamard", path.name
+        assert cfg.masks.init == "hadamard", path.name
         # a CPU recipe needs the bank to see enough scenes; a GPU one renders them fresh
-        assert (cfg.bank_steps > 0) == ("cpu" in path.stem), path.name
+        assert (cfg.bank.steps > 0) == ("cpu" in path.stem), path.name
+        assert "steps =" not in path.read_text().split("[")[0], path.name  # nested form
 
 
 def test_device_strings_are_checked_in_one_place() -> None:

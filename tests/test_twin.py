@@ -20,21 +20,21 @@ import pytest
 
 from lsi_hw.acquisition import acquire
 from lsi_hw.benches import make_bench
+from lsi_hw.benches.hardware import HardwareBench
+from lsi_hw.benches.twin import FakeHardwareBench
 from lsi_hw.drivers.digitizers import FakeDigitizer
 from lsi_hw.drivers.display import CallbackScene
 from lsi_hw.drivers.dlpc350 import protocol as P
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
-from lsi_hw.drivers.dlpc350.transport import FakeDLPC350
+from lsi_hw.drivers.dlpc350.emulator import FakeDLPC350
 from lsi_hw.drivers.pda100a2 import PDA100A2
 from lsi_hw.errors import ConfigError, DeviceError
-from lsi_hw.hardware_bench import HardwareBench
 from lsi_hw.interfaces import BenchTiming
 from lsi_hw.locking import DeviceLock
 from lsi_hw.patterns import PatternSet, take_from_dmd, unpack_dlp_frames
 from lsi_hw.recording import Recording
 from lsi_hw.sim import AmplifierConfig, DigitizerConfig, SimConfig
 from lsi_hw.sim.forward import read_noise_v, resolve_superpixel
-from lsi_hw.twin import FakeHardwareBench
 
 LUT = P.PATTERN_LUT_SIZE  # 128 masks per DMD load
 M = 300  # 3 loads: 128 + 128 + 44
@@ -375,8 +375,8 @@ def test_hardware_bench_lock_is_exclusive_and_released_on_close(lock_dir):
 
 def test_one_video_frame_per_load_gives_the_same_readings():
     """24 patterns per load (one static video frame each) == 128 per load, to the LSB."""
+    from lsi_hw.benches.twin import FakeHardwareBench
     from lsi_hw.patterns import PatternSet
-    from lsi_hw.twin import FakeHardwareBench
 
     scenes = np.random.default_rng(5).integers(0, 256, (2, 16, 16), dtype=np.uint8)
     patterns = PatternSet.random(60, (16, 16), seed=5)

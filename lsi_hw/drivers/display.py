@@ -61,10 +61,10 @@ Interpolation = Literal["nearest", "smooth"]
 _FITS = ("contain", "stretch", "native")
 _INTERPOLATIONS = ("nearest", "smooth")
 #: SDL drivers that draw into memory only: no light comes out of any monitor.
-_VIRTUAL_DRIVERS = ("dummy", "offscreen", "evdev")
+VIRTUAL_DRIVERS = ("dummy", "offscreen", "evdev")
 _RENDERER_PRESENTVSYNC = 0x4  # SDL_RENDERER_PRESENTVSYNC
 
-_HEADLESS_HELP = (
+HEADLESS_HELP = (
     "set DISPLAY (X11, e.g. DISPLAY=:0 for the monitor's X server) or WAYLAND_DISPLAY; "
     "on a headless machine run under a virtual frame buffer (apt install xvfb; "
     "xvfb-run python ...), or for tests without a screen set SDL_VIDEODRIVER=dummy"
@@ -230,7 +230,7 @@ def _sleep_until(deadline: float) -> None:
 # -- pygame plumbing ---------------------------------------------------------------------
 
 
-def _import_pygame() -> Any:
+def import_pygame() -> Any:
     """Import pygame lazily; TransportError with the install command if it is missing."""
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     try:
@@ -448,7 +448,7 @@ class MonitorScene(Scene):
                     "another MonitorScene is open in this process (pygame has one display): "
                     "close() it first"
                 )
-        pg = _import_pygame()
+        pg = import_pygame()
         self._pg = pg
         self._open(pg, size, allow_virtual)
         rate, source = _refresh_rate_hz(pg, self.display_index)
@@ -467,17 +467,17 @@ class MonitorScene(Scene):
             pg.display.init()
         except pg.error as exc:
             raise DeviceError(
-                f"no display available for the scene monitor (SDL: {exc}): {_HEADLESS_HELP}"
+                f"no display available for the scene monitor (SDL: {exc}): {HEADLESS_HELP}"
             ) from None
         try:
             driver = str(pg.display.get_driver())
             requested = os.environ.get("SDL_VIDEODRIVER", "").strip().lower()
             if allow_virtual is None:
                 allow_virtual = driver in requested.split(",")
-            if driver in _VIRTUAL_DRIVERS and not allow_virtual:
+            if driver in VIRTUAL_DRIVERS and not allow_virtual:
                 raise DeviceError(
                     f"no real display: SDL fell back to its in-memory '{driver}' video driver, "
-                    f"so no light would reach the camera; {_HEADLESS_HELP} (or pass "
+                    f"so no light would reach the camera; {HEADLESS_HELP} (or pass "
                     "allow_virtual=True)"
                 )
             n = int(pg.display.get_num_displays())

@@ -211,6 +211,56 @@ class PDA100A2(Detector):
         self._timing: ReadingTiming | None = None
         self._n_readings = 0
         self._last_saturated = 0
+        self._register_settings()
+
+    def _register_settings(self) -> None:
+        """The typed settings registry (changes take effect at the next :meth:`arm`)."""
+        digitizer = self._digitizer
+        self.add_setting("gain_db", "enum", lambda: self._step.gain_db, self._declare_gain,
+                         GAIN_STEPS_DB, unit="dB",
+                         doc="front-panel gain step (user-declared: turn the knob to match)")
+        self.add_setting("load", "enum", lambda: self._load, self._declare_load, LOADS,
+                         doc="hi-z (unterminated digitizer input) or 50ohm (terminated)")
+        if digitizer.ranges_v:
+            self.add_setting("range_v", "enum", lambda: self.range_v, self._set_range,
+                             tuple(digitizer.ranges_v), unit="V",
+                             doc="digitizer input range (reads -range..+range)")
+        else:
+            self.add_setting("range_v", "float", lambda: self.range_v, self._set_range,
+                             (0.0, None), unit="V",
+                             doc="digitizer input range (reads -range..+range)")
+        self.add_setting("sample_rate_hz", "float", lambda: self.sample_rate_hz,
+                         self._set_sample_rate,
+                         (0.0, digitizer.max_sample_rate_hz
+                          if math.isfinite(digitizer.max_sample_rate_hz) else None),
+                         unit="Hz", doc="digitizer sample clock")
+        self.add_setting("settling_time_constants", "float",
+                         lambda: self.settling_time_constants, self._set_settling, (0.0, None),
+                         doc="settling delay before each reading, in amplifier time constants")
+        for name, doc in (("v_per_a", "transimpedance at this gain and load"),
+                          ("bandwidth_hz", "-3 dB bandwidth at this gain"),
+                          ("saturation_v", "output swing at this gain and load")):
+            unit = {"v_per_a": "V/A", "bandwidth_hz": "Hz", "saturation_v": "V"}[name]
+            self.add_setting(name, "float", lambda n=name: getattr(self, n), unit=unit,
+                             doc=doc)
+
+    def _declare_gain(self, gain_db: int) -> None:
+        self._step = pda100a2_gain(gain_db)
+        self._timing = None  # the settling delay follows the bandwidth
+
+    def _declare_load(self, load: str) -> None:
+        self._load = load
+        self._timing = None
+
+    def _set_range(self, range_v: float) -> None:
+        self.range_v = self._digitizer.check_range(range_v)
+
+    def _set_sample_rate(self, rate_hz: float) -> None:
+        self.sample_rate_hz = _finite("sample_rate_hz", rate_hz, "Hz")
+
+    def _set_settling(self, constants: float) -> None:
+        self.settling_time_constants = _finite("settling_time_constants", constants, "",
+                                               strict=False)
 
     # ------------------------------------------------------------------ properties
     @property

@@ -48,7 +48,14 @@ from typing import Any
 import numpy as np
 
 from lsi_hw import errors as _errors
-from lsi_hw.errors import ConfigError, DeviceError, DeviceTimeout, LSIError, TransportError
+from lsi_hw.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceTimeout,
+    LSIError,
+    TransportError,
+    require_int,
+)
 from lsi_hw.types import image_id
 
 __all__ = ["FRAME_SIZE", "MAX_PATTERNS_PER_FRAME", "VideoPortSink"]
@@ -86,10 +93,6 @@ _CHILD_SDL_DEFAULTS = {
 }
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def _check_seconds(name: str, value: Any, hi: float = 3600.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         raise ConfigError(f"{name}={value!r} must be a number of seconds in (0, {hi}]")
@@ -123,30 +126,30 @@ def _error_message(exc: BaseException) -> tuple[str, str]:
 def _open_scene(display_index: int, settle_frames: int, allow_virtual: bool | None) -> Any:
     """In the child: check the display, then open a full-screen native MonitorScene."""
     from lsi_hw.drivers.display import (
-        _HEADLESS_HELP,
-        _VIRTUAL_DRIVERS,
+        HEADLESS_HELP,
+        VIRTUAL_DRIVERS,
         MonitorScene,
-        _import_pygame,
+        import_pygame,
     )
 
-    pg = _import_pygame()  # TransportError if missing
+    pg = import_pygame()  # TransportError if missing
     try:
         pg.display.init()
     except pg.error as exc:
         raise DeviceError(
             f"no display available for the LightCrafter's video port (SDL: {exc}): "
-            f"{_HEADLESS_HELP}"
+            f"{HEADLESS_HELP}"
         ) from None
     try:
         driver = str(pg.display.get_driver())
         requested = os.environ.get("SDL_VIDEODRIVER", "").strip().lower()
         if allow_virtual is None:
             allow_virtual = driver in requested.split(",")
-        virtual = driver in _VIRTUAL_DRIVERS
+        virtual = driver in VIRTUAL_DRIVERS
         if virtual and not allow_virtual:
             raise DeviceError(
                 f"no real display: SDL fell back to its in-memory '{driver}' video driver, "
-                f"so nothing would reach the LightCrafter's video port; {_HEADLESS_HELP} "
+                f"so nothing would reach the LightCrafter's video port; {HEADLESS_HELP} "
                 "(or pass allow_virtual=True)"
             )
         n = int(pg.display.get_num_displays())
@@ -388,10 +391,8 @@ class VideoPortSink:
         frame_timeout_s: float = 5.0,
         env: Mapping[str, str | None] | None = None,
     ) -> None:
-        if not _is_int(display_index) or display_index < 0:
-            raise ConfigError(f"display_index={display_index!r} must be an integer >= 0")
-        if not _is_int(settle_frames) or not 0 <= settle_frames <= 1000:
-            raise ConfigError(f"settle_frames={settle_frames!r} must be an integer 0..1000")
+        require_int("display_index", display_index, 0)
+        require_int("settle_frames", settle_frames, 0, 1000)
         if allow_virtual is not None and not isinstance(allow_virtual, bool):
             raise ConfigError(f"allow_virtual={allow_virtual!r} must be None, True or False")
         child_env: dict[str, str | None] = {}

@@ -2,8 +2,9 @@
 
 ``SimBench(noise=...)`` is the entry point; the stage configs live in
 :mod:`~lsi_hw.sim.scene`, :mod:`~lsi_hw.sim.optics` and :mod:`~lsi_hw.sim.detector`,
-the numba kernels in :mod:`~lsi_hw.sim.kernels` and the torch twin in
-:mod:`~lsi_hw.sim.torch_model`.
+the projection planner in :mod:`~lsi_hw.sim.kernels` (its numba loops in
+:mod:`~lsi_hw.sim.numba_kernels`, the per-machine path timing in
+:mod:`~lsi_hw.sim.autotune`) and the torch twin in :mod:`~lsi_hw.sim.torch_model`.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ __all__ = [
     "flicker_factors",
     "per_row",
     "settle",
+    "settling_beta",
     "settling_coefficients",
     "settling_terms",
     "shot_noise_current",
@@ -295,13 +296,37 @@ class DigitizerConfig:
         return {**asdict(self), "lsb_v": self.lsb_v}
 
 
+def settling_beta(tau_s: float | np.ndarray, settling_delay_s: float, window_s: float
+                  ) -> float | np.ndarray:
+    """Carry-over fraction of a first-order amplifier averaged over the reading window.
+
+    ``beta = tau / w (exp(-t0 / tau) - exp(-(t0 + w) / tau))``: the part of the difference
+    between the amplifier output at the pattern start and the new value that is still in a
+    reading averaged over ``[t0, t0 + w]``.  Increases from 0 (tau -> 0) to 1 (tau -> inf).
+
+    Parameters
+    ----------
+    tau_s:
+        Time constant ``1 / (2 pi f_3dB)``, seconds.
+    settling_delay_s, window_s:
+        Start ``t0`` and length ``w`` of the averaging window after the pattern start, s.
+    """
+    tau = np.asarray(tau_s, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        out = tau / window_s * (np.exp(-settling_delay_s / tau)
+                                - np.exp(-(settling_delay_s + window_s) / tau))
+    out = np.where(tau > 0, out, 0.0)
+    return float(out) if np.ndim(out) == 0 else out
+
+
 def settling_coefficients(amp: AmplifierConfig, timing: TimingConfig) -> tuple[float, float]:
     """(a, beta) of the first-order settling model.
 
     ``a = exp(-T/tau)`` is what is left of a step after one pattern period ``T``;
     ``beta = tau/w (exp(-t0/tau) - exp(-(t0+w)/tau))`` is the fraction of the difference
     between the amplifier state at the pattern's start and the new value that remains,
-    averaged over the window [t0, t0 + w].  Both 0 for infinite bandwidth.
+    averaged over the window [t0, t0 + w] (:func:`settling_beta`).  Both 0 for infinite
+    bandwidth.
     """
     tau = amp.time_constant_s
     t_period = timing.period_us * 1e-6
@@ -310,8 +335,7 @@ def settling_coefficients(amp: AmplifierConfig, timing: TimingConfig) -> tuple[f
     if tau <= 0 or not np.isfinite(tau):
         return 0.0, 0.0
     a = math.exp(-t_period / tau)
-    beta = tau / w * (math.exp(-t0 / tau) - math.exp(-(t0 + w) / tau))
-    return a, beta
+    return a, float(settling_beta(tau, t0, w))
 
 
 def settling_terms(a: float, m: int, eps: float = 1e-15) -> int:

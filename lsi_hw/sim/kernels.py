@@ -1,748 +1,123 @@
-"""Numba kernels of the simulator: bit-packed binary projection and the fast Walsh-Hadamard
-transform.
+"""Fast projection of images onto binary masks, and the fast Walsh-Hadamard transform.
 
 A single-pixel camera reads, for every binary mask ``k`` and scene ``b``, the sum of the
 scene's pixels under the mask: ``y[b, k] = sum_p mask_k[p] * x[b, p]``.  With 256 x 256
 masks (``n = 65536`` pixels) and thousands of masks, the dense product
 ``masks(float32, m x n) @ x.T`` is dominated by reading the mask matrix (1 GiB for
-m = 4096).  This module keeps the masks bit-packed (32x less memory than float32, see
-``notes/CONTRACTS.md``: pixel ``p`` is bit ``p % 8`` of byte ``p // 8``) and projects with
-one of these paths:
+m = 4096).  The masks stay bit-packed (32x less memory than float32, see
+``docs/architecture.md``: pixel ``p`` is bit ``p % 8`` of byte ``p // 8``) and are projected
+by one of these paths (:mod:`lsi_hw.sim.kernel_paths`, on the numba loops of
+:mod:`lsi_hw.sim.numba_kernels`):
 
 ``bitplane``
     The images are rearranged once into 8 bit-plane views ``x_b[j] = x[8 j + b]``; each mask
     (in parallel over masks) is then 8 masked sums over contiguous views, which LLVM
     vectorises (a compare + blend + add per 16 float32 lanes).  Images go 4 at a time
     through one decode of the mask bits, and for batches the pixels are split into passes
-    whose image planes stay in L2.  Best for one to ~16 images.
+    whose image planes stay in L2.  Usually best for one to ~16 images.
 ``lut8`` / ``lut4`` ("four Russians")
     For every byte (nibble) position the sums of its 8 (4) pixels for all 256 (16) bit
     patterns are tabulated for every image of the batch (table ``(positions, 256|16, B)``,
     batch innermost so the adds vectorise over the batch); a mask is then one table-row add
     per byte (two per byte for nibbles), i.e. 8x (4x) fewer adds than dense.  Threads split
     the byte positions, each with a private, 64-byte aligned table block that stays in its
-    L2 cache and a private partial result.  Best for batches of ~16 images and more.
+    L2 cache and a private partial result.  Usually best for batches of ~16 images and more.
 ``blas``
-    The fallback: masks are unpacked to float in blocks of a few MiB and multiplied with
-    BLAS (numpy's ``matmul``).
+    Masks are unpacked to float in blocks of a few MiB and multiplied with BLAS (numpy's
+    ``matmul``).
 ``fwht``
     Hadamard :class:`~lsi_hw.patterns.PatternSet` (``hadamard_rows`` not None): the whole
-    transform ``H x`` costs ``O(n log n)`` per image and every mask follows from
-    ``(1 + s H[k]) / 2 . x = (sum(x) + s (H x)[k]) / 2`` -- full, partial and split sets.
+    transform ``H x`` (:func:`fwht`, :mod:`lsi_hw.sim.walsh`) costs ``O(n log n)`` per image
+    and every mask follows from ``(1 + s H[k]) / 2 . x = (sum(x) + s (H x)[k]) / 2`` -- full,
+    partial and split sets.
 
 8-bit scenes (``uint8`` images) take an exact path: the bit-plane kernel carries the 8-bit
-values in float32 lanes in chunks of :data:`_CHUNK` bytes, so every partial sum is an
-integer below ``2**24`` and therefore exact, and sums the chunks in float64; the LUT kernels
-use int32 tables and accumulators (int64 if ``255 n >= 2**31``); BLAS runs in float32 when
+values in float32 lanes in chunks of 32768 bytes, so every partial sum is an integer below
+``2**24`` and therefore exact, and sums the chunks in float64; the LUT kernels use int32
+tables and accumulators (int64 if ``255 n >= 2**31``); BLAS runs in float32 when
 ``255 n < 2**24`` (all partial sums are then integers below ``2**24``), else float64; the
-FWHT runs in float64.  Results are exact integers returned as float64.
+FWHT runs in float64.  Results are exact integers returned as float64.  Every path gives
+the same sums within float rounding, so the choice of path only changes the last bits.
 
-:func:`project` picks the path with a :class:`Projector` whose plan cache is keyed by
-``(m, n, batch, dtype, hadamard, threads)``.  The choice comes from a cost model (constants
-in :data:`COST_MODEL`, measured on the 2-core AMD EPYC (AVX-512) development machine with
-``benchmarks/bench_projection.py --calibrate``), optionally refined by timing the
-plausible candidates on the first call of a shape (``autotune``; off by default so that the
-choice, and with it the float rounding of the result, is deterministic).
+Choosing the path: :func:`project` asks a :class:`Projector`, whose plans are cached per
+``(m, n, batch, dtype, hadamard, threads)``.  By default the first call of a *shape class*
+(masks, pixels and images rounded to powers of two, dtype, Hadamard, numba threads) times
+the plausible paths on a smaller problem of that class (a few ms per path; no new path is
+started after 0.15 s; kernel compilation not counted: :mod:`lsi_hw.sim.autotune`) and
+keeps the fastest in ``$XDG_CACHE_HOME/lsi-toolkit/kernels-<machine>.json``
+(``~/.cache/lsi-toolkit/`` without ``XDG_CACHE_HOME``), so that later runs on this machine
+skip the timing.  Small problems (best path under ~0.2 ms by the model), and all problems
+when autotuning is off, take the choice of the static cost model
+(:mod:`lsi_hw.sim.costmodel`, constants measured on one development machine).  Timings
+taken while the machine is busy (load average above 1.5 per CPU) serve the process but
+are not written.
+
+Environment variables:
+
+``LSI_KERNELS_AUTOTUNE=0``
+    No timing, no tuning file: the cost model chooses (the same path, hence the same float
+    rounding, on every run; for tests and CI that compare results bit for bit).
+``LSI_KERNELS_RETUNE=1``
+    Ignore the stored choices: every shape class is timed again on first use (once per
+    process) and its stored choice replaced.  :func:`reset_kernel_tuning`, or deleting the
+    file (:func:`tuning_cache_path`), forgets them all.
+``LSI_KERNELS_METHOD``
+    Forces a method for every :func:`project` call that does not name one (e.g.
+    ``bitplane``).
 
 Threads: the numba kernels use ``numba.get_num_threads()`` threads (set it with
 ``numba.set_num_threads`` or ``NUMBA_NUM_THREADS``), also for the LUT partitioning and the
-plan cache key.  The ``blas`` path uses only numpy's BLAS threads: its unpacking is serial,
+plan keys.  The ``blas`` path uses only numpy's BLAS threads: its unpacking is serial,
 because a numba pool and a BLAS pool handing the cores back and forth cost ~10x on 2 cores
 (OpenMP and OpenBLAS worker threads busy-wait after each call).  For the same reason a numba
 kernel started within ~0.1 s after a large BLAS/torch call can run slower.  No torch here.
-
-Environment variables: ``LSI_KERNELS_METHOD`` forces a method for every :func:`project`
-call that does not name one (e.g. ``bitplane``), ``LSI_KERNELS_AUTOTUNE=1`` turns the
-first-use timing on for the default projector.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import threading
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
 
 from lsi_hw.errors import ConfigError
+from lsi_hw.sim import autotune as tuning
+from lsi_hw.sim.autotune import (
+    KernelTuningWarning,
+    TuningStore,
+    autotune_enabled,
+    default_store,
+    shape_class,
+    time_paths,
+    tuning_lock,
+)
+from lsi_hw.sim.costmodel import COST_MODEL, predict_seconds
+from lsi_hw.sim.kernel_paths import PATHS, Masks, as_images, as_masks, execute, image_kind
+from lsi_hw.sim.walsh import fwht
 
 __all__ = [
     "COST_MODEL",
     "METHODS",
+    "KernelTuningWarning",
     "Plan",
     "Projector",
+    "TuningStore",
     "explain_plan",
     "fwht",
     "predict_seconds",
     "project",
+    "reset_kernel_tuning",
+    "tuning_cache_path",
 ]
 
 #: Values of the ``method`` argument.  ``lut`` lets the planner choose between ``lut8`` and
 #: ``lut4``; ``uint8`` asks for the exact integer kernels (bitplane or LUT, uint8 images only).
 METHODS: tuple[str, ...] = ("auto", "bitplane", "lut", "lut8", "lut4", "blas", "fwht", "uint8")
-_KERNELS: tuple[str, ...] = ("bitplane", "lut8", "lut4", "blas", "fwht")
-
-# Fast-math flags for the reductions: reassociation lets LLVM vectorise ``s += ...`` loops.
-# No nnan/ninf: non-finite pixels keep IEEE behaviour.
-_FASTMATH = {"reassoc", "nsz", "contract"}
-
-#: Bytes of one mask row summed in one float32 run by the bit-plane kernel: 255 * 32768 <
-#: 2**24, so 8-bit data stays exact in float32 lanes.
-_CHUNK = 32768
-#: Bytes of image planes per bit-plane pass (kept in L2 while all masks stream by).
-_BITPLANE_PASS_BYTES = 512 * 1024
-#: Target size of one thread's LUT table block (bytes; 1 MiB L2 per core here): rows of up to
-#: one cache line get the smaller size (measured best at B = 8..16 vs B = 64).
-_LUT_TABLE_BYTES = 256 * 1024
-_LUT_TABLE_BYTES_NARROW = 128 * 1024
-#: Most images per LUT pass (larger batches are split into equal chunks).
-_LUT_MAX_BATCH = 64
-#: Target size of one unpacked float block of masks on the BLAS path (bytes).
-_BLAS_BLOCK_BYTES = 8 * 1024 * 1024
-
-#: Cost-model constants in seconds, measured on the 2-core AMD EPYC (Zen, AVX-512, 1 MiB L2
-#: per core) dev machine with numba 0.68 / OpenBLAS 0.3.31, 256 x 256 images, by
-#: ``python benchmarks/bench_projection.py --calibrate`` (several runs, rounded, the lower
-#: plausible value kept: the machine is shared and noise only adds time).  Per thread ("/thr")
-#: unless noted:
-#: ``call``: fixed cost of a call; ``prep``: per image pixel (layout copies, all threads);
-#: ``bitplane``: per mask-pixel-image (/thr); ``lut_row`` / ``lut4_row``: per table-row add of
-#: the use phase, ``a + b * Bc`` for Bc images per row (/thr); ``lut_build`` /
-#: ``lut4_build``: the same per table row built; ``unpack``: per mask pixel (serial);
-#: ``gemm``: per mask-pixel-image multiply-add (BLAS, all threads) with the floor
-#: ``gemm_mem`` per mask pixel (memory bound at small batch); ``fwht``: per butterfly (/thr).
-COST_MODEL: dict[str, dict[str, float]] = {
-    "float32": {
-        "call": 1.5e-5, "prep": 2.0e-10, "bitplane": 3.3e-11,
-        "lut_row_a": 2.4e-9, "lut_row_b": 3.5e-11, "lut_build_a": 1.0e-9, "lut_build_b": 5.0e-11,
-        "lut4_row_a": 1.5e-9, "lut4_row_b": 3.5e-11, "lut4_build_a": 1.2e-9,
-        "lut4_build_b": 2.2e-10,
-        "unpack": 5.0e-10, "gemm": 1.0e-11, "gemm_mem": 6.5e-11, "fwht": 1.6e-10,
-    },
-    "float64": {
-        "call": 1.5e-5, "prep": 2.2e-10, "bitplane": 5.5e-11,
-        "lut_row_a": 2.3e-9, "lut_row_b": 8.0e-11, "lut_build_a": 4.0e-10, "lut_build_b": 2.0e-10,
-        "lut4_row_a": 1.5e-9, "lut4_row_b": 6.0e-11, "lut4_build_a": 4.0e-10,
-        "lut4_build_b": 6.0e-10,
-        "unpack": 6.0e-10, "gemm": 2.3e-11, "gemm_mem": 1.7e-10, "fwht": 2.3e-10,
-    },
-    "uint8": {
-        "call": 1.5e-5, "prep": 2.3e-10, "bitplane": 3.0e-11,
-        "lut_row_a": 1.3e-9, "lut_row_b": 5.0e-11, "lut_build_a": 8.0e-10, "lut_build_b": 5.0e-11,
-        "lut4_row_a": 1.0e-9, "lut4_row_b": 4.0e-11, "lut4_build_a": 1.2e-9,
-        "lut4_build_b": 1.5e-10,
-        "unpack": 5.0e-10, "gemm": 1.05e-11, "gemm_mem": 6.5e-11, "fwht": 2.3e-10,
-    },
-}
-
-
-# --------------------------------------------------------------------------------------------
-# numba kernels
-# --------------------------------------------------------------------------------------------
-
-
-@njit(cache=True)
-def _fwht_vec(v):  # pragma: no cover - jit
-    """In-place natural-order WHT of a contiguous 1-D array (length a power of two).
-
-    Radix-4 passes (two butterfly stages per sweep over the data) over contiguous quarter
-    views, which LLVM vectorises; the first two stages are done per group of 4 elements.
-    """
-    n = v.shape[0]
-    h = 1
-    if n >= 4:
-        for i in range(0, n, 4):
-            a0 = v[i]
-            a1 = v[i + 1]
-            a2 = v[i + 2]
-            a3 = v[i + 3]
-            s01 = a0 + a1
-            d01 = a0 - a1
-            s23 = a2 + a3
-            d23 = a2 - a3
-            v[i] = s01 + s23
-            v[i + 1] = d01 + d23
-            v[i + 2] = s01 - s23
-            v[i + 3] = d01 - d23
-        h = 4
-    while 4 * h <= n:
-        step = 4 * h
-        for i in range(0, n, step):
-            a = v[i:i + h]
-            b = v[i + h:i + 2 * h]
-            c = v[i + 2 * h:i + 3 * h]
-            d = v[i + 3 * h:i + step]
-            for j in range(h):
-                x0 = a[j]
-                x1 = b[j]
-                x2 = c[j]
-                x3 = d[j]
-                s01 = x0 + x1
-                d01 = x0 - x1
-                s23 = x2 + x3
-                d23 = x2 - x3
-                a[j] = s01 + s23
-                b[j] = d01 + d23
-                c[j] = s01 - s23
-                d[j] = d01 - d23
-        h = step
-    if h < n:  # one radix-2 stage left
-        a = v[:h]
-        b = v[h:]
-        for j in range(h):
-            x = a[j]
-            y = b[j]
-            a[j] = x + y
-            b[j] = x - y
-
-
-@njit(parallel=True, cache=True)
-def _fwht_rows(x):  # pragma: no cover - jit
-    """In-place WHT of every row of a C-contiguous (B, n) array, parallel over rows."""
-    for r in prange(x.shape[0]):
-        _fwht_vec(x[r])
-
-
-@njit(parallel=True, cache=True)
-def _fwht_one_parallel(v, nchunks):  # pragma: no cover - jit
-    """In-place WHT of one long vector on several threads.
-
-    The first ``log2(n / nchunks)`` stages act inside ``nchunks`` independent chunks (one
-    per thread); each of the last ``log2(nchunks)`` stages is split into ``nchunks``
-    contiguous runs of butterflies.  ``nchunks`` is a power of two with ``n >= 4 nchunks``.
-    """
-    n = v.shape[0]
-    c = n // nchunks
-    for t in prange(nchunks):
-        _fwht_vec(v[t * c:(t + 1) * c])
-    run = n // (2 * nchunks)
-    h = c
-    while h < n:
-        for t in prange(nchunks):
-            j0 = t * run
-            i0 = (j0 // h) * 2 * h + j0 % h
-            a = v[i0:i0 + run]
-            b = v[i0 + h:i0 + h + run]
-            for j in range(run):
-                x = a[j]
-                y = b[j]
-                a[j] = x + y
-                b[j] = x - y
-        h *= 2
-
-
-@njit(parallel=True, cache=True)
-def _hadamard_combine(coeff, rows, signs, out):  # pragma: no cover - jit
-    """out[b, k] = (coeff[b, 0] + s_k coeff[b, r_k]) / 2 with coeff = H x (coeff[b, 0] is
-    sum(x_b)); returns the number of (row, sign) pairs out of range (then out is partial)."""
-    n_img, n = coeff.shape
-    m = rows.shape[0]
-    bad = 0
-    for k in prange(m):
-        r = rows[k]
-        s = signs[k]
-        if r < 0 or r >= n or (s != 1 and s != -1):
-            bad += 1
-            continue
-        for b in range(n_img):
-            out[b, k] = 0.5 * (coeff[b, 0] + s * coeff[b, r])
-    return bad
-
-
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def _bitplane_kernel(packed, planes, acc, zero, chunk):  # pragma: no cover - jit
-    """acc[k, i] += sum of image i over the set bits of mask k (masked adds over bit planes).
-
-    packed : (m, nb) uint8 masks; planes : (B, 8, nb) float, planes[i, b, j] = x_i[8 j + b];
-    acc : (m, B) float64, zeroed by the caller; zero : a 0 of the planes' dtype; chunk : bytes
-    of each mask row per pass (the B images' planes of one pass stay in L2; <= _CHUNK keeps
-    8-bit data exact in float32 lanes).  Images go 4 at a time through one loop over the mask
-    bits, which decodes each mask byte once for the 4 of them.
-    """
-    m, nb = packed.shape
-    n_img = planes.shape[0]
-    for j0 in range(0, nb, chunk):
-        j1 = min(j0 + chunk, nb)
-        for k in prange(m):
-            rs = packed[k, j0:j1]
-            i = 0
-            while i + 4 <= n_img:
-                t0 = 0.0
-                t1 = 0.0
-                t2 = 0.0
-                t3 = 0.0
-                for b in range(8):
-                    bit = np.uint8(1 << b)
-                    x0 = planes[i, b, j0:j1]
-                    x1 = planes[i + 1, b, j0:j1]
-                    x2 = planes[i + 2, b, j0:j1]
-                    x3 = planes[i + 3, b, j0:j1]
-                    s0 = zero
-                    s1 = zero
-                    s2 = zero
-                    s3 = zero
-                    for j in range(j1 - j0):
-                        on = (rs[j] & bit) != 0
-                        s0 += x0[j] if on else zero
-                        s1 += x1[j] if on else zero
-                        s2 += x2[j] if on else zero
-                        s3 += x3[j] if on else zero
-                    t0 += s0
-                    t1 += s1
-                    t2 += s2
-                    t3 += s3
-                acc[k, i] += t0
-                acc[k, i + 1] += t1
-                acc[k, i + 2] += t2
-                acc[k, i + 3] += t3
-                i += 4
-            while i < n_img:
-                total = 0.0
-                for b in range(8):
-                    bit = np.uint8(1 << b)
-                    xs = planes[i, b, j0:j1]
-                    s = zero
-                    for j in range(j1 - j0):
-                        s += xs[j] if (rs[j] & bit) != 0 else zero
-                    total += s
-                acc[k, i] += total
-                i += 1
-
-
-@njit(parallel=True, cache=True)
-def _lut_kernel(packed, xg, part, tables, gbits):  # pragma: no cover - jit
-    """Byte- or nibble-LUT projection, partial sums per thread chunk of byte positions.
-
-    packed : (m, nb) uint8; xg : (nb, 8, Bc), xg[j, b, c] = image c at pixel 8 j + b;
-    part : (nch, m, Bc) zeroed, receives chunk ``t``'s sums; tables : (nch, block * 8 / gbits,
-    2**gbits, Bc) scratch, one table block per chunk (64-byte aligned rows: split loads cost
-    ~1.5x); gbits : 8 (a table per byte) or 4 (a table per nibble).  ``gbits`` is a run-time
-    value on purpose: constant bit loops get unrolled into a kernel that takes 3x longer to
-    compile for no speed.
-    """
-    m, nb = packed.shape
-    bc = xg.shape[2]
-    nch = part.shape[0]
-    gpb = 8 // gbits  # tables per byte
-    block = tables.shape[1] // gpb
-    for t in prange(nch):
-        j0 = (nb * t) // nch
-        j1 = (nb * (t + 1)) // nch
-        table = tables[t]
-        acc = part[t]
-        for p0 in range(j0, j1, block):
-            pn = min(block, j1 - p0)
-            # build: row v of a table = sum of the pixels of the set bits of v (by doubling)
-            for q in range(pn * gpb):
-                tq = table[q]
-                t0 = tq[0]
-                for c in range(bc):
-                    t0[c] = 0
-                jb = p0 + q // gpb
-                off = gbits * (q % gpb)
-                for b in range(gbits):
-                    h = 1 << b
-                    xb = xg[jb, off + b]
-                    for v in range(h):
-                        src = tq[v]
-                        dst = tq[v + h]
-                        for c in range(bc):
-                            dst[c] = src[c] + xb[c]
-            # use: one table row per byte (two per byte for nibbles) per mask
-            for k in range(m):
-                row = packed[k, p0:p0 + pn]
-                a = acc[k]
-                if gpb == 1:
-                    for q in range(pn):
-                        tr = table[q, row[q]]
-                        for c in range(bc):
-                            a[c] += tr[c]
-                else:
-                    for q in range(pn):
-                        byte = row[q]
-                        lo = table[2 * q, byte & 15]
-                        hi = table[2 * q + 1, byte >> 4]
-                        for c in range(bc):
-                            a[c] += lo[c] + hi[c]
-
-
-@njit(parallel=True, cache=True)
-def _planes_layout(x, planes):  # pragma: no cover - jit
-    """planes[i, b, j] = x[i, 8 j + b] (0 past the end of x); x (B, n), planes (B, 8, nb)."""
-    n_img, n = x.shape
-    nb = planes.shape[2]
-    nblk = (nb + 255) // 256
-    for t in prange(n_img * nblk):
-        i = t // nblk
-        j0 = (t % nblk) * 256
-        j1 = min(nb, j0 + 256)
-        xi = x[i]
-        pi = planes[i]
-        for j in range(j0, j1):
-            for b in range(8):
-                p = 8 * j + b
-                pi[b, j] = xi[p] if p < n else 0
-
-
-@njit(parallel=True, cache=True)
-def _group_layout(x, xg):  # pragma: no cover - jit
-    """xg[j, b, c] = x[c, 8 j + b] (0 past the end of x); x (Bc, n), xg (nb, 8, Bc)."""
-    bc, n = x.shape
-    nb = xg.shape[0]
-    nblk = (nb + 63) // 64
-    for t in prange(nblk):
-        j0 = t * 64
-        j1 = min(nb, j0 + 64)
-        for c in range(bc):
-            xc = x[c]
-            for j in range(j0, j1):
-                for b in range(8):
-                    p = 8 * j + b
-                    xg[j, b, c] = xc[p] if p < n else 0
-
-
-@njit(cache=True)
-def _unpack_kernel(packed, out):  # pragma: no cover - jit
-    """out[k, 8 j + b] = bit b of packed[k, j] as 0/1 of out's dtype; out (mb, nb * 8).
-
-    Serial on purpose: it alternates with BLAS calls, and two thread pools handing the
-    cores back and forth (OpenMP / OpenBLAS spin-waits) cost ~10x on a 2-core machine.
-    """
-    mb, nb = packed.shape
-    for k in range(mb):
-        row = packed[k]
-        o = out[k]
-        for b in range(8):
-            ob = o[b::8]
-            for j in range(nb):
-                ob[j] = (row[j] >> b) & 1
-
-
-# --------------------------------------------------------------------------------------------
-# fwht
-# --------------------------------------------------------------------------------------------
-
-
-def fwht(x: npt.ArrayLike, axis: int = -1) -> np.ndarray:
-    """Unnormalised natural-order fast Walsh-Hadamard transform along ``axis``.
-
-    Returns ``H @ x`` along the axis, with ``H[k, p] = (-1) ** popcount(k & p)`` the
-    Sylvester (natural-order) Hadamard matrix of size ``n``: entries +-1, symmetric,
-    ``H @ H = n I``, so ``fwht(fwht(x)) == n * x`` and the inverse is ``fwht(y) / n``.
-    ``O(n log n)`` per vector; batches are transformed in parallel (numba threads).
-
-    Parameters
-    ----------
-    x : array_like
-        Input of any shape; float32 and float64 are kept, other dtypes are converted to
-        float64.  Not modified.
-    axis : int
-        Axis to transform; its length ``n`` must be a power of two (1, 2, 4, ...).
-
-    Returns
-    -------
-    numpy.ndarray
-        New array of ``x``'s shape, float32 or float64: ``H @ x`` along ``axis``.
-
-    Raises
-    ------
-    ConfigError
-        If the axis length is not a power of two, ``x`` is 0-d, or ``axis`` is out of range.
-    """
-    arr = np.asarray(x)
-    if arr.ndim == 0:
-        raise ConfigError("fwht needs an array with at least one axis; got a scalar")
-    if not -arr.ndim <= axis < arr.ndim:
-        raise ConfigError(f"fwht axis must be in {-arr.ndim}..{arr.ndim - 1}; got {axis}")
-    n = arr.shape[axis]
-    if n < 1 or n & (n - 1):
-        raise ConfigError(
-            f"fwht length along axis {axis} must be a power of two (1, 2, 4, ...); got {n} "
-            f"(shape {arr.shape}); zero-pad to {1 << max(0, (n - 1).bit_length())}"
-        )
-    if np.iscomplexobj(arr):
-        raise ConfigError("fwht takes real input; transform real and imaginary parts apart")
-    dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-    work = np.array(np.moveaxis(arr, axis, -1), dtype=dtype, order="C", copy=True)
-    _fwht_flat(work.reshape(-1, n))
-    return np.moveaxis(work, -1, axis)
-
-
-def _fwht_flat(rows: np.ndarray) -> None:
-    """In-place WHT of the rows of a C-contiguous 2-D float array."""
-    n_rows, n = rows.shape
-    if n_rows == 0 or n == 1:
-        return
-    threads = numba.get_num_threads()
-    if 1 < threads and n_rows < threads and n >= 1 << 15:
-        chunks = 1 << int(math.log2(threads))
-        for r in range(n_rows):
-            _fwht_one_parallel(rows[r], chunks)
-    else:
-        _fwht_rows(rows)
-
-
-# --------------------------------------------------------------------------------------------
-# inputs
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Masks:
-    """Masks normalised for the kernels."""
-
-    m: int
-    nbytes: int
-    shape: tuple[int, int] | None  # (H, W) when known (PatternSet)
-    source: Any  # the PatternSet, or None
-    packed_array: np.ndarray | None  # given packed array
-    rows: np.ndarray | None = None  # Hadamard rows (int64) or None
-    signs: np.ndarray | None = None  # Hadamard signs (+-1) or None
-    _packed: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def hadamard(self) -> bool:
-        return self.rows is not None
-
-    def packed(self) -> np.ndarray:
-        """C-contiguous (m, nbytes) uint8."""
-        if self._packed is None:
-            if self.packed_array is not None:
-                self._packed = np.ascontiguousarray(self.packed_array)
-            else:
-                # PatternSet.pack() computes once and keeps the result
-                self._packed = np.ascontiguousarray(self.source.pack(), dtype=np.uint8)
-        return self._packed
-
-
-def _is_pattern_set(obj: Any) -> bool:
-    return hasattr(obj, "pack") and hasattr(obj, "hadamard_rows")
-
-
-def _as_masks(masks: Any) -> _Masks:
-    """Validate ``masks`` (PatternSet-like or packed uint8 array)."""
-    if _is_pattern_set(masks):
-        # PatternSet.m / .shape when present (never touches the masks: the FWHT path needs
-        # only the Hadamard rows and signs), else the shape of .masks (m, H, W)
-        shape = getattr(masks, "shape", None)
-        m_attr = getattr(masks, "m", None)
-        if isinstance(shape, tuple) and len(shape) == 2 and m_attr is not None:
-            m, h, w = int(m_attr), int(shape[0]), int(shape[1])
-        else:
-            full = tuple(np.shape(masks.masks))
-            if len(full) != 3:
-                raise ConfigError(f"PatternSet.masks must be (m, H, W); got shape {full}")
-            m, h, w = (int(v) for v in full)
-        rows = masks.hadamard_rows
-        signs = getattr(masks, "hadamard_signs", None)
-        if rows is not None:
-            rows = np.asarray(rows, dtype=np.int64)
-            signs = np.ones(m, np.int8) if signs is None else np.asarray(signs)
-            if rows.shape != (m,) or signs.shape != (m,):
-                raise ConfigError(
-                    f"hadamard_rows/hadamard_signs must have shape ({m},); got "
-                    f"{rows.shape} and {signs.shape}"
-                )
-        return _Masks(m, -(-(h * w) // 8), (h, w), masks, None, rows, signs)
-    if isinstance(masks, np.ndarray):
-        if masks.dtype != np.uint8 or masks.ndim != 2:
-            raise ConfigError(
-                "packed masks must be a uint8 array (m, ceil(n / 8)) from PatternSet.pack() "
-                f"(np.packbits(..., bitorder='little')); got {masks.dtype} {masks.shape}"
-            )
-        return _Masks(int(masks.shape[0]), int(masks.shape[1]), None, None, masks)
-    raise ConfigError(
-        "masks must be a PatternSet or a packed uint8 array (m, ceil(n / 8)); got "
-        f"{type(masks).__name__}"
-    )
-
-
-def _as_images(images: Any, mk: _Masks) -> np.ndarray:
-    """Images as a (B, n) array (not yet converted), checked against the masks."""
-    x = np.asarray(images)
-    if np.iscomplexobj(x):
-        raise ConfigError("images must be real; got a complex array")
-    if x.dtype.kind not in "fiub":
-        raise ConfigError(f"images must be a real numeric array; got dtype {x.dtype}")
-    mshape = f"masks {mk.m} x {mk.shape} ({mk.nbytes} bytes each)" if mk.shape else (
-        f"packed masks {(mk.m, mk.nbytes)}"
-    )
-
-    def bad(why: str) -> ConfigError:
-        return ConfigError(
-            f"images of shape {x.shape} do not match {mshape}: {why}; give (B, H, W), "
-            "(B, n) or a single (H, W) / (n,) image with n = H * W pixels"
-        )
-
-    if x.ndim == 1:
-        flat = x[None, :]
-    elif x.ndim == 2:
-        a, b = x.shape
-        if mk.shape is not None:
-            n = mk.shape[0] * mk.shape[1]
-            if b == n:
-                flat = x
-            elif (a, b) == mk.shape:
-                flat = x.reshape(1, n)
-            else:
-                raise bad(f"expected (B, {n}) or {mk.shape}")
-        elif -(-b // 8) == mk.nbytes:
-            flat = x
-        elif -(-(a * b) // 8) == mk.nbytes:
-            flat = x.reshape(1, a * b)
-        else:
-            raise bad(f"neither {b} nor {a} * {b} pixels pack into {mk.nbytes} bytes")
-    elif x.ndim == 3:
-        if mk.shape is not None and x.shape[1:] != mk.shape:
-            raise bad(f"image shape {x.shape[1:]} != mask shape {mk.shape}")
-        flat = x.reshape(x.shape[0], x.shape[1] * x.shape[2])
-    else:
-        raise bad(f"{x.ndim}-d images are not supported")
-    n = flat.shape[1]
-    if mk.shape is not None and n != mk.shape[0] * mk.shape[1]:
-        raise bad(f"{n} pixels != {mk.shape[0] * mk.shape[1]}")
-    if -(-n // 8) != mk.nbytes:
-        raise bad(f"{n} pixels need {-(-n // 8)} bytes per mask, the masks have {mk.nbytes}")
-    return flat
-
-
-def _kind(dtype: np.dtype) -> str:
-    if dtype == np.uint8:
-        return "uint8"
-    if dtype == np.float32:
-        return "float32"
-    return "float64"
-
-
-# --------------------------------------------------------------------------------------------
-# paths
-# --------------------------------------------------------------------------------------------
-
-
-def _aligned_empty(shape: tuple[int, ...], dtype: Any, zero: bool = False) -> np.ndarray:
-    """Uninitialised (or zeroed) C-contiguous array whose data start on a 64-byte boundary."""
-    dt = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dt.itemsize
-    buf = np.zeros(nbytes + 64, np.uint8) if zero else np.empty(nbytes + 64, np.uint8)
-    start = (-buf.ctypes.data) % 64
-    return buf[start:start + nbytes].view(dt).reshape(shape)
-
-
-def _run_bitplane(packed: np.ndarray, x: np.ndarray, kind: str) -> np.ndarray:
-    m, nb = packed.shape
-    batch = x.shape[0]
-    ftype = np.float64 if kind == "float64" else np.float32
-    planes = _aligned_empty((batch, 8, nb), ftype)
-    _planes_layout(np.ascontiguousarray(x), planes)
-    acc = np.zeros((m, batch), dtype=np.float64)
-    per_pass = _BITPLANE_PASS_BYTES // (batch * 8 * np.dtype(ftype).itemsize)
-    chunk = int(min(_CHUNK, max(256, per_pass - per_pass % 64)))
-    _bitplane_kernel(packed, planes, acc, ftype(0), chunk)
-    return np.ascontiguousarray(acc.T, dtype=np.float32 if kind == "float32" else np.float64)
-
-
-def _lut_block(nbytes_per_chunk: int, bc: int, itemsize: int, nibble: bool) -> int:
-    """Byte positions per table block."""
-    row_bytes = (32 if nibble else 256) * bc * itemsize
-    target = _LUT_TABLE_BYTES_NARROW if bc * itemsize <= 64 else _LUT_TABLE_BYTES
-    return int(max(1, min(nbytes_per_chunk, target // row_bytes)))
-
-
-def _lut_width(bc: int, itemsize: int) -> int:
-    """Images per table row, padded so that rows never straddle a 64-byte cache line."""
-    per_line = 64 // itemsize
-    if bc >= per_line:
-        return -(-bc // per_line) * per_line
-    return 1 << (bc - 1).bit_length()
-
-
-def _batch_chunks(batch: int) -> list[tuple[int, int]]:
-    n_chunks = -(-batch // _LUT_MAX_BATCH)
-    edges = [(batch * i) // n_chunks for i in range(n_chunks + 1)]
-    return list(itertools.pairwise(edges))
-
-
-def _run_lut(packed: np.ndarray, x: np.ndarray, kind: str, nibble: bool) -> np.ndarray:
-    m, nb = packed.shape
-    batch = x.shape[0]
-    if kind == "uint8":
-        # 8-pixel sums fit int32; whole sums too unless 255 n >= 2**31
-        tdtype: Any = np.int32 if 255 * nb * 8 < 2**31 else np.int64
-        out = np.empty((batch, m), dtype=np.float64)
-    else:
-        tdtype = np.float32 if kind == "float32" else np.float64
-        out = np.empty((batch, m), dtype=tdtype)
-    itemsize = np.dtype(tdtype).itemsize
-    nch = max(1, min(numba.get_num_threads(), nb))
-    for b0, b1 in _batch_chunks(batch):
-        bc = b1 - b0
-        width = _lut_width(bc, itemsize)
-        src = np.ascontiguousarray(x[b0:b1])
-        if width > bc:
-            src = np.concatenate([src, np.zeros((width - bc, src.shape[1]), src.dtype)])
-        xg = _aligned_empty((nb, 8, width), tdtype)
-        _group_layout(src, xg)
-        part = _aligned_empty((nch, m, width), tdtype, zero=True)
-        block = _lut_block(-(-nb // nch), width, itemsize, nibble)
-        rows, values = (2 * block, 16) if nibble else (block, 256)
-        tables = _aligned_empty((nch, rows, values, width), tdtype)
-        _lut_kernel(packed, xg, part, tables, 4 if nibble else 8)
-        total = part[0] if nch == 1 else part.sum(axis=0)
-        out[b0:b1] = total[:, :bc].T
-    return out
-
-
-def _run_blas(packed: np.ndarray, x: np.ndarray, kind: str) -> np.ndarray:
-    m, nb = packed.shape
-    n = x.shape[1]
-    if kind == "uint8":
-        ftype: Any = np.float32 if 255 * n < 2**24 else np.float64  # exact integer sums
-    else:
-        ftype = np.float32 if kind == "float32" else np.float64
-    xf = np.ascontiguousarray(x, dtype=ftype)
-    out = np.empty((x.shape[0], m), dtype=np.float32 if kind == "float32" else np.float64)
-    itemsize = np.dtype(ftype).itemsize
-    mb = int(max(1, min(m, _BLAS_BLOCK_BYTES // (nb * 8 * itemsize))))
-    block = np.empty((mb, nb * 8), dtype=ftype)
-    for k0 in range(0, m, mb):
-        k1 = min(m, k0 + mb)
-        blk = block[: k1 - k0]
-        _unpack_kernel(packed[k0:k1], blk)
-        out[:, k0:k1] = xf @ blk[:, :n].T
-    return out
-
-
-def _run_fwht(mk: _Masks, x: np.ndarray, kind: str) -> np.ndarray:
-    n = x.shape[1]
-    if mk.rows is None or mk.signs is None:
-        raise ConfigError(
-            "method='fwht' needs a Hadamard PatternSet (hadamard_rows not None); "
-            "use another method for these masks"
-        )
-    if n & (n - 1):
-        raise ConfigError(f"the FWHT path needs a power-of-two pixel count; got {n}")
-    ftype = np.float32 if kind == "float32" else np.float64
-    coeff = np.array(x, dtype=ftype, order="C", copy=True)
-    _fwht_flat(coeff)  # coeff[:, 0] = sum(x): row 0 of H is all ones
-    out = np.empty((x.shape[0], mk.m), dtype=ftype if kind != "uint8" else np.float64)
-    if _hadamard_combine(coeff, mk.rows, mk.signs, out):
-        raise ConfigError(
-            f"hadamard_rows must be in 0..{n - 1} and hadamard_signs +1 or -1; got rows "
-            f"{mk.rows.min()}..{mk.rows.max()}, signs {np.unique(mk.signs)}"
-        )
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# planner
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -754,87 +129,45 @@ class Plan:
     method : str
         Kernel used: "bitplane", "lut8", "lut4", "blas" or "fwht".
     source : str
-        "model" (cost model), "timed" (first-use micro-timing) or "forced" (method argument
-        or ``LSI_KERNELS_METHOD``).
+        "timed" (timed on first use of the shape class in this process), "cached" (timed
+        earlier on this machine, read from the tuning file), "model" (static cost model:
+        autotuning off, a small problem, or a shape class not timed yet) or "forced"
+        (method argument or ``LSI_KERNELS_METHOD``).
     predicted_s : dict
         Cost-model estimate in seconds per candidate method.
     timed_s : dict
-        Measured seconds per candidate (only when ``source == "timed"``).
+        Estimated seconds of the whole call per candidate timed ("timed" and "cached").
+    tuning_s : float
+        Seconds the timing took ("timed" only; kernel compilation or loading excluded).
+    note : str
+        E.g. why a timed choice was not written to the tuning file.
     """
 
     method: str
     source: str
     predicted_s: dict[str, float]
     timed_s: dict[str, float] = field(default_factory=dict)
+    tuning_s: float = 0.0
+    note: str = ""
 
     def describe(self) -> str:
-        """One line: method, how it was chosen, predicted time."""
+        """One line: method, how it was chosen, predicted (and timed) times."""
         pred = self.predicted_s.get(self.method)
         extra = f", predicted {pred * 1e3:.3g} ms" if pred is not None else ""
         if self.timed_s:
             extra += ", timed " + ", ".join(
                 f"{k} {v * 1e3:.3g} ms" for k, v in sorted(self.timed_s.items())
             )
+        if self.tuning_s:
+            extra += f", tuning took {self.tuning_s * 1e3:.3g} ms"
+        if self.note:
+            extra += f", {self.note}"
         return f"{self.method} ({self.source}{extra})"
-
-
-def predict_seconds(
-    method: str, m: int, n: int, batch: int, kind: str, threads: int | None = None
-) -> float:
-    """Cost-model estimate (seconds) of one :func:`project` call with ``method``.
-
-    Parameters
-    ----------
-    method : str
-        "bitplane", "lut8", "lut4", "blas" or "fwht".
-    m, n, batch : int
-        Masks, pixels per mask, images.
-    kind : str
-        "float32", "float64" or "uint8" (the images' dtype class).
-    threads : int or None
-        Numba threads (default ``numba.get_num_threads()``).
-
-    Returns
-    -------
-    float
-        Predicted seconds (see :data:`COST_MODEL`).
-    """
-    c = COST_MODEL[kind]
-    thr = max(1, threads if threads is not None else numba.get_num_threads())
-    nb = -(-n // 8)
-    t = c["call"] + c["prep"] * batch * n
-    if method == "bitplane":
-        # images go 4 at a time through one decode of the mask bits (~3/4 of the cost)
-        eff = 3 * (batch // 4) + batch % 4
-        return t + c["bitplane"] * m * nb * 8 * eff / min(thr, max(m, 1))
-    if method in ("lut8", "lut4"):
-        key = "lut4" if method == "lut4" else "lut"
-        builds = nb * (30 if method == "lut4" else 255)
-        uses = nb * m * (2 if method == "lut4" else 1)
-        par = min(thr, nb)
-        itemsize = 8 if kind == "float64" else 4
-        for b0, b1 in _batch_chunks(batch):
-            bc = _lut_width(b1 - b0, itemsize)
-            build = builds * (c[f"{key}_build_a"] + c[f"{key}_build_b"] * bc)
-            use = uses * (c[f"{key}_row_a"] + c[f"{key}_row_b"] * bc)
-            t += (build + use) / par + c["prep"] * m * bc * par  # + partial-sum reduction
-        return t
-    if method == "blas":
-        return t + c["unpack"] * m * n + max(c["gemm"] * batch, c["gemm_mem"]) * m * n
-    if method == "fwht":
-        par = thr if (batch >= thr or n >= 1 << 15) else batch
-        butterflies = batch * n / 2 * math.log2(max(n, 2))
-        return t + c["fwht"] * butterflies / par + c["prep"] * batch * m
-    raise ConfigError(f"unknown kernel {method!r}")
 
 
 def _env_method() -> str | None:
     value = os.environ.get("LSI_KERNELS_METHOD", "").strip().lower()
     return value or None
-
-
-def _env_autotune() -> bool:
-    return os.environ.get("LSI_KERNELS_AUTOTUNE", "0").strip().lower() in ("1", "true", "on")
 
 
 def _check_method(method: str) -> str:
@@ -855,15 +188,19 @@ class Projector:
         Default method for calls that do not name one: one of :data:`METHODS`; None reads
         ``LSI_KERNELS_METHOD`` at each call (unset: "auto").
     autotune : bool or None
-        Time the plausible kernels (cost-model estimate within 3x of the best) on the first
-        call of a shape and keep the fastest; only when the estimated time of all of them
-        stays under ~0.15 s, otherwise the cost model decides.  None reads
-        ``LSI_KERNELS_AUTOTUNE`` (default off: the choice is then deterministic).
+        Time the plausible kernels on the first call of a shape class and keep the fastest
+        in the tuning file (see :mod:`lsi_hw.sim.autotune`); False: the cost model alone
+        chooses (deterministic).  None reads ``LSI_KERNELS_AUTOTUNE`` (default on).
+    store : TuningStore or None
+        Where tuned choices are kept (default: the machine's file in the user's cache
+        folder, shared by every projector).
     """
 
-    def __init__(self, method: str | None = None, autotune: bool | None = None) -> None:
+    def __init__(self, method: str | None = None, autotune: bool | None = None,
+                 store: TuningStore | None = None) -> None:
         self._method = None if method is None else _check_method(method)
         self._autotune = autotune
+        self._store = store
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._lock = threading.Lock()
 
@@ -875,8 +212,18 @@ class Projector:
         with self._lock:
             return dict(self._plans)
 
+    @property
+    def store(self) -> TuningStore:
+        """The tuning store this projector reads and fills."""
+        return self._store if self._store is not None else default_store()
+
+    @property
+    def autotune(self) -> bool:
+        """Whether shape classes are timed (the ``autotune`` argument, else the environment)."""
+        return self._autotune if self._autotune is not None else autotune_enabled()
+
     def clear(self) -> None:
-        """Forget every cached plan."""
+        """Forget every cached plan (the tuning file stays; see :func:`reset_kernel_tuning`)."""
         with self._lock:
             self._plans.clear()
 
@@ -888,7 +235,7 @@ class Projector:
             return ("bitplane", "lut8", "lut4")
         if method != "auto":
             return (method,)
-        return _KERNELS if hadamard else _KERNELS[:-1]
+        return PATHS if hadamard else tuple(p for p in PATHS if p != "fwht")
 
     def plan(
         self,
@@ -899,7 +246,11 @@ class Projector:
         hadamard: bool = False,
         method: str = "auto",
     ) -> Plan:
-        """The plan the projector uses for this problem (cost model unless already cached).
+        """The plan the projector uses for this problem.
+
+        Never times anything: a cached plan, else the stored choice of the shape class
+        ("cached"), else the cost model's choice (the first :meth:`project` call of a shape
+        class not timed yet still times it).
 
         Parameters
         ----------
@@ -916,16 +267,17 @@ class Projector:
         -------
         Plan
         """
-        kind = _kind(np.dtype(dtype))
+        kind = image_kind(np.dtype(dtype))
         meth = _check_method(method)
         return self._plan(int(m), int(n), int(batch), kind, bool(hadamard), meth)
 
     def _key(self, m: int, n: int, batch: int, kind: str, hadamard: bool) -> tuple[Any, ...]:
         return (m, n, batch, kind, hadamard, numba.get_num_threads())
 
-    def _plan(
-        self, m: int, n: int, batch: int, kind: str, hadamard: bool, method: str
-    ) -> Plan:
+    def _plan(self, m: int, n: int, batch: int, kind: str, hadamard: bool, method: str,
+              data: tuple[Masks, np.ndarray] | None = None) -> Plan:
+        """The plan; with ``data`` (the call's masks and images) an untimed shape class is
+        timed on them."""
         if method == "uint8" and kind != "uint8":
             raise ConfigError("method='uint8' needs uint8 images; convert or pick another method")
         if method == "fwht" and not hadamard:
@@ -934,19 +286,54 @@ class Projector:
                 "use another method for these masks"
             )
         cands = self._candidates(kind, hadamard, method)
-        if method != "auto":
-            pred = {c: predict_seconds(c, m, n, batch, kind) for c in cands}
-            return Plan(min(pred, key=pred.__getitem__), "forced", pred)
         key = self._key(m, n, batch, kind, hadamard)
+        if method == "auto":
+            with self._lock:
+                hit = self._plans.get(key)
+            if hit is not None:
+                return hit
+        pred = {c: predict_seconds(c, m, n, batch, kind, key[-1]) for c in cands}
+        if method != "auto":
+            return Plan(min(pred, key=pred.__getitem__), "forced", pred)
+        model = Plan(min(pred, key=pred.__getitem__), "model", pred)
+        plan: Plan | None = model
+        if self.autotune and min(pred.values()) >= tuning.TINY_S:
+            plan = self._tuned(key, cands, pred, data)
+        if plan is None:  # not timed yet and no data to time it on
+            return model
         with self._lock:
-            hit = self._plans.get(key)
-        if hit is not None:
-            return hit
-        pred = {c: predict_seconds(c, m, n, batch, kind) for c in cands}
-        plan = Plan(min(pred, key=pred.__getitem__), "model", pred)
-        with self._lock:
-            self._plans.setdefault(key, plan)
-            return self._plans[key]
+            return self._plans.setdefault(key, plan)
+
+    def _tuned(self, key: tuple[Any, ...], cands: tuple[str, ...], pred: dict[str, float],
+               data: tuple[Masks, np.ndarray] | None) -> Plan | None:
+        """The stored choice of the shape class, else (with ``data``) a new timing."""
+        m, n, batch, kind, hadamard, threads = key
+        cls = shape_class(m, n, batch, kind, hadamard, threads)
+        store = self.store
+        entry = store.get(cls, cands)
+        if entry is None and data is not None:
+            with tuning_lock():
+                entry = store.get(cls, cands)  # another thread may have tuned it meanwhile
+                if entry is None:
+                    mk, x = data
+                    timed, spent = time_paths(
+                        mk, x, kind, cands,
+                        lambda c, k: predict_seconds(c, k, n, batch, kind, threads))
+                    if not timed:  # a single plausible path: the model's choice
+                        return Plan(min(pred, key=pred.__getitem__), "model", pred)
+                    method = min(timed, key=timed.__getitem__)
+                    busy = tuning.machine_busy()
+                    store.put(cls, {"method": method, "shape": [m, n, batch],
+                                    "timed_ms": {c: round(t * 1e3, 4) for c, t in timed.items()},
+                                    "tuning_ms": round(spent * 1e3, 2)}, persist=not busy)
+                    note = "machine busy: kept for this process only" if busy else ""
+                    return Plan(method, "timed", pred, timed, spent, note)
+        if entry is None:
+            return None
+        timed_ms = entry.get("timed_ms")
+        timed_s = ({str(c): float(t) * 1e-3 for c, t in timed_ms.items()
+                    if isinstance(t, (int, float))} if isinstance(timed_ms, dict) else {})
+        return Plan(str(entry["method"]), "cached", pred, timed_s)
 
     # -- projection --------------------------------------------------------------------
 
@@ -954,85 +341,18 @@ class Projector:
         """Sums of each image under each mask; see :func:`project`."""
         meth = method if method is not None else (self._method or _env_method() or "auto")
         meth = _check_method(meth)
-        mk = _as_masks(masks)
-        x = _as_images(images, mk)
-        kind = _kind(x.dtype)
+        mk = as_masks(masks)
+        x = as_images(images, mk)
+        kind = image_kind(x.dtype)
         if kind == "float64" and x.dtype != np.float64:
             x = x.astype(np.float64)
         batch, n = x.shape
         if batch == 0 or mk.m == 0:
             return np.zeros((batch, mk.m), np.float32 if kind == "float32" else np.float64)
-        autotune = self._autotune if self._autotune is not None else _env_autotune()
-        key = self._key(mk.m, n, batch, kind, mk.hadamard)
-        if meth == "auto" and autotune:
-            with self._lock:
-                cached = self._plans.get(key)
-            if cached is None:
-                return self._autotune_call(mk, x, kind, key)
-        plan = self._plan(mk.m, n, batch, kind, mk.hadamard, meth)
-        return _execute(plan.method, mk, x, kind)
+        plan = self._plan(mk.m, n, batch, kind, mk.hadamard, meth, data=(mk, x))
+        return execute(plan.method, mk, x, kind)
 
     __call__ = project
-
-    def _autotune_call(self, mk: _Masks, x: np.ndarray, kind: str, key: tuple[Any, ...]
-                       ) -> np.ndarray:
-        batch, n = x.shape
-        cands = self._candidates(kind, mk.hadamard, "auto")
-        pred = {c: predict_seconds(c, mk.m, n, batch, kind) for c in cands}
-        best = min(pred.values())
-        short = [c for c in cands if pred[c] <= 3.0 * best]
-        if len(short) < 2 or 2.0 * sum(pred[c] for c in short) > 0.15:
-            plan = Plan(min(pred, key=pred.__getitem__), "model", pred)
-            with self._lock:
-                self._plans.setdefault(key, plan)
-            return _execute(plan.method, mk, x, kind)
-        timed: dict[str, float] = {}
-        result: np.ndarray | None = None
-        for c in short:
-            _warm_up(c, kind)  # JIT / cache load outside the timing
-            start = time.perf_counter()
-            out = _execute(c, mk, x, kind)
-            timed[c] = time.perf_counter() - start
-            if result is None or timed[c] <= min(timed.values()):
-                result = out
-        plan = Plan(min(timed, key=timed.__getitem__), "timed", pred, timed)
-        with self._lock:
-            self._plans.setdefault(key, plan)
-        assert result is not None
-        return result
-
-
-_WARM: set[tuple[str, str]] = set()
-
-
-def _warm_up(method: str, kind: str) -> None:
-    """Run ``method`` once on a tiny problem of the same dtype (compiles / loads the cache)."""
-    if (method, kind) in _WARM:
-        return
-    rng = np.random.default_rng(0)
-    packed = rng.integers(0, 256, size=(3, 2), dtype=np.uint8)
-    dtype = {"float32": np.float32, "float64": np.float64, "uint8": np.uint8}[kind]
-    x = np.ones((2, 16), dtype=dtype)
-    mk = _Masks(3, 2, None, None, packed, np.arange(3, dtype=np.int64), np.ones(3, np.int8))
-    _execute(method, mk, x, kind)
-    _WARM.add((method, kind))
-
-
-def _execute(method: str, mk: _Masks, x: np.ndarray, kind: str) -> np.ndarray:
-    if method == "fwht":
-        return _run_fwht(mk, x, kind)
-    packed = mk.packed()
-    if packed.shape != (mk.m, mk.nbytes):
-        raise ConfigError(
-            f"PatternSet.pack() returned shape {packed.shape}; expected {(mk.m, mk.nbytes)}"
-        )
-    if method == "bitplane":
-        return _run_bitplane(packed, x, kind)
-    if method in ("lut8", "lut4"):
-        return _run_lut(packed, x, kind, nibble=method == "lut4")
-    if method == "blas":
-        return _run_blas(packed, x, kind)
-    raise ConfigError(f"unknown kernel {method!r}")
 
 
 _DEFAULT = Projector()
@@ -1061,7 +381,8 @@ def project(
         ``ceil(n / 8)`` matches the packed width, else one (H, W) image.
     method : str or None
         One of :data:`METHODS`.  None: the projector's default (``LSI_KERNELS_METHOD``,
-        else "auto": the planner decides).
+        else "auto": the planner decides, timing the paths on the first call of a shape
+        class unless ``LSI_KERNELS_AUTOTUNE=0``).
     projector : Projector or None
         Planner / plan cache to use (default: the module's shared one).
 
@@ -1098,8 +419,35 @@ def explain_plan(
     Returns
     -------
     str
-        E.g. ``"lut8 (model, predicted 41 ms)"``.
+        E.g. ``"lut8 (timed, predicted 41 ms, timed bitplane 60 ms, lut8 35 ms, ...)"``.
     """
-    mk = _as_masks(masks)
+    mk = as_masks(masks)
     n = mk.shape[0] * mk.shape[1] if mk.shape is not None else 8 * mk.nbytes
     return _DEFAULT.plan(mk.m, n, batch, dtype, mk.hadamard, method).describe()
+
+
+def tuning_cache_path() -> Path:
+    """This machine's kernel tuning file (it may not exist yet); see :mod:`lsi_hw.sim.autotune`."""
+    return default_store().path
+
+
+def reset_kernel_tuning() -> Path | None:
+    """Forget every tuned kernel choice of this machine: delete the tuning file and clear the
+    shared projector's plans; each shape class is timed again on its next first use.
+
+    Deleting the file by hand has the same effect on processes started afterwards (a
+    running process keeps the choices it made itself).  Projectors with a store of their
+    own: ``projector.store.reset()`` and ``projector.clear()``.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The file deleted, None when there was none.
+
+    Raises
+    ------
+    ConfigError
+        If the file exists but cannot be removed.
+    """
+    _DEFAULT.clear()
+    return default_store().reset()

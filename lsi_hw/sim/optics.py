@@ -25,11 +25,15 @@ from lsi_hw.errors import ConfigError, require_in_range
 __all__ = [
     "DMDConfig",
     "RelayOpticsConfig",
+    "affine_grid_coordinates",
+    "bilinear_sample",
     "gaussian_kernel1d",
+    "gaussian_taps",
     "irradiance_w_m2_per_cd_m2",
     "is_identity_geometry",
     "relay_to_mask_grid",
     "sampling_coordinates",
+    "separable_blur",
     "vignetting_map",
 ]
 
@@ -171,6 +175,32 @@ def is_identity_geometry(cfg: RelayOpticsConfig) -> bool:
     return cfg.rotation_deg == 0.0 and cfg.scale == 1.0 and tuple(cfg.shift_px) == (0.0, 0.0)
 
 
+def affine_grid_coordinates(
+    shape: tuple[int, int], shift_px: tuple[float, float], rotation_deg: float, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grid (row, col) coordinates sampled by each point of an (H, W) grid, two (H, W)
+    float64 arrays, under the misalignment ``p = scale * R(rotation) q + shift`` about the
+    grid centre (the module's convention).
+
+    :func:`sampling_coordinates` rescales them to scene pixels; the registration fit of
+    :func:`lsi_hw.calibration.register_dmd_to_scene` uses them as they are (its scene is on
+    the mask grid).
+    """
+    h, w = shape
+    rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
+                         indexing="ij")
+    # DMD point relative to the grid centre, remove shift, rotation and scale
+    pr = rr - (h - 1) / 2.0 - shift_px[0]
+    pc = cc - (w - 1) / 2.0 - shift_px[1]
+    theta = math.radians(rotation_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # forward rotation (counter-clockwise on screen, rows pointing down): q -> R q
+    qc = (cos * pc - sin * pr) / scale
+    qr = (sin * pc + cos * pr) / scale
+    # back to grid pixel indices
+    return qr + (h - 1) / 2.0, qc + (w - 1) / 2.0
+
+
 def sampling_coordinates(
     scene_shape: tuple[int, int], mask_shape: tuple[int, int], cfg: RelayOpticsConfig
 ) -> np.ndarray:
@@ -181,19 +211,8 @@ def sampling_coordinates(
     """
     hs, ws = scene_shape
     h, w = mask_shape
-    rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
-                         indexing="ij")
-    # DMD point relative to the grid centre, remove shift, rotation and scale
-    pr = rr - (h - 1) / 2.0 - cfg.shift_px[0]
-    pc = cc - (w - 1) / 2.0 - cfg.shift_px[1]
-    theta = math.radians(cfg.rotation_deg)
-    cos, sin = math.cos(theta), math.sin(theta)
-    # forward rotation (counter-clockwise on screen, rows pointing down): q -> R q
-    qc = (cos * pc - sin * pr) / cfg.scale
-    qr = (sin * pc + cos * pr) / cfg.scale
-    # back to mask-grid pixel indices, then to scene pixel indices
-    gr = qr + (h - 1) / 2.0
-    gc = qc + (w - 1) / 2.0
+    gr, gc = affine_grid_coordinates(mask_shape, cfg.shift_px, cfg.rotation_deg, cfg.scale)
+    # mask-grid pixel indices to scene pixel indices
     sr = (gr + 0.5) * (hs / h) - 0.5
     sc = (gc + 0.5) * (ws / w) - 0.5
     return np.stack([sr, sc])
@@ -218,14 +237,25 @@ def bilinear_sample(images: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return out
 
 
+def gaussian_taps(sigma_px: float, radius: int) -> np.ndarray:
+    """Normalised sampled-Gaussian taps of ``sigma_px`` at offsets -radius..radius."""
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma_px) ** 2)
+    return k / k.sum()
+
+
 def gaussian_kernel1d(sigma_px: float) -> np.ndarray:
     """Normalised Gaussian taps for ``sigma_px`` (radius ceil(4 sigma)); [1.] for sigma 0."""
     if sigma_px <= 0:
         return np.ones(1)
-    radius = max(1, math.ceil(4.0 * sigma_px))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma_px) ** 2)
-    return k / k.sum()
+    return gaussian_taps(sigma_px, max(1, math.ceil(4.0 * sigma_px)))
+
+
+def separable_blur(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """``images`` correlated with ``taps`` along rows, then columns (the last two axes),
+    zero light beyond the edges."""
+    out = ndimage.correlate1d(images, taps, axis=-2, mode="constant", cval=0.0)
+    return ndimage.correlate1d(out, taps, axis=-1, mode="constant", cval=0.0)
 
 
 def vignetting_map(mask_shape: tuple[int, int], cfg: RelayOpticsConfig) -> np.ndarray:
@@ -256,9 +286,7 @@ def relay_to_mask_grid(
     else:
         img = bilinear_sample(lum, sampling_coordinates(lum.shape[1:], mask_shape, cfg))
     if cfg.blur_sigma_px > 0:
-        k = gaussian_kernel1d(cfg.blur_sigma_px)
-        img = ndimage.correlate1d(img, k, axis=1, mode="constant", cval=0.0)
-        img = ndimage.correlate1d(img, k, axis=2, mode="constant", cval=0.0)
+        img = separable_blur(img, gaussian_kernel1d(cfg.blur_sigma_px))
     scale = irradiance_w_m2_per_cd_m2(cfg)
     if cfg.vignetting_half_field_deg > 0:
         return img * (scale * vignetting_map(mask_shape, cfg))

@@ -2,9 +2,9 @@
 
 ``L = L_peak * sum_c w_c * (v_c / 255) ** gamma + L_black``  in cd/m^2, where the RGB
 weights ``w_c`` sum to 1 (so a grey drive ``v`` on all three channels gives
-``L_peak * (v/255)**gamma + L_black``).  DESIGN.md writes the black level per channel;
-here it is the total black luminance of the screen, which is what a luminance meter
-reads on a black frame.
+``L_peak * (v/255)**gamma + L_black``).  The black level is not split per channel:
+it is the total black luminance of the screen, which is what a luminance meter reads on
+a black frame.
 """
 
 from __future__ import annotations

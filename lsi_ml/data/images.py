@@ -14,7 +14,7 @@ is stretched). Optional targets:
   ``(x, y)`` of the ORIGINAL image, pixel centres at integers; returned in the resized frame:
   ``x' = (x + 0.5) * size / width - 0.5`` (same for ``y``).
 - ``latents``: a ``latents.npy`` ``(N, L, D)`` in folder order (e.g. written by
-  :func:`lsi_ml.inversion.invert_dataset`), or ``encoder(images (B, 3, size, size)) ->
+  :func:`lsi_ml.baselines.inversion.invert_dataset`), or ``encoder(images (B, 3, size, size)) ->
   latents (B, L, D)`` applied to each batch.
 
 A fixed train/val/test split comes from a seeded permutation of the N images; ``index`` is

@@ -18,7 +18,6 @@ reproducible either way.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lsi_hw.errors import ConfigError
+from lsi_ml.generators.base import GroundTruthGenerator
 
 __all__ = ["SPLITS", "SyntheticFaces", "split_seed"]
 
@@ -94,8 +94,8 @@ class SyntheticFaces(Dataset):
     in one call (much faster than item by item).
     """
 
-    def __init__(self, generator: Any, n: int, *, seed: int = 0, split: str = "train",
-                 cache: bool | None = None, cache_limit: int = 4096) -> None:
+    def __init__(self, generator: GroundTruthGenerator, n: int, *, seed: int = 0,
+                 split: str = "train", cache: bool | None = None, cache_limit: int = 4096) -> None:
         if int(n) < 1:
             raise ConfigError(f"a synthetic dataset needs n >= 1 items, got {n}")
         if split not in SPLITS:

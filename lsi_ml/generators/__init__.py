@@ -1,6 +1,12 @@
 """Generators: the ``Generator`` protocol and the embedded procedural face model SynthFace."""
 
-from lsi_ml.generators.base import Generator, GroundTruthGenerator, LatentLevel, RenderOutput
+from lsi_ml.generators.base import (
+    FaceGenerator,
+    Generator,
+    GroundTruthGenerator,
+    LatentLevel,
+    RenderOutput,
+)
 from lsi_ml.generators.synthface import (
     ATTRIBUTE_NAMES,
     CLASS_NAMES,
@@ -12,6 +18,7 @@ from lsi_ml.generators.synthface import (
 __all__ = [
     "ATTRIBUTE_NAMES",
     "CLASS_NAMES",
+    "FaceGenerator",
     "Generator",
     "GroundTruthGenerator",
     "LatentLevel",

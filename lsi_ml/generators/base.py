@@ -94,3 +94,52 @@ class GroundTruthGenerator(Generator, Protocol):
     def render(self, latent: Tensor) -> RenderOutput:
         """Render latents with their ground truth."""
         ...
+
+
+@runtime_checkable
+class FaceGenerator(GroundTruthGenerator, Protocol):
+    """A ground-truth face generator with identities: what probes, evaluation, the
+    reference decoder and the reading fit need (SynthFace and its grey
+    :class:`~lsi_ml.generators.luminance.LuminanceView`).
+
+    Attributes
+    ----------
+    size : int
+        Image side, pixels.
+    class_names : sequence of str
+        Segmentation classes, index = label.
+    attribute_names : sequence of str
+        Binary attributes, in the order of ``RenderOutput.attributes``.
+    """
+
+    size: int
+    class_names: tuple[str, ...]
+    attribute_names: tuple[str, ...]
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """``(L, D)`` of one latent."""
+        ...
+
+    def identity(self, latent: Tensor) -> Tensor:
+        """The identity sub-vector ``(n, identity_dim)`` of latents ``(n, L, D)``."""
+        ...
+
+    def sample_latent_same_identity(self, base: Tensor, n: int,
+                                    generator: torch.Generator | None = None) -> Tensor:
+        """``n`` latents that share ``base``'s identity, every nuisance redrawn."""
+        ...
+
+    def verification_pairs(self, n_pairs: int, generator: torch.Generator | None = None,
+                           pool: int | None = None, return_hard: bool = False
+                           ) -> tuple[Tensor, ...]:
+        """Seeded same / different identity pairs (with hard negatives)."""
+        ...
+
+    def features_from_image(self, images: Tensor) -> list[Tensor]:
+        """The ``features`` of images that were not rendered from a latent."""
+        ...
+
+    def attributes(self, latent: Tensor) -> Tensor:
+        """The exact binary attributes ``(n, A)`` of latents, without rendering."""
+        ...

@@ -51,8 +51,8 @@ forms as sent, ``{c}`` = channel number:
 
 Transport: ``pyvisa`` (imported lazily) with the pure-Python ``pyvisa-py`` backend
 (``backend="@py"``, default) or ``pyvisa-sim`` (``backend="@sim"``, or
-``f"{SCOPE_SIM_YAML}@sim"`` for the simulated scope shipped here, see
-:meth:`VisaScopeDigitizer.simulated`).  Errors: a VISA timeout ->
+``f"{SCOPE_SIM_YAML}@sim"`` for the simulated scope shipped here, at
+:data:`SIM_RESOURCE`).  Errors: a VISA timeout ->
 :class:`~lsi_hw.errors.DeviceTimeout`; any other VISA I/O error ->
 :class:`~lsi_hw.errors.TransportError`; a malformed answer or a SCPI error after setup
 -> :class:`~lsi_hw.errors.ProtocolError`; no trigger within ``timeout_s`` ->
@@ -232,15 +232,6 @@ class VisaScopeDigitizer(Digitizer):
         self._preamble: dict[str, float] = {}
         #: Every SCPI message sent, in order (for logs and tests).
         self.sent: list[str] = []
-
-    @classmethod
-    def simulated(cls, resource: str = SIM_RESOURCE, **kwargs: Any) -> VisaScopeDigitizer:
-        """The driver on the pyvisa-sim scope of :data:`SCOPE_SIM_YAML` (needs pyvisa-sim).
-
-        Its waveform is fixed: 4 patterns of 1 ms at 100 kS/s, levels 1.0, 2.5, 0.5,
-        4.0 V held from 100 us to 800 us of each period (see the YAML file).
-        """
-        return cls(resource, backend=f"{SCOPE_SIM_YAML}@sim", **kwargs)
 
     # ------------------------------------------------------------------ VISA plumbing
     @contextlib.contextmanager

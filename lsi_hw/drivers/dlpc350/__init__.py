@@ -7,7 +7,8 @@ protocol
     :func:`~lsi_hw.drivers.dlpc350.protocol.decode_reply`, the command table and typed
     message builders, pattern LUT entries, status decoders.
 transport
-    :class:`Transport` protocol, :class:`UsbHidTransport` (pyusb, imported lazily) and
+    :class:`Transport` protocol and :class:`UsbHidTransport` (pyusb, imported lazily).
+emulator
     :class:`FakeDLPC350` (byte-level emulator with fault injection).
 dlp4500
     :class:`DLP4500`, the :class:`~lsi_hw.interfaces.Modulator` implementation.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from lsi_hw.drivers.dlpc350 import protocol
 from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500, LoadPlan
-from lsi_hw.drivers.dlpc350.transport import FakeDLPC350, Transport, UsbHidTransport
+from lsi_hw.drivers.dlpc350.emulator import FakeDLPC350
+from lsi_hw.drivers.dlpc350.transport import Transport, UsbHidTransport
 
 __all__ = ["DLP4500", "FakeDLPC350", "LoadPlan", "Transport", "UsbHidTransport", "protocol"]

@@ -18,7 +18,7 @@ Two sources of the frames (PAT_DISP_MODE, DLPU010G §2.4.3.4.1):
     ``min(m, 24)`` periods must fit in one video frame.
 ``source="flash"``
     The frames are already stored in the EVM's flash (built with TI's firmware tools
-    from :meth:`DLP4500.frames_for` or ``PatternSet.to_dlp_frames``); ``load(...,
+    from ``PatternSet.to_dlp_frames``); ``load(...,
     image_indices=[...])`` names the flash image of each frame.  Trigger mode 1: internal
     timer or the TRIG_IN_1 edge.
 
@@ -136,6 +136,28 @@ def _whole_us(name: str, value: float) -> int:
     return number
 
 
+def _checked_timing(exposure_us: float, period_us: float) -> tuple[int, int]:
+    """(exposure, period) in whole microseconds, checked against the DLPC350's limits
+    (ConfigError otherwise)."""
+    exp = _whole_us("exposure_us", exposure_us)
+    per = _whole_us("period_us", period_us)
+    if exp < DLP4500_MIN_EXPOSURE_US[1]:
+        raise ConfigError(
+            f"exposure_us={exp} is below the DLP4500 minimum of "
+            f"{DLP4500_MIN_EXPOSURE_US[1]:g} us for 1-bit patterns (DLPU010G Table 2-48)"
+        )
+    if per < exp:
+        raise ConfigError(f"period_us={per} must be >= exposure_us={exp}")
+    if 0 < per - exp < MIN_DARK_GAP_US:
+        raise ConfigError(
+            f"period_us={per} exceeds exposure_us={exp} by {per - exp} us: the DLPC350 "
+            f"needs the exposure equal to the period or at least {MIN_DARK_GAP_US} us "
+            f"shorter (DLPU010G §2.4.3.4.3); use period_us={exp} or >= "
+            f"{exp + MIN_DARK_GAP_US}"
+        )
+    return exp, per
+
+
 class DLP4500(Modulator):
     """The DLP LightCrafter 4500 showing binary masks, over USB (or any :class:`Transport`).
 
@@ -143,7 +165,7 @@ class DLP4500(Modulator):
     ----------
     transport:
         The link; None opens the USB device (:class:`UsbHidTransport`).  Pass a
-        :class:`~lsi_hw.drivers.dlpc350.transport.FakeDLPC350` to run without hardware.
+        :class:`~lsi_hw.drivers.dlpc350.emulator.FakeDLPC350` to run without hardware.
     timeout_s:
         Longest wait for each reply report, seconds.
     poll_interval_s:
@@ -267,12 +289,6 @@ class DLP4500(Modulator):
         """Warning bits (2, 3) of the last validation, in words."""
         return self._warnings
 
-    def frames_for(self, patterns: PatternSet) -> np.ndarray:
-        """The 24-bit RGB frames carrying ``patterns`` with this driver's mapping
-        (to stream, or to store in flash with TI's tools)."""
-        self._check_fits(patterns)
-        return patterns.to_dlp_frames(self._superpixel, self._diamond)
-
     # -- load ---------------------------------------------------------------------------
 
     def load(  # type: ignore[override]
@@ -352,82 +368,13 @@ class DLP4500(Modulator):
                 f"{m} patterns do not fit the pattern LUT of {self.max_patterns} entries; "
                 "split the set into several loads"
             )
-        exp = _whole_us("exposure_us", exposure_us)
-        per = _whole_us("period_us", period_us)
-        if exp < DLP4500_MIN_EXPOSURE_US[1]:
-            raise ConfigError(
-                f"exposure_us={exp} is below the DLP4500 minimum of "
-                f"{DLP4500_MIN_EXPOSURE_US[1]:g} us for 1-bit patterns (DLPU010G Table 2-48)"
-            )
-        if per < exp:
-            raise ConfigError(f"period_us={per} must be >= exposure_us={exp}")
-        if 0 < per - exp < MIN_DARK_GAP_US:
-            raise ConfigError(
-                f"period_us={per} exceeds exposure_us={exp} by {per - exp} us: the DLPC350 "
-                f"needs the exposure equal to the period or at least {MIN_DARK_GAP_US} us "
-                f"shorter (DLPU010G §2.4.3.4.3); use period_us={exp} or >= "
-                f"{exp + MIN_DARK_GAP_US}"
-            )
+        exp, per = _checked_timing(exposure_us, period_us)
         n_frames = -(-m // P.BITPLANES)
-        entries: list[int] = []
         if self._source == "video":
-            if trigger is not TriggerMode.VSYNC:
-                raise ConfigError(
-                    f"trigger={trigger.value!r} is not available with the video-port source: "
-                    "patterns streamed through the video port advance on VSYNC; use "
-                    "trigger=TriggerMode.VSYNC, or source='flash' for internal/external triggers"
-                )
-            if image_indices is not None:
-                raise ConfigError("image_indices are only used with source='flash'")
-            if per != exp:
-                raise ConfigError(
-                    f"with the video-port source the exposure must equal the period "
-                    f"(DLPU010G Table 2-63 note); got exposure_us={exp}, period_us={per}"
-                )
-            per_frame = min(m, P.BITPLANES)
-            frame_us = 1e6 / self._frame_rate
-            if per_frame * per > frame_us:
-                raise ConfigError(
-                    f"{per_frame} patterns of {per} us need {per_frame * per} us but one video "
-                    f"frame at {self._frame_rate:g} Hz lasts {frame_us:.0f} us; use "
-                    f"period_us <= {math.floor(frame_us / per_frame)}"
-                )
-            for k in range(m):
-                first = k % P.BITPLANES == 0
-                entries.append(
-                    P.lut_entry(
-                        P.TrigType.EXTERNAL_POSITIVE if first else P.TrigType.CONTINUE,
-                        k % P.BITPLANES, 1, self._leds, buffer_swap=first,
-                    )
-                )
+            entries = self._video_entries(m, exp, per, trigger, image_indices)
             indices: tuple[int, ...] = ()
         else:
-            if trigger not in _FLASH_TRIGGERS:
-                raise ConfigError(
-                    f"trigger={trigger.value!r} is not available with the flash source; use "
-                    "INTERNAL, EXTERNAL_POSITIVE or EXTERNAL_NEGATIVE (or source='video' "
-                    "for VSYNC)"
-                )
-            if image_indices is None:
-                raise ConfigError(
-                    f"source='flash' needs image_indices: the flash image index of each of "
-                    f"the {n_frames} 24-pattern frame(s)"
-                )
-            indices = tuple(
-                P.check_int(f"image_indices[{k}]", v, 0, 255)
-                for k, v in enumerate(image_indices)
-            )
-            if len(indices) != n_frames:
-                raise ConfigError(
-                    f"{m} patterns fill {n_frames} frame(s) of 24 bitplanes; got "
-                    f"{len(indices)} image index(es)"
-                )
-            ttype = _FLASH_TRIGGERS[trigger]
-            for k in range(m):
-                entries.append(
-                    P.lut_entry(ttype, k % P.BITPLANES, 1, self._leds,
-                                buffer_swap=k % P.BITPLANES == 0)
-                )
+            entries, indices = self._flash_entries(m, n_frames, trigger, image_indices)
         return LoadPlan(
             source=self._source,
             trigger=trigger,
@@ -438,6 +385,88 @@ class DLP4500(Modulator):
             n_frames=n_frames,
             repeat=self._repeat,
         )
+
+    def _video_entries(self, m: int, exp: int, per: int, trigger: TriggerMode,
+                       image_indices: Sequence[int] | None) -> list[int]:
+        """The pattern LUT words of ``m`` masks streamed through the video port: the first
+        of each frame waits for VSYNC (with buffer swap), the others follow.
+
+        Raises
+        ------
+        ConfigError
+            A trigger other than VSYNC, image indices, exposure differing from the period,
+            or a frame's patterns that do not fit in one video frame.
+        """
+        if trigger is not TriggerMode.VSYNC:
+            raise ConfigError(
+                f"trigger={trigger.value!r} is not available with the video-port source: "
+                "patterns streamed through the video port advance on VSYNC; use "
+                "trigger=TriggerMode.VSYNC, or source='flash' for internal/external triggers"
+            )
+        if image_indices is not None:
+            raise ConfigError("image_indices are only used with source='flash'")
+        if per != exp:
+            raise ConfigError(
+                f"with the video-port source the exposure must equal the period "
+                f"(DLPU010G Table 2-63 note); got exposure_us={exp}, period_us={per}"
+            )
+        per_frame = min(m, P.BITPLANES)
+        frame_us = 1e6 / self._frame_rate
+        if per_frame * per > frame_us:
+            raise ConfigError(
+                f"{per_frame} patterns of {per} us need {per_frame * per} us but one video "
+                f"frame at {self._frame_rate:g} Hz lasts {frame_us:.0f} us; use "
+                f"period_us <= {math.floor(frame_us / per_frame)}"
+            )
+        entries: list[int] = []
+        for k in range(m):
+            first = k % P.BITPLANES == 0
+            entries.append(
+                P.lut_entry(
+                    P.TrigType.EXTERNAL_POSITIVE if first else P.TrigType.CONTINUE,
+                    k % P.BITPLANES, 1, self._leds, buffer_swap=first,
+                )
+            )
+        return entries
+
+    def _flash_entries(self, m: int, n_frames: int, trigger: TriggerMode,
+                       image_indices: Sequence[int] | None
+                       ) -> tuple[list[int], tuple[int, ...]]:
+        """(pattern LUT words, checked image indices) of ``m`` masks from flash images.
+
+        Raises
+        ------
+        ConfigError
+            A trigger the flash source does not support, or missing or wrong image indices.
+        """
+        if trigger not in _FLASH_TRIGGERS:
+            raise ConfigError(
+                f"trigger={trigger.value!r} is not available with the flash source; use "
+                "INTERNAL, EXTERNAL_POSITIVE or EXTERNAL_NEGATIVE (or source='video' "
+                "for VSYNC)"
+            )
+        if image_indices is None:
+            raise ConfigError(
+                f"source='flash' needs image_indices: the flash image index of each of "
+                f"the {n_frames} 24-pattern frame(s)"
+            )
+        indices = tuple(
+            P.check_int(f"image_indices[{k}]", v, 0, 255)
+            for k, v in enumerate(image_indices)
+        )
+        if len(indices) != n_frames:
+            raise ConfigError(
+                f"{m} patterns fill {n_frames} frame(s) of 24 bitplanes; got "
+                f"{len(indices)} image index(es)"
+            )
+        ttype = _FLASH_TRIGGERS[trigger]
+        entries: list[int] = []
+        for k in range(m):
+            entries.append(
+                P.lut_entry(ttype, k % P.BITPLANES, 1, self._leds,
+                            buffer_swap=k % P.BITPLANES == 0)
+            )
+        return entries, indices
 
     def _do_load(
         self, patterns: PatternSet, exposure_us: float, period_us: float, trigger: TriggerMode
@@ -571,11 +600,6 @@ class DLP4500(Modulator):
         """LED PWM 0..255 each (255 brightest; the EVM's inverted PWM is handled)."""
         self._write(P.led_current(red, green, blue))
 
-    def set_led_enables(self, red: bool = False, green: bool = False, blue: bool = False,
-                        sequencer: bool = True) -> None:
-        """LED enables; ``sequencer=True`` lets each pattern's LED select drive them."""
-        self._write(P.led_enable(red, green, blue, sequencer))
-
     def set_trigger_outputs(
         self,
         *,
@@ -599,12 +623,6 @@ class DLP4500(Modulator):
             "out1_falling_us": float(out1_falling_us), "out2_invert": bool(out2_invert),
             "out2_rising_us": float(out2_rising_us),
         }
-
-    def set_standby(self, standby: bool) -> None:
-        """Standby (DMD interface powered down) or normal operation."""
-        if standby:
-            self.stop()
-        self._write(P.power_control("standby" if standby else "normal"))
 
     def _do_settings(self) -> dict[str, Any]:
         if self._version is None and not self._closed:

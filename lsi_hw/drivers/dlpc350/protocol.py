@@ -32,6 +32,11 @@ echo), data from byte 4 (60 bytes), continuation packets of 64 data bytes.  A NA
 the nack bit; for a read, a length of 0 is also a NACK (TI ``DLPC350_Read``).  TI's
 write path (``DLPC350_Write``) checks only the nack bit of an acknowledgement, so
 :func:`decode_reply` takes ``ack=True`` for write acknowledgements, which may be empty.
+
+Why one module of ~1000 lines: the framing, the typed messages, the LUT words and the
+reply decoders are one table-driven codec that cites the vendor guide section by
+section; the emulator, the driver and the golden-byte tests all read it as one
+vocabulary (``protocol.<message>``), and most of its length is those citations.
 """
 
 from __future__ import annotations
