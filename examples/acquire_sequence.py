@@ -10,7 +10,7 @@ hardware; the recording (``--out``) is resumable: rerun to continue after a stop
 
 from __future__ import annotations
 
-import argparse
+import click
 
 from lsi_hw.acquisition import acquire
 from lsi_hw.benches import BENCH_NAMES, make_bench
@@ -20,25 +20,29 @@ from lsi_hw.recording import Recording
 from lsi_hw.testscenes import builtin_scenes
 
 
-def main(argv: list[str] | None = None) -> Recording:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=BENCH_NAMES, default="sim")
-    parser.add_argument("--size", type=int, default=32, help="mask side (power of two)")
-    parser.add_argument("--m", type=int, default=256, help="patterns per scene")
-    parser.add_argument("--out", default="example_recording", help="recording folder")
-    args = parser.parse_args(argv)
-
-    scenes, _ = builtin_scenes(args.size)
-    patterns = PatternSet.hadamard(args.size, m=args.m)
-    options = {} if args.backend == "hw" else {"noise": "full", "seed": 0}
-    with make_bench(args.backend, **options) as bench:
-        summary = acquire(bench, scenes, patterns, args.out, batch_size=2)
-    recording = Recording.open(args.out)
-    print(f"{args.backend}: {summary.n_acquired} new, {summary.n_skipped} skipped; recording "
-          f"holds {recording.values.shape[0]} scenes x {recording.values.shape[1]} readings, "
-          f"{recording.values.min() * 1e3:.2f}..{recording.values.max() * 1e3:.2f} mV")
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "show_default": True})
+@click.option("--backend", type=click.Choice(BENCH_NAMES), default="sim",
+              help="Where the readings come from.")
+@click.option("--size", type=int, default=32, help="Mask side, pixels (a power of two).")
+@click.option("--m", type=int, default=256, help="Patterns per scene.")
+@click.option("-o", "--out", default="example_recording", help="Recording folder.")
+@click.option("--progress/--no-progress", default=True)
+@one_line_errors
+def main(backend: str, size: int, m: int, out: str, progress: bool) -> Recording:
+    """Acquire the built-in scenes into a resumable recording and summarise it."""
+    scenes, _ = builtin_scenes(size)
+    patterns = PatternSet.hadamard(size, m=m)
+    options = {} if backend == "hw" else {"noise": "full", "seed": 0}
+    with make_bench(backend, **options) as bench:
+        summary = acquire(bench, scenes, patterns, out, batch_size=2, progress=progress)
+    recording = Recording.open(out)
+    click.echo(f"{backend}: {summary.n_acquired} new, {summary.n_skipped} skipped; "
+               f"recording holds {recording.values.shape[0]} scenes x "
+               f"{recording.values.shape[1]} readings, {recording.values.min() * 1e3:.2f}.."
+               f"{recording.values.max() * 1e3:.2f} mV")
     return recording
 
 
 if __name__ == "__main__":
-    one_line_errors(main)()  # errors and OSError: one line, exit 2
+    main()

@@ -90,7 +90,7 @@ def ridge_r2(x: Tensor, z: Tensor, xv: Tensor, zv: Tensor, lam: float) -> np.nda
               help="Verification pairs per split (each is decoded: 4 x this many faces).")
 @click.option("--load", "load_path", type=click.Path(exists=True, dir_okay=False),
               default=None, help="Use a saved reference instead of training one.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the trained reference here (atomic).")
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--seed", type=int, default=0, show_default=True)

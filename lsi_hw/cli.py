@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,13 +129,15 @@ def main() -> None:
 @click.option("--split/--no-split", default=False, show_default=True,
               help="Acquire each mask and its complement and recombine (differential).")
 @click.option("--images", default="builtin", show_default=True,
-              help="'builtin' test scenes or a folder of square images.")
+              help="A built-in scene set (builtin: targets + astronaut; faces: 8 SynthFace "
+                   "test faces + astronaut; synthface; astronaut; targets) or a folder of "
+                   "square images.")
 @click.option("--gain-db", type=int, default=DEFAULT_GAIN_DB, show_default=True,
               help="PDA100A2 gain step in dB (0, 10, ..., 70).")
 @click.option("--range-v", type=float, default=DEFAULT_RANGE_V, show_default=True,
               help="Digitizer input range, volts (it reads -V..+V).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("lsi_sim_out"),
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("lsi_sim_out"),
               show_default=True, help="Output folder (must be new or empty, or use --force).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Save preview.png.")
@@ -145,9 +148,10 @@ def simulate(
 ) -> None:
     """Simulate the bench on test scenes and save the readings with their settings.
 
-    Writes OUT/measurement.npz (volts, timestamps, settings), OUT/expected.npz (the
-    noiseless analog readings), OUT/patterns.npz, OUT/summary.json and OUT/preview.png
-    (masks, scenes, traces and a least-squares preview reconstruction).
+    Writes OUT/measurement.npz (volts, timestamps, settings; scenes named as in
+    --images), OUT/expected.npz (the noiseless analog readings), OUT/scenes.npz (the
+    scenes shown, uint8, with their names), OUT/patterns.npz, OUT/summary.json and
+    OUT/preview.png (masks, scenes, readings vs expected, a preview reconstruction).
     """
     from lsi_hw.benches import make_bench
 
@@ -164,13 +168,16 @@ def simulate(
         expected = bench.expected(scenes, patterns)
         summary, message = _simulation_summary(measured, expected, config, patterns, names,
                                                noise, gain_db, seed, elapsed, startup)
+        measured = replace(measured, scene_ids=tuple(names))
+        expected = replace(expected, scene_ids=tuple(names))
         measured.save(str(output.path("measurement.npz")))
         expected.save(str(output.path("expected.npz")))
+        _save_scenes(output.path("scenes.npz"), scenes, names)
         patterns.save(output.path("patterns.npz"))
         output.path("summary.json").write_text(json.dumps(summary, indent=2))
         if plot:
-            _save_preview(output.path("preview.png"), patterns, scenes, names,
-                          measured.values, noise, gain_db)
+            _save_preview(output.path("preview.png"), patterns, scenes, names, measured,
+                          expected, config, noise, gain_db)
         output.commit()
     except BaseException:
         output.abandon()
@@ -180,8 +187,6 @@ def simulate(
 
 def _sim_config(gain_db: int, range_v: float) -> Any:
     """The default simulator configuration at gain step ``gain_db`` and range ``range_v``."""
-    from dataclasses import replace
-
     from lsi_hw.sim import SimConfig
 
     base = SimConfig()
@@ -192,26 +197,31 @@ def _sim_config(gain_db: int, range_v: float) -> Any:
 def _simulation_inputs(pattern_kind: str, m: int, size: int | None, seed: int, split: bool,
                        images: str, config: Any) -> tuple[Any, np.ndarray, list[str]]:
     """(patterns, scenes, scene names) of ``simulate``, checked against the modulator."""
-    from lsi_hw.testscenes import builtin_scenes, load_image_dir
+    from lsi_hw.testscenes import count_scenes, load_scenes
 
-    n_scenes = 4 if images == "builtin" else None
-    if n_scenes is None:
-        from lsi_hw.testscenes import count_images
-
-        n_scenes = count_images(images)
+    n_scenes = count_scenes(images)
     patterns = _build_patterns(pattern_kind, m, size, seed, split, n_scenes)
     if patterns.m > config.dmd.max_patterns:
         raise ConfigError(
             f"{patterns.m} patterns exceed what the modulator holds ({config.dmd.max_patterns})"
         )
     side = patterns.shape[0]
-    if images == "builtin":
-        scenes, names = builtin_scenes(side)
-    else:
-        scenes, names = load_image_dir(images, side)
+    scenes, names = load_scenes(images, side)
     if patterns.shape[0] != patterns.shape[1]:
         scenes = np.stack([s[: patterns.shape[0], : patterns.shape[1]] for s in scenes])
     return patterns, scenes, names
+
+
+def _save_scenes(path: Path, scenes: np.ndarray, names: list[str]) -> None:
+    """``scenes.npz``: the uint8 scenes shown (``scenes``) and their ``names``."""
+    import io
+
+    from lsi_hw.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, scenes=np.asarray(scenes, dtype=np.uint8),
+                        names=np.array(names, dtype=str))
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _timed_measurement(bench: Bench, noise: str, seed: int, config: SimConfig,
@@ -270,14 +280,19 @@ def _simulation_summary(measured: Measurement, expected: Measurement, config: Si
 
 
 def _save_preview(path: Path, patterns: PatternSet, scenes: np.ndarray, names: list[str],
-                  volts: np.ndarray, noise: str, gain_db: int) -> None:
-    """``preview.png``: masks, scenes, traces and a least-squares preview reconstruction."""
+                  measured: Measurement, expected: Measurement, config: SimConfig,
+                  noise: str, gain_db: int) -> None:
+    """``preview.png``: masks; per scene its readings against the noiseless ones, the
+    residual in units of the predicted noise, and a preview reconstruction."""
     from lsi_hw.plotting import save_simulation_figure
-    from lsi_hw.reconstruction import preview_reconstruction
+    from lsi_hw.reconstruction import preview_reconstruction, preview_resolution
+    from lsi_hw.sim.forward import noise_std_v
 
-    previews, method = preview_reconstruction(patterns, volts)
+    previews, method = preview_reconstruction(patterns, measured.values)
+    sigma = noise_std_v(expected.values, config.with_noise(noise))
     save_simulation_figure(
-        path, patterns, scenes, names, volts, previews, method,
+        path, patterns, scenes, names, measured.values, expected.values, sigma, previews,
+        f"{method}\n{preview_resolution(patterns)}",
         f"{patterns.name}, m={patterns.m}, noise={noise}, gain {gain_db} dB",
     )
 
@@ -304,7 +319,8 @@ def _echo_simulation(summary: dict[str, Any], message: str, n_scenes: int,
                f" plus {summary['startup_s']:.2f} s one-time start-up)")
     if v_max - v_min < 100 * lsb_v:
         click.echo("  hint: the readings span few ADC steps; raise --gain-db for more signal")
-    click.echo(f"  wrote {out}/ (measurement.npz, expected.npz, patterns.npz, summary.json"
+    click.echo(f"  wrote {out}/ (measurement.npz, expected.npz, scenes.npz, patterns.npz, "
+               "summary.json"
                f"{', preview.png' if plot else ''})")
 
 
@@ -454,12 +470,14 @@ def _check_operating_point(bench: Bench, size: int) -> int:
 @click.option("--m", "m", type=int, default=256, show_default=True, help="Patterns per scene.")
 @click.option("--size", type=int, default=None, help="Mask side [default 256 or the file's].")
 @click.option("--images", default="builtin", show_default=True,
-              help="'builtin' test scenes or a folder of square images.")
+              help="A built-in scene set (builtin: targets + astronaut; faces: 8 SynthFace "
+                   "test faces + astronaut; synthface; astronaut; targets) or a folder of "
+                   "square images.")
 @click.option("--batch-size", type=int, default=16, show_default=True,
               help="Scenes per committed batch (what a crash can lose at most).")
 @click.option("--calibration", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               default=None, help="Calibration file whose id goes into every snapshot.")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Recording folder; rerunning the command resumes it.")
 @_one_line_errors
 def acquire(backend: str, noise: str, gain_db: int, range_v: float, seed: int,
@@ -467,7 +485,7 @@ def acquire(backend: str, noise: str, gain_db: int, range_v: float, seed: int,
             calibration: Path | None, out: Path) -> None:
     """Acquire scenes into a crash-safe recording; rerun to resume where it stopped."""
     from lsi_hw.acquisition import acquire as run_acquisition
-    from lsi_hw.testscenes import builtin_scenes, load_image_dir
+    from lsi_hw.testscenes import count_scenes, load_scenes
 
     calibration_id = None
     if calibration is not None:
@@ -476,12 +494,10 @@ def acquire(backend: str, noise: str, gain_db: int, range_v: float, seed: int,
         calibration_id = CalibrationFile.load(calibration).id
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size} must be >= 1")
-    from lsi_hw.testscenes import count_images
-
-    n_scenes = 4 if images == "builtin" else count_images(images)
+    n_scenes = count_scenes(images)
     patterns = _build_patterns(pattern_kind, m, size, seed, False, n_scenes)
     side = patterns.shape[0]
-    scenes, _ = builtin_scenes(side) if images == "builtin" else load_image_dir(images, side)
+    scenes, _ = load_scenes(images, side)
     bench = _open_bench(backend, noise, gain_db, seed, calibration_id, range_v=range_v)
     try:
         summary = run_acquisition(bench, scenes, patterns, out, batch_size=batch_size)
@@ -499,7 +515,7 @@ def acquire(backend: str, noise: str, gain_db: int, range_v: float, seed: int,
 @click.option("--routines", default=None,
               help="Comma-separated subset of: dark, linearity, gamma, registration, settling "
                    "(the operating point is always measured first).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Calibration file to write (.json).")
 @click.option("--force", is_flag=True, default=False,
               help="Replace an existing --out file (refused otherwise).")
@@ -647,7 +663,7 @@ def patterns_inspect(file: Path, png: Path | None, force: bool) -> None:
                    "packed: bit-packed .npy.")
 @click.option("--diamond/--square", default=True, show_default=True,
               help="Superpixel geometry on the DMD's diamond array.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @_one_line_errors
 def patterns_export(file: Path, fmt: str, diamond: bool, out: Path, force: bool) -> None:

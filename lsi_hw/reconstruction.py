@@ -50,6 +50,7 @@ __all__ = [
     "hadamard_least_squares",
     "normalise_images",
     "preview_reconstruction",
+    "preview_resolution",
     "tv_reconstruction",
 ]
 
@@ -588,3 +589,14 @@ def preview_reconstruction(
     else:
         images, method = y @ centred, "adjoint"
     return normalise_images(images.reshape(len(vals), *patterns.shape)), method
+
+
+def preview_resolution(patterns: PatternSet) -> str:
+    """What a linear preview from ``patterns`` can resolve, in words: ``m`` independent
+    readings of an ``H x W`` scene (a split set's pairs count once) hold at most ``m``
+    numbers, about ``sqrt(m) x sqrt(m)`` pixels of detail however the image is shown."""
+    m = patterns.m // 2 if patterns.is_split else patterns.m
+    side = int(np.sqrt(m))
+    h, w = patterns.shape
+    return f"{m} readings of {h}x{w} px:\n~{side}x{side} px of detail"
+

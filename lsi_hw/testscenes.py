@@ -1,7 +1,18 @@
-"""Built-in test scenes (no downloads): procedural targets and scikit-image's astronaut.
+"""Built-in test scenes (no downloads): procedural targets, scikit-image's astronaut and
+eight SynthFace test faces.
 
 Every function returns uint8 monitor drive values, (size, size) grey or (size, size, 3)
-RGB, ready for :meth:`lsi_hw.interfaces.Bench.measure`.
+RGB, ready for :meth:`lsi_hw.interfaces.Bench.measure`.  :func:`named_scenes` picks a set
+by the name commands take (``--images faces``):
+
+- ``builtin``: Siemens star, grey ramp, grey staircase, astronaut (the default);
+- ``faces``: the eight SynthFace faces and the astronaut (what a trained decoder reads);
+- ``synthface``: the eight SynthFace faces (test split, seed 0; their true latents are in
+  :func:`face_latents`, for scoring a decoder);
+- ``astronaut``, ``targets``: the portrait alone, the three targets alone.
+
+The SynthFace faces ship as ``lsi_hw/data/synthface_scenes.npz`` (64 and 128 px; other
+sides are resized from the nearer one), rendered by :mod:`lsi_ml.generators.face_scenes`.
 """
 
 from __future__ import annotations
@@ -14,15 +25,26 @@ from lsi_hw.errors import ConfigError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "SCENE_SETS",
     "builtin_scenes",
     "count_images",
+    "count_scenes",
+    "face_latents",
+    "face_scenes",
     "gray_ramp",
     "load_image_dir",
+    "load_scenes",
+    "named_scenes",
     "resize_to",
     "siemens_star",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+SCENE_SETS = {"builtin": 4, "faces": 9, "synthface": 8, "astronaut": 1, "targets": 3}
+"""The built-in scene sets by name, with their number of scenes."""
+
+_FACE_FILE = Path(__file__).parent / "data" / "synthface_scenes.npz"
 
 
 def siemens_star(size: int, spokes: int = 16) -> np.ndarray:
@@ -59,26 +81,100 @@ def resize_to(image: np.ndarray, size: int) -> np.ndarray:
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
+def _check_size(size: int) -> None:
+    if not (8 <= size <= 2048):
+        raise ConfigError(f"scene size={size} outside the allowed range [8, 2048] pixels")
+
+
+def _targets(size: int) -> tuple[list[np.ndarray], list[str]]:
+    grey = [siemens_star(size), gray_ramp(size), gray_ramp(size, steps=8, vertical=True)]
+    return ([np.repeat(g[..., None], 3, axis=2) for g in grey],
+            ["siemens_star", "gray_ramp", "gray_staircase"])
+
+
+def _astronaut(size: int) -> np.ndarray:
+    from skimage import data
+
+    return resize_to(data.astronaut(), size)
+
+
 def builtin_scenes(size: int = 256) -> tuple[np.ndarray, list[str]]:
     """The default scene batch: (B, size, size, 3) uint8 and their names.
 
     Siemens star, horizontal grey ramp, 8-step vertical grey staircase, and
     scikit-image's astronaut portrait (a real face, bundled with scikit-image).
     """
-    if not (8 <= size <= 2048):
-        raise ConfigError(f"scene size={size} outside the allowed range [8, 2048] pixels")
-    from skimage import data
+    _check_size(size)
+    scenes, names = _targets(size)
+    return np.stack([*scenes, _astronaut(size)]), [*names, "astronaut"]
 
-    grey = [siemens_star(size), gray_ramp(size), gray_ramp(size, steps=8, vertical=True)]
-    rgb = [np.repeat(g[..., None], 3, axis=2) for g in grey]
-    rgb.append(resize_to(data.astronaut(), size))
-    return np.stack(rgb), ["siemens_star", "gray_ramp", "gray_staircase", "astronaut"]
+
+def _face_file() -> dict[str, np.ndarray]:
+    try:
+        with np.load(_FACE_FILE, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"built-in faces {_FACE_FILE} unreadable ({exc}); reinstall the "
+                          "package") from None
+
+
+def face_scenes(size: int = 64) -> tuple[np.ndarray, list[str]]:
+    """The eight shipped SynthFace test faces, (8, size, size, 3) uint8, and their names
+    (``synthface-0`` ...): exact renders at 64 and 128 px, resized from the nearer one
+    otherwise."""
+    _check_size(size)
+    data = _face_file()
+    shipped = sorted(int(k.split("_")[1]) for k in data if k.startswith("faces_"))
+    if size in shipped:
+        faces = data[f"faces_{size}"]
+    else:
+        source = min(shipped, key=lambda s: (abs(np.log2(size / s)), -s))
+        faces = np.stack([resize_to(f, size) for f in data[f"faces_{source}"]])
+    return faces.copy(), [str(n) for n in data["names"]]
+
+
+def face_latents() -> np.ndarray:
+    """The SynthFace latents of :func:`face_scenes`, (8, L, D) float32 (SynthFace version
+    ``int(np.load(...)["synthface_version"])``, test split, seed 0)."""
+    return _face_file()["latents"].copy()
+
+
+def named_scenes(name: str, size: int) -> tuple[np.ndarray, list[str]]:
+    """The built-in scene set ``name`` (one of :data:`SCENE_SETS`) at ``size`` pixels."""
+    _check_size(size)
+    if name == "builtin":
+        return builtin_scenes(size)
+    if name == "targets":
+        scenes, names = _targets(size)
+        return np.stack(scenes), names
+    if name == "astronaut":
+        return _astronaut(size)[None], ["astronaut"]
+    if name == "synthface":
+        return face_scenes(size)
+    if name == "faces":
+        faces, names = face_scenes(size)
+        return np.concatenate([faces, _astronaut(size)[None]]), [*names, "astronaut"]
+    raise ConfigError(f"no built-in scene set {name!r}; allowed: {', '.join(SCENE_SETS)}, "
+                      "or a folder of images")
+
+
+def count_scenes(images: str | Path) -> int:
+    """Scenes of ``images`` (a built-in set's name or a folder), without loading them."""
+    return SCENE_SETS[str(images)] if str(images) in SCENE_SETS else count_images(images)
+
+
+def load_scenes(images: str | Path, size: int) -> tuple[np.ndarray, list[str]]:
+    """A built-in set by name (:data:`SCENE_SETS`) or every image of a folder."""
+    if str(images) in SCENE_SETS:
+        return named_scenes(str(images), size)
+    return load_image_dir(images, size)
 
 
 def _image_files(directory: str | Path) -> list[Path]:
     folder = Path(directory)
     if not folder.is_dir():
-        raise ConfigError(f"--images {folder}: not a directory (or use 'builtin')")
+        raise ConfigError(f"--images {folder}: not a directory nor a built-in set "
+                          f"({', '.join(SCENE_SETS)})")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ConfigError(

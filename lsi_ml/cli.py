@@ -31,17 +31,23 @@ from lsi_hw.errors import ConfigError, LSIError
 from lsi_hw.plotting import save_figure
 from lsi_hw.sim.detector import NOISE_PRESETS
 from lsi_ml import __version__
+from lsi_ml.latent.probe_training import ProbeConfig
+from lsi_ml.training.config import TrainConfig
+from lsi_ml.training.plan import parse_duration
 from lsi_ml.training.run import (
     PROBES_FILE,
-    default_probe_config,
     load_trainer,
     make_model_bench,
     model_path,
+    provide_probes,
     ratio_label,
     run,
 )
 
 __all__ = ["main"]
+
+_DEFAULTS = TrainConfig()
+_PROBE_DEFAULTS = ProbeConfig.cpu()
 
 
 
@@ -58,10 +64,8 @@ def _load_probes(trainer: Any, model: str | Path, probes: str | None,
         raise ConfigError(f"--probes {path} does not exist")
     if not train_if_missing:
         return None
-    click.echo(f"no probes at {path}: training them on generator samples (cached there)")
-    probe_set = ProbeSet.fit(trainer.generator, default_probe_config(trainer.device, progress))
-    probe_set.save(path)
-    return probe_set
+    click.echo(f"no probes at {path}: taking them from the probe cache")
+    return provide_probes(trainer, path, None, progress, click.echo)
 
 
 def _parse_bench_options(items: tuple[str, ...]) -> dict[str, Any]:
@@ -112,7 +116,7 @@ def _relaunch_torchrun(nproc: int) -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML training config (tables of lsi_ml.training.config.TrainConfig: "
                    "[data], [masks], [schedule], ...; flat keys of older configs too).")
-@click.option("--out", type=click.Path(file_okay=False), default="lsi-run", show_default=True,
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="lsi-run", show_default=True,
               help="Run folder; an existing model.pt in it is resumed. One training at a "
                    "time per folder (a second one is refused while the first runs).")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
@@ -120,22 +124,35 @@ def _relaunch_torchrun(nproc: int) -> None:
                    "faces on that bench and fine-tune the decoder, masks frozen.")
 @click.option("--init-from", type=click.Path(), default=None,
               help="Start from this model (run folder or model.pt), e.g. to fine-tune.")
-@click.option("--size", type=int, default=None, help="Image and mask side, pixels.")
-@click.option("--masks", "n_masks", type=int, default=None, help="Number of masks m.")
+@click.option("--size", type=int, default=None, show_default=str(_DEFAULTS.data.size),
+              help="Image and mask side, pixels.")
+@click.option("--masks", "n_masks", type=int, default=None,
+              show_default=str(_DEFAULTS.masks.n_masks), help="Number of masks m.")
 @click.option("--noise", type=click.Choice(list(NOISE_PRESETS)), default=None,
-              help="Bench noise preset.")
-@click.option("--steps", type=int, default=None, help="Total optimizer steps.")
-@click.option("--batch", type=int, default=None, help="Global batch (scenes per step).")
-@click.option("--seed", type=int, default=None, help="Seed of masks, decoder, data, noise.")
+              show_default=str(_DEFAULTS.bench.noise), help="Bench noise preset.")
+@click.option("--steps", type=int, default=None, show_default=str(_DEFAULTS.schedule.steps),
+              help="End-to-end optimizer steps (or let --budget choose them).")
+@click.option("--budget", default=None, metavar="DURATION",
+              help="Wall-clock budget of the whole run (e.g. 20m, 90s, 1.5h): the number of "
+                   "end-to-end steps is chosen from a few timed steps so that every phase "
+                   "fits. New runs on the simulated bench.")
+@click.option("--batch", type=int, default=None, show_default=str(_DEFAULTS.schedule.batch),
+              help="Global batch (scenes per step).")
+@click.option("--seed", type=int, default=None, show_default=str(_DEFAULTS.seed),
+              help="Seed of masks, decoder, data, noise.")
 @click.option("--n-recorded", type=int, default=None,
+              show_default=str(_DEFAULTS.bench.n_recorded),
               help="fake-hw/hw: faces recorded for fine-tuning.")
 @click.option("--probe-steps", type=int, default=None,
-              help="Probe training steps (default: ProbeConfig's).")
+              show_default=f"{_PROBE_DEFAULTS.steps} on a CPU",
+              help="Probe training steps (probes are trained once per generator and "
+                   "probe config, then taken from the user's cache).")
 @click.option("--no-probes", is_flag=True, help="Do not train the probes after the decoder.")
 @click.option("--mask-init", type=click.Choice(["random", "hadamard"]), default=None,
+              show_default=str(_DEFAULTS.masks.init),
               help="Initial masks: uniform random weights (the paper; default) or the "
                    "lowest-sequency Walsh-Hadamard masks.")
-@click.option("--bank-steps", type=int, default=None,
+@click.option("--bank-steps", type=int, default=None, show_default=str(_DEFAULTS.bank.steps),
               help="Decoder-only steps on a measurement bank after the end-to-end steps "
                    "(masks frozen; scenes rendered once; see TrainConfig.bank).")
 @click.option("--bench-option", "bench_options", multiple=True, metavar="KEY=VALUE",
@@ -143,23 +160,30 @@ def _relaunch_torchrun(nproc: int) -> None:
                    "digitizer=visa, visa_resource=USB0::...); see lsi_hw.benches.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Processes (DDP, gloo on CPU) via torchrun; the global batch is split.")
-@click.option("--device", default=None,
+@click.option("--device", default=None, show_default=str(_DEFAULTS.device),
               help="Torch device (cpu, cuda, cuda:1); a run may resume on another device.")
+@click.option("--estimate/--no-estimate", default=True, show_default=True,
+              help="Time a few steps of each phase to print the plan with times.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @one_line_errors
 def train(config_file: str | None, out: str, backend: str | None, init_from: str | None,
           size: int | None, n_masks: int | None, noise: str | None, steps: int | None,
-          batch: int | None, seed: int | None, n_recorded: int | None,
+          budget: str | None, batch: int | None, seed: int | None, n_recorded: int | None,
           probe_steps: int | None, no_probes: bool, mask_init: str | None,
           bank_steps: int | None,
           bench_options: tuple[str, ...], nproc: int, device: str | None,
-          progress: bool) -> None:
-    """Train masks + decoder (sim) or fine-tune the decoder on bench recordings."""
+          estimate: bool, progress: bool) -> None:
+    """Train masks + decoder (sim) or fine-tune the decoder on bench recordings.
+
+    Prints its plan first: each phase (end-to-end steps, bank steps, probes), its steps and
+    its time measured from a few timed steps. The defaults take about 15 min on a 2-core
+    laptop (probes: 5 min more the first time, then cached)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be >= 1")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps {steps} must be >= 1 (the total number of optimizer "
                           "steps)")
+    budget_s = parse_duration(budget) if budget is not None else None
     options = _parse_bench_options(bench_options)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_torchrun(nproc)
@@ -175,7 +199,7 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
         overrides["init_from"] = str(model_path(init_from))
     run(config_file, out, backend=backend, overrides=overrides, bench_options=options,
         probe_steps=probe_steps, train_probes=not no_probes, progress=progress,
-        echo=click.echo)
+        budget_s=budget_s, estimate=estimate, echo=click.echo)
 
 
 # ---------------------------------------------------------------------------------- eval
@@ -383,27 +407,63 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
+def _read_scenes(path: Path | None, measurement_path: Path, n: int) -> np.ndarray | None:
+    """The scenes a measurement was made of, for the figure: ``path`` (a ``scenes.npz`` of
+    ``lsi-hw simulate``), else the ``scenes.npz`` beside the measurement file, else None."""
+    candidate = path if path is not None else measurement_path.with_name("scenes.npz")
+    if not candidate.is_file():
+        if path is not None:
+            raise ConfigError(f"--scenes {path} does not exist")
+        return None
+    try:
+        with np.load(candidate, allow_pickle=False) as data:
+            scenes = np.asarray(data["scenes"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"scenes {candidate} unreadable ({exc})") from None
+    if scenes.ndim not in (3, 4) or len(scenes) != n:
+        raise ConfigError(f"scenes {candidate} hold {scenes.shape}; expected {n} scenes "
+                          "(one per measured scene)")
+    return scenes
+
+
 def _save_overlay(images: np.ndarray, landmarks: np.ndarray | None, seg: np.ndarray | None,
-                  names: list[str], path: Path, limit: int = 16) -> None:
+                  names: list[str], path: Path, scenes: np.ndarray | None = None,
+                  limit: int = 16) -> None:
+    """The decode figure: per scene (columns) the scene shown (when known), the decoded
+    face with its landmarks, and the decoded segmentation over it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = min(len(images), limit)
-    rows = 2 if seg is not None else 1
-    fig, axes = plt.subplots(rows, n, figsize=(1.8 * n, 1.9 * rows), squeeze=False, dpi=100)
+    rows = [r for r, keep in (("scene", scenes is not None), ("decoded", True),
+                              ("segmentation", seg is not None)) if keep]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.8 * n, 1.9 * len(rows)),
+                             squeeze=False, dpi=100)
     for i in range(n):
-        ax = axes[0, i]
-        ax.imshow(images[i])
-        if landmarks is not None:
-            ax.scatter(landmarks[i, :, 0], landmarks[i, :, 1], s=2, c="lime")
-        ax.set_title(names[i][:10], fontsize=7)
-        ax.axis("off")
-        if seg is not None:
-            axes[1, i].imshow(images[i])
-            axes[1, i].imshow(seg[i], cmap="tab20", alpha=0.55, interpolation="nearest")
-            axes[1, i].axis("off")
+        for r, row in enumerate(rows):
+            ax = axes[r, i]
+            ax.axis("off")
+            if row == "scene":
+                assert scenes is not None
+                ax.imshow(scenes[i], cmap="gray" if scenes[i].ndim == 2 else None)
+                ax.set_title(names[i][:18], fontsize=7)
+            elif row == "decoded":
+                ax.imshow(images[i])
+                if landmarks is not None:
+                    ax.scatter(landmarks[i, :, 0], landmarks[i, :, 1], s=2, c="lime")
+                if scenes is None:
+                    ax.set_title(names[i][:18], fontsize=7)
+            else:
+                ax.imshow(images[i])
+                ax.imshow(seg[i], cmap="tab20", alpha=0.55, interpolation="nearest")
+        for r, row in enumerate(rows):
+            if i == 0:
+                axes[r, 0].text(-0.08, 0.5, {"scene": "shown", "decoded": "decoded",
+                                             "segmentation": "segments"}[row],
+                                transform=axes[r, 0].transAxes, rotation=90, va="center",
+                                ha="right", fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -411,13 +471,20 @@ def _save_overlay(images: np.ndarray, landmarks: np.ndarray | None, seg: np.ndar
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("measurements", type=click.Path(exists=True))
-@click.option("--out", type=click.Path(file_okay=False), default="decoded", show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="decoded", show_default=True)
 @click.option("--probes", type=click.Path(dir_okay=False), default=None,
               help="Probe file (default RUN/probes.pt); without probes only latents/images.")
+@click.option("--scenes", "scenes_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The scenes.npz of `lsi-hw simulate`, shown beside the "
+                                 "decoded faces [default: the one beside MEASUREMENTS, if any].")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @one_line_errors
-def decode(model: str, measurements: str, out: str, probes: str | None, force: bool) -> None:
-    """Measurements (sim, fake-hw or hw) -> latent, image, attributes, landmarks, seg."""
+def decode(model: str, measurements: str, out: str, probes: str | None,
+           scenes_file: Path | None, force: bool) -> None:
+    """Measurements (sim, fake-hw or hw) -> latent, image, attributes, landmarks, seg.
+
+    Writes OUT/latents.npy, images.npy, decoded.json (attributes per scene), landmarks.npy,
+    segmentation.npy and overlay.png (each scene shown beside its decoded face)."""
     import torch
 
     from lsi_hw.cli_util import OutputFolder
@@ -437,6 +504,7 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
     size = trainer.config.data.size
     check_allocation(256 * measurement.n_scenes * size * size,
                      f"decoding {measurement.n_scenes} scenes at {size} px")
+    shown = _read_scenes(scenes_file, Path(measurements), measurement.n_scenes)
     probe_set = _load_probes(trainer, model, probes, False, False)
     probe_file = Path(probes) if probes else model_path(model).with_name(PROBES_FILE)
     inputs = [model, model_path(model), measurements]
@@ -467,7 +535,7 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
         else:
             report["note"] = "no probes: attributes/landmarks/segmentation not decoded"
         atomic_write_text(output.path("decoded.json"), json.dumps(report, indent=1))
-        _save_overlay(images, landmarks, seg, names, output.path("overlay.png"))
+        _save_overlay(images, landmarks, seg, names, output.path("overlay.png"), shown)
         output.commit()
     except BaseException:
         output.abandon()
@@ -488,7 +556,7 @@ def decode(model: str, measurements: str, out: str, probes: str | None, force: b
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the weights, training identities and threshold pairs.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="File to write (default: the cache that evaluation reads, "
                    "$XDG_CACHE_HOME or ~/.cache, /lsi-toolkit/recognizer/<key>.pt).")
 @click.option("--force", is_flag=True, help="Retrain and replace an existing file.")

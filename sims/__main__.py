@@ -28,7 +28,7 @@ def _study(name: str):
 @click.option("--quick", is_flag=True,
               help="Reduced sizes ([quick] tables of the configs): every study in < 20 min "
                    "on 2 cores.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default sims/results, or sims/results/quick with --quick).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
               default=None, help="Use this TOML file instead of sims/configs/<study>.toml "

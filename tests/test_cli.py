@@ -35,8 +35,8 @@ def test_simulate_writes_everything(tmp_path, noise):
     out = tmp_path / "run"
     result = run(["simulate", "--noise", noise, *SMALL, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    for name in ("measurement.npz", "expected.npz", "patterns.npz", "summary.json",
-                 "preview.png"):
+    for name in ("measurement.npz", "expected.npz", "scenes.npz", "patterns.npz",
+                 "summary.json", "preview.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["patterns"]["m"] == 16 and summary["noise"] == noise
@@ -46,6 +46,23 @@ def test_simulate_writes_everything(tmp_path, noise):
     assert meas.settings["noise"]["preset"] == noise
     assert summary["volts_min"] == pytest.approx(meas.values.min())
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert meas.scene_ids == ("siemens_star", "gray_ramp", "gray_staircase", "astronaut")
+    with np.load(out / "scenes.npz") as shown:
+        assert shown["scenes"].shape[0] == 4 and shown["scenes"].dtype == np.uint8
+        assert list(shown["names"]) == list(meas.scene_ids)
+
+
+def test_simulate_shows_the_built_in_faces_by_name(tmp_path):
+    out = tmp_path / "faces"
+    result = run(["simulate", "--images", "faces", "--patterns", "random", "--m", "16",
+                  "--size", "64", "-o", str(out), "--no-plot"])
+    assert result.exit_code == 0, result.output
+    meas = read_measurement(str(out / "measurement.npz"))
+    assert meas.values.shape == (9, 16)
+    assert meas.scene_ids[:2] == ("synthface-0", "synthface-1")
+    assert meas.scene_ids[-1] == "astronaut"
+    bad = run(["simulate", "--images", "celebs", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "built-in set" in bad.output
 
 
 def test_simulate_is_seeded(tmp_path):

@@ -112,19 +112,38 @@ def _example(name: str):
 
 @pytest.mark.parametrize("backend", ["sim", "fake-hw"])
 def test_acquire_example_runs_on_each_backend(tmp_path, backend):
-    rec = _example("acquire_sequence").main(["--backend", backend, "--size", "16", "--m", "64",
-                                             "--out", str(tmp_path / "r")])
+    rec = _example("acquire_sequence").main(
+        ["--backend", backend, "--size", "16", "--m", "64", "-o", str(tmp_path / "r"),
+         "--no-progress"], standalone_mode=False)
     assert rec.values.shape == (4, 64)
 
 
 @pytest.mark.parametrize("backend", ["sim", "fake-hw"])
 def test_calibration_example_recovers_the_truth(tmp_path, backend):
     cal = _example("calibrate_bench").main(["--backend", backend, "--out",
-                                            str(tmp_path / "c.json")])
+                                            str(tmp_path / "c.json"), "--no-progress"],
+                                           standalone_mode=False)
     reg = cal.to_dict()["results"]["registration"]
     assert abs(reg["rotation_deg"] - 2.0) < 0.15
     assert abs(reg["scale"] - 1.03) < 0.005
     assert np.allclose(reg["shift_px"], (1.5, -2.0), atol=0.1)
+
+
+def test_hadamard_example_reconstructs_every_scene():
+    corr = _example("simulate_hadamard").main(["--size", "16", "--noise", "none",
+                                               "--no-progress"], standalone_mode=False)
+    assert len(corr) == 4 and min(corr.values()) > 0.9, corr  # blur, vignetting
+
+
+@pytest.mark.parametrize("name", ["acquire_sequence", "calibrate_bench", "simulate_hadamard",
+                                  "train_for_budget", "decode_figure",
+                                  "image_decoder_reference"])
+def test_every_example_is_a_click_command_that_shows_its_defaults(name):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(_example(name).main, ["-h"])
+    assert result.exit_code == 0, result.output
+    assert "[default:" in result.output or name == "decode_figure", result.output
 
 
 def test_check_dlp4500_reads_the_controller_status_on_the_twin():

@@ -36,10 +36,12 @@ def test_lsi_hw_never_imports_lsi_ml():
 
 # the file-safety helpers (atomic writes, memory limits and safe array reading) and the
 # device settings registry sit beside errors at the bottom: every layer uses them
-FOUNDATION = {"lsi_hw.errors", "lsi_hw.atomic", "lsi_hw.limits", "lsi_hw.device_settings"}
+FOUNDATION = {"lsi_hw.errors", "lsi_hw.atomic", "lsi_hw.limits", "lsi_hw.device_settings",
+              "lsi_hw.user_cache"}
 
 
-@pytest.mark.parametrize("name", ["errors.py", "atomic.py", "limits.py", "device_settings.py"])
+@pytest.mark.parametrize("name", ["errors.py", "atomic.py", "limits.py", "device_settings.py",
+                                  "user_cache.py"])
 def test_foundation_modules_import_only_errors(name):
     ours = {m for m in imported_modules(ROOT / "lsi_hw" / name) if m.split(".")[0] == "lsi_hw"}
     assert ours <= {"lsi_hw.errors"}, ours

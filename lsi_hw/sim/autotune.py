@@ -60,6 +60,7 @@ import numpy as np
 from lsi_hw.atomic import atomic_write_text
 from lsi_hw.errors import ConfigError
 from lsi_hw.sim.kernel_paths import PATHS, Masks, execute
+from lsi_hw.user_cache import user_cache_dir
 
 __all__ = [
     "BUSY_LOAD",
@@ -178,9 +179,7 @@ def _machine_digest() -> str:
 def tuning_path() -> Path:
     """This machine's tuning file: ``$XDG_CACHE_HOME/lsi-toolkit/kernels-<key>.json`` when
     ``XDG_CACHE_HOME`` is an absolute path, else ``~/.cache/lsi-toolkit/kernels-<key>.json``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "lsi-toolkit" / f"kernels-{_machine_digest()}.json"
+    return user_cache_dir(f"kernels-{_machine_digest()}.json")
 
 
 def _bucket(value: int) -> int:

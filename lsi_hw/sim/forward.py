@@ -18,6 +18,7 @@ import numpy as np
 from lsi_hw.errors import ConfigError, PatternError
 from lsi_hw.patterns import PatternSet, superpixel_for
 from lsi_hw.sim.detector import (
+    ELEMENTARY_CHARGE_C,
     AmplifierConfig,
     DigitizerConfig,
     NoiseConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "expected_volts",
     "irradiance",
     "measure_volts",
+    "noise_std_v",
     "optical_power",
     "read_noise_v",
     "resolve_superpixel",
@@ -206,6 +208,31 @@ def read_noise_v(cfg: SimConfig) -> float:
     amp = cfg.amplifier
     n_eff = max(1.0, 2.0 * amp.bandwidth_hz * cfg.timing.window_us * 1e-6)
     return amp.step.noise_for(amp.load) / np.sqrt(n_eff)
+
+
+def noise_std_v(expected: np.ndarray, cfg: SimConfig) -> np.ndarray:
+    """Standard deviation of each reading around its noiseless value, volts (same shape as
+    ``expected``, the output of :func:`expected_volts`), from the configured noise sources:
+    shot noise of the photocurrent and of the dark current (Poisson over the window),
+    read noise (:func:`read_noise_v`), source flicker (relative, on the photocurrent) and
+    the ADC step (``lsb / sqrt(12)``). Settling is neglected (its mixing of neighbouring
+    readings changes the variance by well under 1 %). Used to show residuals in units of
+    the noise."""
+    noise, amp = cfg.noise, cfg.amplifier
+    window_s = cfg.timing.window_us * 1e-6
+    dark_a = cfg.photodiode.dark_current_a
+    photo_a = np.clip((np.asarray(expected, dtype=np.float64) - amp.offset_v) / amp.v_per_a
+                      - dark_a, 0.0, None)
+    var = np.full(photo_a.shape, cfg.digitizer.lsb_v ** 2 / 12.0)
+    if noise.shot:
+        var = var + amp.v_per_a ** 2 * ELEMENTARY_CHARGE_C * photo_a / window_s
+    if noise.dark:
+        var = var + amp.v_per_a ** 2 * ELEMENTARY_CHARGE_C * dark_a / window_s
+    if noise.read:
+        var = var + read_noise_v(cfg) ** 2
+    if noise.flicker_rel_rms > 0:
+        var = var + (noise.flicker_rel_rms * amp.v_per_a * photo_a) ** 2
+    return np.sqrt(var)
 
 
 def expected_volts(

@@ -61,7 +61,7 @@ from lsi_ml.config_check import Rule, check_fields
 from lsi_ml.data.synthetic import split_seed
 from lsi_ml.devices import check_device
 from lsi_ml.evaluation.metrics import choose_threshold
-from lsi_ml.generators.base import FaceGenerator
+from lsi_ml.generators.base import FaceGenerator, generator_signature
 
 __all__ = [
     "STREAM_BLOCK",
@@ -70,7 +70,6 @@ __all__ = [
     "calibrate_threshold",
     "cosine_similarity",
     "fit_threshold",
-    "generator_signature",
     "pair_labels",
     "supcon_loss",
     "to_grey",
@@ -439,25 +438,6 @@ def _embed_latents(recognizer: Recognizer, generator: FaceGenerator, latent: Ten
 
 
 # ---------------------------------------------------------------------------------- training
-def generator_signature(generator: FaceGenerator) -> dict[str, Any]:
-    """What a recognizer is tied to: generator class name, version (1 if it has none),
-    image size (px) and seed, plus SynthFace's ``pose`` mode and ``internal_size`` (px)
-    where the generator has them (None otherwise)."""
-    def _int(name: str) -> int | None:
-        value = getattr(generator, name, None)
-        return None if value is None else int(value)
-
-    pose = getattr(generator, "pose", None)
-    return {
-        "class": type(generator).__name__,
-        "version": str(getattr(generator, "version", 1)),
-        "size": _int("size"),
-        "seed": _int("seed"),
-        "pose": None if pose is None else str(pose),
-        "internal_size": _int("internal_size"),
-    }
-
-
 def _lr_factor(step: int, cfg: RecognizerConfig) -> float:
     if cfg.warmup and step < cfg.warmup:
         return (step + 1) / cfg.warmup

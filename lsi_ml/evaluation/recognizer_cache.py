@@ -34,16 +34,16 @@ from tqdm.auto import tqdm
 
 from lsi_hw.atomic import atomic_write_bytes
 from lsi_hw.errors import ConfigError
+from lsi_hw.user_cache import user_cache_dir
 from lsi_ml.data.synthetic import split_seed
 from lsi_ml.devices import check_device
 from lsi_ml.evaluation.recognizer import (
     STREAM_BLOCK,
     Recognizer,
     RecognizerConfig,
-    generator_signature,
     train_recognizer,
 )
-from lsi_ml.generators.base import FaceGenerator
+from lsi_ml.generators.base import FaceGenerator, generator_signature
 
 if TYPE_CHECKING:
     from lsi_ml.evaluation.recognizer import Recognizer
@@ -76,14 +76,12 @@ stored and the current reference renders for a file to count as made for this ge
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/lsi-toolkit/recognizer`` (when set to an absolute path), else
     ``~/.cache/lsi-toolkit/recognizer``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "lsi-toolkit" / "recognizer"
+    return user_cache_dir("recognizer")
 
 
 def recognizer_key(generator: FaceGenerator, config: RecognizerConfig | None = None) -> str:
     """Cache key: ``<class>-v<version>-<size>px-<16 hex digits>``, the digits from the
-    SHA-256 of :func:`~lsi_ml.evaluation.recognizer.generator_signature` and the config
+    SHA-256 of :func:`~lsi_ml.generators.base.generator_signature` and the config
     (without device / progress / batch)."""
     cfg = config or RecognizerConfig()
     sig = generator_signature(generator)

@@ -6,6 +6,7 @@ from lsi_ml.generators.base import (
     GroundTruthGenerator,
     LatentLevel,
     RenderOutput,
+    generator_signature,
 )
 from lsi_ml.generators.synthface import (
     ATTRIBUTE_NAMES,
@@ -24,6 +25,7 @@ __all__ = [
     "LatentLevel",
     "RenderOutput",
     "SynthFace",
+    "generator_signature",
     "save_identity_grid",
     "save_sample_grid",
 ]

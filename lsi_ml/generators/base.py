@@ -8,7 +8,7 @@ to RGB images in ``[0, 1]``. Generators that know the ground truth of what they 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -143,3 +143,23 @@ class FaceGenerator(GroundTruthGenerator, Protocol):
     def attributes(self, latent: Tensor) -> Tensor:
         """The exact binary attributes ``(n, A)`` of latents, without rendering."""
         ...
+
+
+def generator_signature(generator: FaceGenerator) -> dict[str, Any]:
+    """What a model trained on a generator's output (probes, recognizer) is tied to: the
+    generator's class name, version (1 if it has none), image size (px) and seed, plus
+    SynthFace's ``pose`` mode and ``internal_size`` (px) where the generator has them
+    (None otherwise)."""
+    def _int(name: str) -> int | None:
+        value = getattr(generator, name, None)
+        return None if value is None else int(value)
+
+    pose = getattr(generator, "pose", None)
+    return {
+        "class": type(generator).__name__,
+        "version": str(getattr(generator, "version", 1)),
+        "size": _int("size"),
+        "seed": _int("seed"),
+        "pose": None if pose is None else str(pose),
+        "internal_size": _int("internal_size"),
+    }

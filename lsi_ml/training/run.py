@@ -12,6 +12,12 @@ Resuming never mixes settings: a folder whose ``model.pt`` exists is resumed onl
 caller asks for nothing but more steps (``schedule.steps``, ``bank.steps``), another device
 or other progress output; anything else is refused with the differing settings named (by
 their dotted keys).
+
+Before any work a run prints its plan: the phases (end-to-end steps, bank steps, probes),
+their step counts and the time each will take, measured from a few timed steps on this
+machine (:mod:`lsi_ml.training.plan`). With ``budget_s`` the number of end-to-end steps is
+chosen so that the whole run fits that wall-clock time. Probes come from the user's probe
+cache (:mod:`lsi_ml.latent.probe_cache`): trained once per generator and probe config.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +36,14 @@ from lsi_hw.plotting import save_figure
 
 if TYPE_CHECKING:
     from lsi_hw.locking import PathLock
-    from lsi_ml.latent.probe_training import ProbeConfig
+    from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
     from lsi_ml.training.config import TrainConfig
+    from lsi_ml.training.plan import RunPlan
     from lsi_ml.training.trainer import Trainer
 
 __all__ = ["LOCK_FILE", "MODEL_FILE", "PROBES_FILE", "RESUMABLE_KEYS", "default_probe_config",
            "load_trainer", "lock_run", "make_model_bench", "model_path", "plot_history",
-           "ratio_label", "run"]
+           "provide_probes", "ratio_label", "run", "run_probe_config"]
 
 MODEL_FILE = "model.pt"
 PROBES_FILE = "probes.pt"
@@ -110,6 +117,26 @@ def make_model_bench(backend: str, trainer: Trainer, seed: int,
         raise ConfigError(f"--bench-option {unknown} not understood by the {backend} bench; "
                           f"allowed: {', '.join(sorted(known))}")
     return make_bench(backend, **{**base, **options})
+
+
+def run_probe_config(device: Any, progress: bool, probe_steps: int | None = None
+                     ) -> ProbeConfig:
+    """The probe config of a run: :func:`default_probe_config`, with ``probe_steps``."""
+    pcfg = default_probe_config(device, progress)
+    return pcfg if probe_steps is None else replace(pcfg, steps=probe_steps)
+
+
+def provide_probes(trainer: Trainer, path: Path, probe_steps: int | None, progress: bool,
+                   echo: Callable[[str], None]) -> ProbeSet:
+    """Write the run's probes to ``path``: from the user's probe cache (trained and cached
+    there first when this generator / config has none yet)."""
+    from lsi_ml.latent.probe_cache import load_or_train_probes
+
+    pcfg = run_probe_config(trainer.device, progress, probe_steps)
+    probes, cached, trained = load_or_train_probes(trainer.generator, pcfg, echo=echo)
+    probes.save(path)
+    echo(f"{'trained' if trained else 'reused'} probes ({cached}) -> {path}")
+    return probes
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:
@@ -196,8 +223,8 @@ def _resume(checkpoint: Path, config: TrainConfig | str | Path | None,
 def run(config: TrainConfig | str | Path | None, out: str | Path, *,
         backend: str | None = None, overrides: Mapping[str, Any] | None = None,
         bench_options: Mapping[str, Any] | None = None, probe_steps: int | None = None,
-        train_probes: bool = True, progress: bool = True,
-        echo: Callable[[str], None] = print) -> Trainer:
+        train_probes: bool = True, progress: bool = True, budget_s: float | None = None,
+        estimate: bool = True, echo: Callable[[str], None] = print) -> Trainer:
     """Train (or resume) one model into the run folder ``out``.
 
     Parameters
@@ -224,6 +251,15 @@ def run(config: TrainConfig | str | Path | None, out: str | Path, *,
         Train probes (``probes.pt``) when the folder has none.
     progress : bool
         Progress bars.
+    budget_s : float, optional
+        Wall-clock budget of the whole run, s (new runs on the simulated bench, one
+        process): the number of end-to-end steps is chosen from a few timed steps so that
+        all phases fit; the end-to-end phase stops at
+        :data:`~lsi_ml.training.plan.OVERRUN` x the budget if the machine slows down
+        (the checkpoint is resumable). Refused together with ``schedule.steps``.
+    estimate : bool
+        Time a few steps of each phase to print the plan with times (a few seconds);
+        False: the plan shows step counts only.
     echo : callable
         Where the one-line status messages go.
 
@@ -249,11 +285,18 @@ def run(config: TrainConfig | str | Path | None, out: str | Path, *,
     values["progress"] = progress
     values["checkpoint"] = str(run_dir / MODEL_FILE)
     options = dict(bench_options or {})
+    if budget_s is not None:
+        if not budget_s > 0:
+            raise ConfigError(f"budget {budget_s} s must be > 0")
+        if "schedule.steps" in values:
+            raise ConfigError("give either a budget or a number of steps (--steps), not "
+                              "both: the budget chooses the steps")
     created = not run_dir.exists()
     lock = lock_run(run_dir)
     try:
-        return _run_locked(run_dir, config, values, options, probe_steps, train_probes,
-                           progress, echo)
+        return _run_locked(run_dir, config, values, options,
+                           _Extras(probe_steps, train_probes, progress, budget_s, estimate),
+                           echo)
     finally:
         if lock is not None:
             lock.release(remove=True)
@@ -264,38 +307,115 @@ def run(config: TrainConfig | str | Path | None, out: str | Path, *,
                     pass
 
 
-def _run_locked(run_dir: Path, config: TrainConfig | str | Path | None,
-                overrides: dict[str, Any], options: dict[str, Any], probe_steps: int | None,
-                train_probes: bool, progress: bool, echo: Callable[[str], None]) -> Trainer:
-    """The body of :func:`run` once the run folder is locked."""
+@dataclass(frozen=True)
+class _Extras:
+    """The settings of :func:`run` that are not TrainConfig settings."""
+
+    probe_steps: int | None
+    train_probes: bool
+    progress: bool
+    budget_s: float | None
+    estimate: bool
+
+
+def _probe_status(run_dir: Path, trainer_config: TrainConfig, extras: _Extras) -> str:
+    """What the probe phase will do: off, kept, cached or train."""
+    if not extras.train_probes:
+        return "off"
+    if (run_dir / PROBES_FILE).exists():
+        return "kept"
+    from lsi_ml.generators.synthface import SynthFace
+    from lsi_ml.latent.probe_cache import probe_cache_path
+
+    generator = SynthFace(trainer_config.data.size, seed=trainer_config.seed)
+    pcfg = run_probe_config(trainer_config.device, False, extras.probe_steps)
+    return "cached" if probe_cache_path(generator, pcfg).is_file() else "train"
+
+
+def _new_config(run_dir: Path, config: TrainConfig | str | Path | None,
+                overrides: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a new run in ``run_dir`` (checked, not yet budgeted)."""
     from lsi_ml.training.config import TrainConfig
+
+    base = _base_config(config, overrides) or TrainConfig()
+    values = dict(overrides)
+    merged = {**base.dotted_dict(), **values}  # the settings of the new run
+    if merged.get("bench.backend") != "sim":
+        values["masks.freeze"] = True
+        values["bench.recording"] = (merged.get("bench.recording")
+                                     or str(run_dir / "recording"))
+        if not merged.get("init_from"):
+            raise ConfigError(f"--backend {merged.get('bench.backend')} fine-tunes a "
+                              "trained model: give --init-from RUN (a model trained on "
+                              "the simulator)")
+    if not merged.get("schedule.checkpoint_every"):
+        values["schedule.checkpoint_every"] = DEFAULT_CHECKPOINT_EVERY
+    new = base.with_overrides(values)
+    new.check_memory()  # refuse a run that cannot fit before writing anything
+    return new
+
+
+def _train_within(trainer: Trainer, deadline: float, echo: Callable[[str], None]) -> None:
+    """Train to the end, but stop the end-to-end phase once past ``deadline``
+    (``time.perf_counter`` seconds); the bank phase then does not start."""
+    import time
+
+    cfg = trainer.config
+    chunk = max(1, min(cfg.schedule.checkpoint_every or 100, 100))
+    while trainer.step < cfg.schedule.steps:
+        trainer.train(min(cfg.schedule.steps, trainer.step + chunk))
+        if trainer.step < cfg.schedule.steps and time.perf_counter() > deadline:
+            from lsi_ml.training.plan import OVERRUN
+
+            trainer.evaluate()
+            trainer.save()
+            echo(f"stopped at step {trainer.step} of {cfg.schedule.steps}: the machine "
+                 f"slowed down and the run passed {OVERRUN}x its budget; resume it with "
+                 "lsi-ml train --out on the same folder to finish the schedule")
+            return
+    trainer.train()
+
+
+def _run_locked(run_dir: Path, config: TrainConfig | str | Path | None,
+                overrides: dict[str, Any], options: dict[str, Any], extras: _Extras,
+                echo: Callable[[str], None]) -> Trainer:
+    """The body of :func:`run` once the run folder is locked."""
+    import time
+
     from lsi_ml.training.distributed import init_distributed
+    from lsi_ml.training.plan import OVERRUN, fit_to_budget, plan_run
     from lsi_ml.training.trainer import Trainer
 
+    started = time.perf_counter()
     checkpoint = run_dir / MODEL_FILE
     rank, world = init_distributed()
+    estimate = extras.estimate and world == 1
     if checkpoint.exists():
-        trainer = _resume(checkpoint, config, overrides, progress)
+        if extras.budget_s is not None:
+            raise ConfigError(f"{checkpoint} exists: a budget applies to new runs (resume "
+                              "it with --steps, or pick another --out)")
+        trainer = _resume(checkpoint, config, overrides, extras.progress)
         echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.total_steps}")
+        plan = plan_run(trainer.config, done_steps=trainer.step,
+                        probes=_probe_status(run_dir, trainer.config, extras),
+                        probe_config=run_probe_config("cpu", False, extras.probe_steps),
+                        estimate=estimate)
     else:
-        base = _base_config(config, overrides) or TrainConfig()
-        values = dict(overrides)
-        merged = {**base.dotted_dict(), **values}  # the settings of the new run
-        if merged.get("bench.backend") != "sim":
-            values["masks.freeze"] = True
-            values["bench.recording"] = (merged.get("bench.recording")
-                                         or str(run_dir / "recording"))
-            if not merged.get("init_from"):
-                raise ConfigError(f"--backend {merged.get('bench.backend')} fine-tunes a "
-                                  "trained model: give --init-from RUN (a model trained on "
-                                  "the simulator)")
-        if not merged.get("schedule.checkpoint_every"):
-            values["schedule.checkpoint_every"] = DEFAULT_CHECKPOINT_EVERY
-        config = base.with_overrides(values)
-        config.check_memory()  # refuse a run that cannot fit before writing anything
-        trainer = Trainer(config)
+        new = _new_config(run_dir, config, overrides)
+        probes = _probe_status(run_dir, new, extras)
+        pcfg = run_probe_config(new.device, False, extras.probe_steps)
+        if extras.budget_s is not None:
+            if world > 1 or new.bench.backend != "sim":
+                raise ConfigError("a budget is for a new run on the simulated bench in one "
+                                  "process (no --nproc, no --backend fake-hw/hw)")
+            timed = plan_run(new, probes=probes, probe_config=pcfg, estimate=True)
+            new = fit_to_budget(new, extras.budget_s, timed)
+            plan = _rescaled(timed, new)  # the timings taken, with the chosen steps
+        else:
+            plan = plan_run(new, probes=probes, probe_config=pcfg, estimate=estimate)
+        trainer = Trainer(new)
         if rank == 0:
-            atomic_write_text(run_dir / "config.toml", config.to_toml())
+            atomic_write_text(run_dir / "config.toml", new.to_toml())
     cfg = trainer.config
     if options and cfg.bench.backend == "sim":
         raise ConfigError("--bench-option is for --backend fake-hw or hw")
@@ -305,7 +425,13 @@ def _run_locked(run_dir: Path, config: TrainConfig | str | Path | None,
         echo(f"training {ratio_label(trainer)} ({cfg.masks.n_masks} masks at "
              f"{cfg.data.size} px, noise {cfg.bench.noise}, backend "
              f"{cfg.bench.backend}, {world} process(es)) -> {run_dir}")
-    history = trainer.train()
+        for line in plan.lines():
+            echo(line)
+    if extras.budget_s is not None:
+        _train_within(trainer, started + OVERRUN * extras.budget_s, echo)
+    else:
+        trainer.train()
+    history = trainer.history
     if rank != 0:
         return trainer
     atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
@@ -314,17 +440,24 @@ def _run_locked(run_dir: Path, config: TrainConfig | str | Path | None,
     last = history[-1] if history else {}
     echo(f"step {trainer.step}: val latent L1 {last.get('val_latent_l1', float('nan')):.4f}"
          f"; wrote {checkpoint}, patterns.npz, history.json, training_curve.png")
-    if train_probes:
-        from lsi_ml.latent.probe_training import ProbeSet
-
+    if extras.train_probes:
         probes_path = run_dir / PROBES_FILE
         if probes_path.exists():
             echo(f"probes kept: {probes_path}")
         else:
-            pcfg = default_probe_config(trainer.device, progress)
-            if probe_steps is not None:
-                pcfg = replace(pcfg, steps=probe_steps)
-            ProbeSet.fit(trainer.generator, pcfg).save(probes_path)
-            echo(f"trained probes on generator samples -> {probes_path}")
+            provide_probes(trainer, probes_path, extras.probe_steps, extras.progress, echo)
+    if extras.budget_s is not None:
+        spent = time.perf_counter() - started
+        echo(f"wall time {spent / 60:.1f} min of a {extras.budget_s / 60:.1f} min budget")
     echo(f"next: lsi-ml eval {run_dir}")
     return trainer
+
+
+_PLAN_WITH_STEPS = ("end-to-end",)
+
+
+def _rescaled(plan: RunPlan, config: TrainConfig) -> RunPlan:
+    """``plan`` with the end-to-end phase's steps set to ``config.schedule.steps``."""
+    phases = tuple(replace(p, steps=config.schedule.steps) if p.name in _PLAN_WITH_STEPS
+                   else p for p in plan.phases)
+    return replace(plan, phases=phases)
