@@ -1,10 +1,11 @@
 """``OUT/summary.md``: our Table-1/Table-2-style rows beside the paper's numbers.
 
 Written after every ``python -m sims`` run from the CSV files in OUT (nothing typed by hand);
-the README's "Results" section is a copy of it. The paper's numbers are those of
-its Tables 1 and 2 (Souza, Zheng, Heidrich, CVPR 2025: CelebA-HQ at 256 px,
-StyleGAN-XL, VGGFace / Dlib verification, Inception FID): a different data set, generator
-and set of metric networks, so the columns sit side by side for shape, not for equality.
+``docs/results.md`` is a copy of it (written with it when OUT is ``sims/results``). The
+paper's numbers are those of its Tables 1 and 2 (Souza, Zheng, Heidrich, CVPR 2025:
+CelebA-HQ at 256 px, StyleGAN-XL, VGGFace / Dlib verification, Inception FID): a
+different data set, generator and set of metric networks, so the columns sit side by side
+for shape, not for equality.
 
 Where a CSV carries bootstrap intervals (columns ``<score>_ci_lo`` / ``<score>_ci_hi``, from
 :meth:`lsi_ml.evaluation.result.EvalResult.ci_row`) a cell prints ``"89.1 [87.9, 90.2]"``, and where
@@ -21,7 +22,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sims.common import SYNTHFACE_VERSION, device_notes, write_bytes_atomic
+from sims.common import RESULTS_DIR, SYNTHFACE_VERSION, device_notes, write_bytes_atomic
+
+RESULTS_PAGE = RESULTS_DIR.parent.parent / "docs" / "results.md"
+"""The project page that shows the summary of ``sims/results``."""
 
 # ratio -> (measurements, verif VGGFace %, verif Dlib %, FID, attr %, seg F1 %, NME)
 PAPER_TABLE1: dict[int, tuple[int, float | None, float | None, float | None, float, float,
@@ -351,7 +355,10 @@ def write_summary(out: Path) -> Path | None:
         lines += ["", "Also in `sims/results/`: " + ", ".join(others) + "; see their "
                   "`.md` tables and figures."]
     path = out / "summary.md"
-    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+    text = "\n".join(lines) + "\n"
+    write_bytes_atomic(path, text.encode())
+    if out.resolve() == RESULTS_DIR.resolve() and RESULTS_PAGE.parent.is_dir():
+        write_bytes_atomic(RESULTS_PAGE, text.replace("## Results\n", "# Results\n", 1).encode())
     return path
 
 
