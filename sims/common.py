@@ -309,7 +309,8 @@ def _train_or_load(ctx: Context, config: Any, folder: Path, init_from: Path | No
     cfg = config.with_overrides({"schedule.checkpoint_every": 200, "progress": progress,
                                  "device": ctx.device,
                                  "init_from": str(init_from) if init_from else None})
-    return run(cfg, folder, train_probes=False, progress=progress, echo=lambda _line: None)
+    return run(cfg, folder, train_probes=False, progress=progress, estimate=False,
+               echo=lambda _line: None)
 
 
 def probes_for(ctx: Context, generator: Any, settings: dict[str, Any]) -> Any:
