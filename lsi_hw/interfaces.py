@@ -417,7 +417,7 @@ class Bench(_Device):
             The masks to display, a :class:`~lsi_hw.patterns.PatternSet`.
         """
         arr = check_scenes(scenes)
-        if not hasattr(patterns, "masks") or not hasattr(patterns, "m"):
+        if not hasattr(type(patterns), "masks") or not hasattr(patterns, "m"):  # no make
             raise PatternError(
                 f"patterns must be a PatternSet; got {type(patterns).__name__}"
             )

@@ -46,7 +46,7 @@ class Family(NamedTuple):
     its provenance and, for Hadamard sets, the natural-order row and sign of every mask and
     whether complementary pairs are interleaved (the fields of a PatternSet, in order)."""
 
-    masks: np.ndarray
+    masks: np.ndarray | None  # None: a lazy Hadamard family (rows and signs define it)
     name: str
     meta: dict[str, Any]
     hadamard_rows: np.ndarray | None = None
@@ -253,9 +253,11 @@ def hadamard_family(
     order: str = "sequency",
     split: bool = False,
     seed: int | np.random.Generator | None = None,
+    lazy: bool = False,
 ) -> Family:
     """Walsh-Hadamard masks ``(1 + s h_k)/2`` of ``n_side x n_side`` pixels, the first
-    ``m`` rows of ``order``; see :meth:`lsi_hw.patterns.PatternSet.hadamard`."""
+    ``m`` rows of ``order``; see :meth:`lsi_hw.patterns.PatternSet.hadamard`.  ``lazy``:
+    the masks are not made (``Family.masks`` is None); rows and signs define them."""
     n_side = _check_n_side(n_side)
     n = n_side * n_side
     m = n if m is None else check_count(m, f"m (for n_side={n_side}, n = {n})", 1, n)
@@ -270,7 +272,7 @@ def hadamard_family(
         signs[1::2] = -1
     else:
         signs = np.ones(m, dtype=np.int8)
-    arr = hadamard_masks(n_side, rows, signs)
+    arr = None if lazy else hadamard_masks(n_side, rows, signs)
     meta = {
         "generator": "hadamard",
         "n_side": n_side,

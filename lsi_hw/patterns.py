@@ -74,6 +74,7 @@ __all__ = [
     "DMD_COLUMNS",
     "DMD_ROWS",
     "HADAMARD_ORDERS",
+    "LAZY_HADAMARD_BYTES",
     "PatternSet",
     "bitplane_of",
     "count_pieces",
@@ -106,6 +107,11 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+LAZY_HADAMARD_BYTES = 1 << 26
+"""Hadamard sets whose masks would take more than this many bytes (64 MiB) are lazy by
+default (:meth:`PatternSet.hadamard`)."""
 
 
 def _meta_to_json(meta: Any) -> str:
@@ -155,10 +161,11 @@ class PatternSet(CheckedMasks):
         non-complementary pairs for ``split=True``, non-JSON ``meta``.
     """
 
-    __slots__ = ("_digest", "_masks", "_meta_json", "_name", "_packed", "_rows", "_signs",
-                 "_split")
+    __slots__ = ("_digest", "_dims", "_masks", "_meta_json", "_name", "_packed", "_rows",
+                 "_signs", "_split")
 
-    _masks: np.ndarray
+    _dims: tuple[int, int, int]
+    _masks: np.ndarray | None
     _meta_json: str
     _name: str
     _rows: np.ndarray | None
@@ -189,16 +196,23 @@ class PatternSet(CheckedMasks):
 
     def _init(
         self,
-        arr: np.ndarray,
+        arr: np.ndarray | None,
         name: str,
         meta_json: str,
         rows: np.ndarray | None,
         signs: np.ndarray | None,
         split: bool,
+        dims: tuple[int, int, int] | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise PatternError(f"name must be a str; got {type(name).__name__}")
-        arr.flags.writeable = False
+        if arr is None:  # a lazy Hadamard set: rows and signs define the masks
+            if rows is None or signs is None or dims is None:
+                raise PatternError("a lazy pattern set needs Hadamard rows, signs and dims")
+            object.__setattr__(self, "_dims", tuple(int(d) for d in dims))
+        else:
+            arr.flags.writeable = False
+            object.__setattr__(self, "_dims", tuple(int(d) for d in arr.shape))
         if rows is not None and signs is not None:
             rows.flags.writeable = False
             signs.flags.writeable = False
@@ -213,16 +227,18 @@ class PatternSet(CheckedMasks):
     @classmethod
     def _trusted(
         cls,
-        arr: np.ndarray,
+        arr: np.ndarray | None,
         name: str,
         meta: Mapping[str, Any] | None,
         rows: np.ndarray | None = None,
         signs: np.ndarray | None = None,
         split: bool = False,
+        dims: tuple[int, int, int] | None = None,
     ) -> PatternSet:
-        """Wrap an owned, valid C-contiguous uint8 array without re-validating it."""
+        """Wrap an owned, valid C-contiguous uint8 array without re-validating it (or, with
+        ``arr=None``, valid Hadamard rows and signs of masks ``dims = (m, N, N)``)."""
         obj = cls.__new__(cls)
-        obj._init(arr, name, _meta_to_json(meta), rows, signs, split)
+        obj._init(arr, name, _meta_to_json(meta), rows, signs, split, dims)
         return obj
 
     @staticmethod
@@ -286,15 +302,36 @@ class PatternSet(CheckedMasks):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (
             _restore,
-            (self._masks, self._name, self._meta_json, self._rows, self._signs, self._split),
+            (self._masks, self._name, self._meta_json, self._rows, self._signs, self._split,
+             self._dims),
         )
 
     # -- basic properties ------------------------------------------------------------------
 
     @property
     def masks(self) -> npt.NDArray[np.uint8]:
-        """Read-only C-contiguous uint8 array (m, H, W) of 0/1."""
+        """Read-only C-contiguous uint8 array (m, H, W) of 0/1.
+
+        A lazy Hadamard set (:attr:`is_lazy`) makes it on first access and keeps it; a set
+        that would not fit in memory is refused with its size (``lsi_hw.limits``)."""
+        if self._masks is None:
+            from lsi_hw.limits import check_allocation
+
+            m, h, w = self._dims
+            check_allocation(float(m) * h * w, f"the masks of {self._name} ({m} x {h} x {w} "
+                             "bytes; the FWHT path of the simulator never needs them)")
+            assert self._rows is not None and self._signs is not None
+            arr = hadamard_masks(h, self._rows, self._signs)
+            arr.flags.writeable = False
+            object.__setattr__(self, "_masks", arr)
+            return arr
         return self._masks
+
+    @property
+    def is_lazy(self) -> bool:
+        """True for a Hadamard set whose masks have not been made (only rows and signs are
+        held: the whole 65536-mask set of 256 x 256 pixels takes 0.6 MB)."""
+        return self._masks is None
 
     @property
     def name(self) -> str:
@@ -309,17 +346,17 @@ class PatternSet(CheckedMasks):
     @property
     def m(self) -> int:
         """Number of masks."""
-        return int(self._masks.shape[0])
+        return self._dims[0]
 
     @property
     def shape(self) -> tuple[int, int]:
         """Mask shape (H, W) in pixels."""
-        return int(self._masks.shape[1]), int(self._masks.shape[2])
+        return self._dims[1], self._dims[2]
 
     @property
     def n_pixels(self) -> int:
         """Pixels per mask, H * W."""
-        return int(self._masks.shape[1] * self._masks.shape[2])
+        return self._dims[1] * self._dims[2]
 
     @property
     def hadamard_rows(self) -> npt.NDArray[np.int64] | None:
@@ -345,6 +382,8 @@ class PatternSet(CheckedMasks):
         return self.m
 
     def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
+        if self._masks is None:
+            return (self[i] for i in range(self.m))
         return iter(self._masks)
 
     def __getitem__(self, key: Any) -> Any:
@@ -355,6 +394,12 @@ class PatternSet(CheckedMasks):
         from.  It is split only when it keeps whole complementary pairs in order.
         """
         if is_int(key):
+            if self._masks is None:
+                i = int(np.arange(self.m)[int(key)])  # IndexError like an array's
+                assert self._rows is not None and self._signs is not None
+                one = hadamard_masks(self.shape[0], self._rows[i:i + 1], self._signs[i:i + 1])[0]
+                one.flags.writeable = False
+                return one
             return self._masks[int(key)]
         if isinstance(key, tuple):
             raise TypeError(
@@ -366,7 +411,7 @@ class PatternSet(CheckedMasks):
             raise TypeError("PatternSet index arrays must be 1-D")
         if idx.size == 0:
             raise PatternError(f"selection {key!r} selects no masks; a PatternSet needs m >= 1")
-        arr = np.ascontiguousarray(self._masks[idx])
+        arr = None if self._masks is None else np.ascontiguousarray(self._masks[idx])
         rows = None if self._rows is None else self._rows[idx].copy()
         signs = None if self._signs is None else self._signs[idx].copy()
         split = bool(
@@ -388,14 +433,19 @@ class PatternSet(CheckedMasks):
         else:
             meta["selection"] = idx.tolist()
         meta["split"] = split
-        return PatternSet._trusted(arr, self._name, meta, rows, signs, split)
+        return PatternSet._trusted(arr, self._name, meta, rows, signs, split,
+                                   (int(idx.size), *self.shape))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PatternSet):
             return NotImplemented
-        return self._masks.shape == other._masks.shape and bool(
-            np.array_equal(self._masks, other._masks)
-        )
+        if self._dims != other._dims:
+            return False
+        if (self._masks is None or other._masks is None) and self._rows is not None \
+                and other._rows is not None:  # Hadamard masks are equal iff rows and signs are
+            return bool(np.array_equal(self._rows, other._rows)
+                        and np.array_equal(self._signs, other._signs))
+        return bool(np.array_equal(self.masks, other.masks))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -422,9 +472,11 @@ class PatternSet(CheckedMasks):
             and ``meta["split"]`` are set.
         """
         m = self.m
-        out = np.empty((2 * m, *self.shape), dtype=np.uint8)
-        out[0::2] = self._masks
-        np.bitwise_xor(self._masks, np.uint8(1), out=out[1::2])
+        out = None
+        if self._masks is not None:
+            out = np.empty((2 * m, *self.shape), dtype=np.uint8)
+            out[0::2] = self._masks
+            np.bitwise_xor(self._masks, np.uint8(1), out=out[1::2])
         rows = signs = None
         if self._rows is not None and self._signs is not None:
             rows = np.repeat(self._rows, 2)
@@ -443,7 +495,8 @@ class PatternSet(CheckedMasks):
             meta["selection"] = [x for x in sel for _ in (0, 1)]
         meta["complementary"] = True
         meta["split"] = True
-        return PatternSet._trusted(out, self._name, meta, rows, signs, True)
+        return PatternSet._trusted(out, self._name, meta, rows, signs, True,
+                                   (2 * m, *self.shape))
 
     def differential(self, values: npt.ArrayLike) -> np.ndarray:
         """Differential readings of a split set: ``values[..., 0::2] - values[..., 1::2]``.
@@ -490,6 +543,13 @@ class PatternSet(CheckedMasks):
         Computed once and kept (the set is immutable), so kernels can call it freely.
         """
         packed = getattr(self, "_packed", None)
+        if packed is None and self._masks is None:
+            from lsi_hw.limits import check_allocation
+
+            check_allocation(self.m * -(-self.n_pixels // 8), f"packing {self._name}")
+            packed = np.concatenate(list(self._packed_chunks()))
+            packed.flags.writeable = False
+            object.__setattr__(self, "_packed", packed)
         if packed is None:
             packed = np.packbits(self._masks.reshape(self.m, -1), axis=1, bitorder="little")
             packed.flags.writeable = False
@@ -504,10 +564,24 @@ class PatternSet(CheckedMasks):
             import hashlib
 
             h = hashlib.sha256(repr((self.m, tuple(self.shape))).encode())
-            h.update(self.pack().tobytes())
+            if self._masks is None and getattr(self, "_packed", None) is None:
+                for chunk in self._packed_chunks():  # the same bytes, never all in memory
+                    h.update(chunk.tobytes())
+            else:
+                h.update(self.pack().tobytes())
             digest = h.hexdigest()
             object.__setattr__(self, "_digest", digest)
         return digest
+
+    def _packed_chunks(self, chunk_bytes: int = 1 << 25) -> Iterator[np.ndarray]:
+        """The packed masks of a lazy Hadamard set, ``(k, ceil(n / 8))`` blocks in order,
+        each made from at most ``chunk_bytes`` of masks."""
+        assert self._rows is not None and self._signs is not None
+        step = max(1, chunk_bytes // max(1, self.n_pixels))
+        for start in range(0, self.m, step):
+            block = hadamard_masks(self.shape[0], self._rows[start:start + step],
+                                   self._signs[start:start + step])
+            yield np.packbits(block.reshape(len(block), -1), axis=1, bitorder="little")
 
     @classmethod
     def unpack(
@@ -552,7 +626,7 @@ class PatternSet(CheckedMasks):
         -------
         numpy.ndarray
         """
-        return place_on_dmd(self._masks, superpixel, diamond)
+        return place_on_dmd(self.masks, superpixel, diamond)
 
     def to_dlp_frames(self, superpixel: int | None = None, diamond: bool = False) -> np.ndarray:
         """24-bit RGB video frames carrying the masks, uint8 (ceil(m/24), 1140, 912, 3).
@@ -576,7 +650,7 @@ class PatternSet(CheckedMasks):
         nf = -(-self.m // DLP_BITPLANES_PER_FRAME)
         frames = np.empty((nf, DMD_ROWS, DMD_COLUMNS, 3), dtype=np.uint8)
         for f in range(nf):
-            chunk = self._masks[f * DLP_BITPLANES_PER_FRAME : (f + 1) * DLP_BITPLANES_PER_FRAME]
+            chunk = self.masks[f * DLP_BITPLANES_PER_FRAME : (f + 1) * DLP_BITPLANES_PER_FRAME]
             frames[f] = pack_dlp_frames(place_on_dmd(chunk, s, diamond))[0]
         return frames
 
@@ -603,7 +677,7 @@ class PatternSet(CheckedMasks):
             The file written.
         """
         arrays: dict[str, np.ndarray] = {
-            "masks": self._masks,
+            "masks": self.masks,
             "meta": np.array(self._meta_json),
             "name": np.array(self._name),
             "split": np.array(self._split),
@@ -651,6 +725,7 @@ class PatternSet(CheckedMasks):
         order: str = "sequency",
         split: bool = False,
         seed: int | np.random.Generator | None = None,
+        lazy: bool | None = None,
     ) -> PatternSet:
         """Walsh-Hadamard masks of ``n_side x n_side`` pixels, ``(1 + h_k)/2`` per row ``k``.
 
@@ -672,6 +747,11 @@ class PatternSet(CheckedMasks):
             :meth:`differential` then recovers ``h_k . x``.
         seed : int, numpy.random.Generator or None
             Required for ``order="random"``; ignored (not recorded) for the other orders.
+        lazy : bool or None
+            Hold only the rows and signs and make masks when asked (:attr:`masks`, indexing,
+            :meth:`pack`, :meth:`digest` in blocks); the simulator projects a Hadamard set
+            through the fast Walsh-Hadamard transform without them.  Default (None): lazy
+            when the masks would take more than :data:`LAZY_HADAMARD_BYTES`.
 
         Returns
         -------
@@ -685,7 +765,15 @@ class PatternSet(CheckedMasks):
             Bad ``n_side``, ``m``, ``order``, a non-bool ``split`` (e.g. a seed passed
             positionally) or a missing seed for ``order="random"``.
         """
-        return cls._trusted(*hadamard_family(n_side, m, order, split, seed))
+        if lazy is None:
+            side = int(n_side) if is_int(n_side) else 0
+            count = (int(m) if is_int(m) else side * side) * (2 if split is True else 1)
+            lazy = float(count) * side * side > LAZY_HADAMARD_BYTES
+        family = hadamard_family(n_side, m, order, split, seed, lazy=bool(lazy))
+        rows = family.hadamard_rows
+        assert rows is not None
+        side = int(family.meta["n_side"])
+        return cls._trusted(*family, dims=(int(rows.size), side, side))
 
     @classmethod
     def random(
@@ -762,17 +850,18 @@ class PatternSet(CheckedMasks):
 
 
 def _restore(
-    masks: np.ndarray,
+    masks: np.ndarray | None,
     name: str,
     meta_json: str,
     rows: np.ndarray | None,
     signs: np.ndarray | None,
     split: bool,
+    dims: tuple[int, int, int] | None = None,
 ) -> PatternSet:
     """Unpickle helper (the pickled data came from a valid PatternSet)."""
     obj = PatternSet.__new__(PatternSet)
-    arr = np.array(masks, dtype=np.uint8, order="C", copy=True)
+    arr = None if masks is None else np.array(masks, dtype=np.uint8, order="C", copy=True)
     r = None if rows is None else np.array(rows, dtype=np.int64, copy=True)
     s = None if signs is None else np.array(signs, dtype=np.int8, copy=True)
-    obj._init(arr, name, meta_json, r, s, split)
+    obj._init(arr, name, meta_json, r, s, split, dims)
     return obj
