@@ -114,7 +114,10 @@ def _build_patterns(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lsi-hw")
 def main() -> None:
-    """The optical bench of a latent-space single-pixel camera: simulate it, make patterns."""
+    """The optical bench of a latent-space single-pixel camera: simulate it (the main job:
+    `lsi-hw simulate`), record scenes on the real bench or its digital twin, calibrate and
+    check it, make and export mask sets.  Every command takes -h and shows its defaults;
+    --backend sim|fake-hw|hw picks the bench."""
 
 
 @main.command()
