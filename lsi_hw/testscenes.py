@@ -12,7 +12,7 @@ by the name commands take (``--images faces``):
 - ``astronaut``, ``targets``: the portrait alone, the three targets alone.
 
 The SynthFace faces ship as ``lsi_hw/data/synthface_scenes.npz`` (64 and 128 px; other
-sides are resized from the nearer one), rendered by :mod:`lsi_ml.generators.face_scenes`.
+sides are resized from the nearer one), rendered by :mod:`lsi_ml.data.face_scenes`.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ def test_unknown_sets_and_missing_folders_are_named_in_the_error(tmp_path) -> No
 
 def test_the_shipped_faces_are_synthface_renders_of_the_test_split() -> None:
     """Fails when SynthFace changes: rewrite the file with
-    ``python -m lsi_ml.generators.face_scenes``."""
-    from lsi_ml.generators.face_scenes import SIZES, face_scene_arrays
+    ``python -m lsi_ml.data.face_scenes``."""
+    from lsi_ml.data.face_scenes import SIZES, face_scene_arrays
     from lsi_ml.generators.synthface import SynthFace
 
     fresh = face_scene_arrays()

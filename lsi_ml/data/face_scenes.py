@@ -5,7 +5,7 @@ images; ``lsi_hw`` cannot render SynthFace itself (it does not depend on torch),
 faces are rendered here once and stored in ``lsi_hw/data/synthface_scenes.npz``: the
 first :data:`N_FACES` items of SynthFace's test split (seed 0) as 8-bit RGB at 64 and
 128 px, with their latents. A test checks the shipped file against a fresh render;
-``python -m lsi_ml.generators.face_scenes`` writes it again after a change of SynthFace.
+``python -m lsi_ml.data.face_scenes`` writes it again after a change of SynthFace.
 """
 
 from __future__ import annotations
