@@ -398,7 +398,8 @@ def _run_locked(run_dir: Path, config: TrainConfig | str | Path | None,
         echo(f"resuming {checkpoint} at step {trainer.step}/{trainer.total_steps}")
         plan = plan_run(trainer.config, done_steps=trainer.step,
                         probes=_probe_status(run_dir, trainer.config, extras),
-                        probe_config=run_probe_config("cpu", False, extras.probe_steps),
+                        probe_config=run_probe_config(trainer.config.device, False,
+                                                      extras.probe_steps),
                         estimate=estimate)
     else:
         new = _new_config(run_dir, config, overrides)
