@@ -18,8 +18,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -31,7 +32,7 @@ from lsi_hw.errors import ConfigError, LSIError
 from lsi_hw.plotting import save_figure
 from lsi_hw.sim.detector import NOISE_PRESETS
 from lsi_ml import __version__
-from lsi_ml.latent.probe_training import ProbeConfig
+from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
 from lsi_ml.training.config import TrainConfig
 from lsi_ml.training.plan import parse_duration
 from lsi_ml.training.run import (
@@ -44,6 +45,13 @@ from lsi_ml.training.run import (
     run,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+    from lsi_hw.types import Measurement
+    from lsi_ml.latent.reading_fit import ReadingFitConfig
+    from lsi_ml.training.trainer import Trainer
+
 __all__ = ["main"]
 
 _DEFAULTS = TrainConfig()
@@ -51,8 +59,8 @@ _PROBE_DEFAULTS = ProbeConfig.cpu()
 
 
 
-def _load_probes(trainer: Any, model: str | Path, probes: str | None,
-                 train_if_missing: bool, progress: bool) -> Any:
+def _load_probes(trainer: Trainer, model: str | Path, probes: str | None,
+                 train_if_missing: bool, progress: bool) -> ProbeSet | None:
     """Probes from ``--probes``, else ``RUN/probes.pt``; trained (and cached) if absent.
     They are returned on the trainer's device."""
     from lsi_ml.latent.probe_training import ProbeSet
@@ -203,8 +211,10 @@ def train(config_file: str | None, out: str, backend: str | None, init_from: str
 
 
 # ---------------------------------------------------------------------------------- eval
-def _bench_decoder(trainer: Any, backend: str, seed: int,
-                   options: dict[str, Any] | None = None, fit: Any = None) -> Any:
+def _bench_decoder(trainer: Trainer, backend: str, seed: int,
+                   options: dict[str, Any] | None = None,
+                   fit: ReadingFitConfig | None = None
+                   ) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     """decode(batch) for evaluate_decoder: measure the batch's faces, then decode (and fit
     the latents to the readings when ``fit`` is a ReadingFitConfig)."""
     from lsi_ml.training.bench_data import bench_decoder
@@ -381,7 +391,7 @@ def _check_readings(values: np.ndarray, path: Path) -> None:
                           "(the decoder computes in float32)")
 
 
-def _read_measurement(path: Path) -> Any:
+def _read_measurement(path: Path) -> Measurement:
     """The :class:`~lsi_hw.types.Measurement` in a measurement file or recording folder.
 
     Refused with one ConfigError line naming ``path`` (by ``Measurement.load`` and

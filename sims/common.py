@@ -30,12 +30,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lsi_hw.errors import ConfigError
 from lsi_hw.plotting import save_figure
+
+if TYPE_CHECKING:
+    from lsi_ml.evaluation.recognizer import Recognizer
+    from lsi_ml.evaluation.result import EvalResult
+    from lsi_ml.generators.base import FaceGenerator
+    from lsi_ml.latent.probe_training import ProbeSet
+    from lsi_ml.training.config import TrainConfig
+    from lsi_ml.training.trainer import Trainer
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -259,7 +267,8 @@ def held(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def train_config(base: dict[str, Any], changes: dict[str, Any] | None = None) -> Any:
+def train_config(base: dict[str, Any], changes: dict[str, Any] | None = None
+                 ) -> TrainConfig:
     """A :class:`~lsi_ml.training.config.TrainConfig` from a study table's ``[train]``
     values (flat keys or a table per section), with ``changes`` by their dotted keys
     (``{"masks.n_masks": 256}``, see :meth:`TrainConfig.with_overrides`)."""
@@ -268,7 +277,7 @@ def train_config(base: dict[str, Any], changes: dict[str, Any] | None = None) ->
     return TrainConfig.from_dict(base).with_overrides(changes)
 
 
-def config_key(config: Any) -> str:
+def config_key(config: TrainConfig) -> str:
     """Short stable hash of a TrainConfig's run-defining fields.
 
     It hashes the flat dict of earlier versions (:meth:`TrainConfig.flat_dict`), so the
@@ -286,7 +295,8 @@ def config_key(config: Any) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def trained_model(ctx: Context, config: Any, *, init_from: Path | None = None) -> Any:
+def trained_model(ctx: Context, config: TrainConfig, *, init_from: Path | None = None
+                  ) -> Trainer:
     """Train (or resume, or load when finished) the LSI model of ``config``.
 
     The model lives in ``OUT/models/<config_key>/model.pt``; a finished model is loaded,
@@ -300,7 +310,8 @@ def trained_model(ctx: Context, config: Any, *, init_from: Path | None = None) -
         return _train_or_load(ctx, config, folder, init_from)
 
 
-def _train_or_load(ctx: Context, config: Any, folder: Path, init_from: Path | None) -> Any:
+def _train_or_load(ctx: Context, config: TrainConfig, folder: Path,
+                   init_from: Path | None) -> Trainer:
     """Train, resume or load the model in ``folder`` through the one training entry point
     (:func:`lsi_ml.training.run.run`); no probes (the studies cache their own)."""
     from lsi_ml.training.run import run
@@ -313,7 +324,8 @@ def _train_or_load(ctx: Context, config: Any, folder: Path, init_from: Path | No
                echo=lambda _line: None)
 
 
-def probes_for(ctx: Context, generator: Any, settings: dict[str, Any]) -> Any:
+def probes_for(ctx: Context, generator: FaceGenerator, settings: dict[str, Any]
+               ) -> ProbeSet:
     """Latent probes of ``generator`` (CPU preset + ``settings``), trained once and cached."""
     from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
 
@@ -330,8 +342,8 @@ def probes_for(ctx: Context, generator: Any, settings: dict[str, Any]) -> Any:
         return probes
 
 
-def recognizer_for(ctx: Context, generator: Any, settings: dict[str, Any] | bool | None
-                   ) -> Any:
+def recognizer_for(ctx: Context, generator: FaceGenerator,
+                   settings: dict[str, Any] | bool | None) -> Recognizer | None:
     """The SynthFace recognizer of ``generator`` (``RecognizerConfig`` + ``settings``),
     trained once and cached under the results' cache; None when ``settings`` is False."""
     if settings is False:
@@ -346,7 +358,7 @@ def recognizer_for(ctx: Context, generator: Any, settings: dict[str, Any] | bool
                                         progress=ctx.progress, device=ctx.device)
 
 
-def evaluation_row(result: Any) -> dict[str, Any]:
+def evaluation_row(result: EvalResult) -> dict[str, Any]:
     """The numbers of an EvalResult a table needs (plus the ceiling when computed)."""
     doc = result.as_dict()
     keep = [k for k, _ in TABLE1_COLUMNS] + [

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from lsi_hw.errors import ConfigError
-from lsi_ml.generators.base import RenderOutput
+from lsi_ml.generators.base import Generator, RenderOutput
 
 __all__ = ["REC709", "LuminanceView", "linear_to_display", "to_luminance"]
 
@@ -70,7 +70,8 @@ class LuminanceView:
         Luma weights of R, G, B.
     """
 
-    def __init__(self, generator: Any, weights: tuple[float, float, float] = REC709) -> None:
+    def __init__(self, generator: Generator, weights: tuple[float, float, float] = REC709
+                 ) -> None:
         self.inner = generator
         self.weights = tuple(float(w) for w in weights)
 

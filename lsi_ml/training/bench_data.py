@@ -9,8 +9,9 @@ pair readings with targets for fine-tuning the decoder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +23,14 @@ from lsi_hw.patterns import PatternSet
 from lsi_hw.recording import Recording
 from lsi_hw.types import image_id
 from lsi_ml.data.recorded import RecordedMeasurements
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lsi_hw.interfaces import Bench
+    from lsi_hw.sim import SimConfig
+    from lsi_ml.latent.reading_fit import FitResult, ReadingFitConfig
+    from lsi_ml.training.trainer import Trainer
 
 __all__ = ["TARGETS_FILE", "bench_decoder", "faces_as_scenes", "record_faces"]
 
@@ -117,8 +126,10 @@ def record_faces(
     return RecordedMeasurements(folder, targets, expected_patterns=patterns.name)
 
 
-def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
-                  bench: Any = None, sim_config: Any = None, fit: Any = None) -> Any:
+def bench_decoder(trainer: Trainer, backend: str = "sim", seed: int = 0, *,
+                  bench: Bench | None = None, sim_config: SimConfig | None = None,
+                  fit: ReadingFitConfig | None = None
+                  ) -> Callable[[dict[str, Tensor]], Tensor]:
     """``decode(batch) -> latent`` for :func:`lsi_ml.evaluation.latent.evaluate_decoder`: show the
     batch's faces on a bench, measure them with the trainer's masks, decode the readings.
 
@@ -147,9 +158,9 @@ def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
     -------
     callable
     """
-    fit_results: list[Any] = []
+    fit_results: list[FitResult] = []
 
-    def finish(readings: Any, latent: Any) -> Any:
+    def finish(readings: Tensor, latent: Tensor) -> Tensor:
         if fit is None:
             return latent
         result = _fit_to_readings(trainer, readings, latent, fit)
@@ -166,7 +177,7 @@ def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
             physics = TorchForwardModel(sim_config, size).to(trainer.device)
         counter = [0]
 
-        def decode_sim(batch: dict[str, Any]) -> Any:
+        def decode_sim(batch: dict[str, Tensor]) -> Tensor:
             images = batch["image"]
             rows = torch.arange(counter[0], counter[0] + len(images))
             counter[0] += len(images)
@@ -188,7 +199,7 @@ def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
         raise ConfigError("sim_config is for backend 'sim'; configure the bench instead")
     patterns = trainer.optical.export_patterns(trainer.pattern_name)
 
-    def decode_bench(batch: dict[str, Any]) -> Any:
+    def decode_bench(batch: dict[str, Tensor]) -> Tensor:
         measurement = bench.measure(faces_as_scenes(batch["image"]), patterns)
         readings = torch.as_tensor(measurement.values, dtype=torch.float32)
         return finish(readings, trainer.decode(readings))
@@ -197,7 +208,8 @@ def bench_decoder(trainer: Any, backend: str = "sim", seed: int = 0, *,
     return decode_bench
 
 
-def _fit_to_readings(trainer: Any, readings: Any, latent: Any, config: Any) -> Any:
+def _fit_to_readings(trainer: Trainer, readings: Tensor, latent: Tensor,
+                     config: ReadingFitConfig) -> FitResult:
     """FitResult of ``latent`` fitted to ``readings`` through the trainer's bench twin."""
     from lsi_ml.latent.reading_fit import TwinReadings, fit_latent_to_readings
 
