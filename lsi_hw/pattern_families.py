@@ -16,6 +16,7 @@ This module imports only numpy, scipy and :mod:`lsi_hw.errors` / :mod:`lsi_hw.pa
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "hadamard_family",
     "hadamard_masks",
     "hadamard_order",
+    "hadamard_packed_blocks",
     "random_family",
     "walsh_sequency",
 ]
@@ -219,6 +221,18 @@ def hadamard_masks(n_side: int, rows: np.ndarray, signs: np.ndarray | None = Non
         elif sel.any():
             out[sel] = row_bits[kr[sel]][:, :, None] ^ b1[kc[sel]][:, None, :]
     return out
+
+
+def hadamard_packed_blocks(n_side: int, rows: np.ndarray, signs: np.ndarray,
+                           chunk_bytes: int = 1 << 25) -> Iterator[np.ndarray]:
+    """The bit-packed masks ``(1 + s h_k)/2`` (``np.packbits(..., bitorder="little")`` of
+    each flattened mask) in ``(k, ceil(n / 8))`` blocks, in order, each made from at most
+    ``chunk_bytes`` of masks: a lazy Hadamard set's :meth:`~lsi_hw.patterns.PatternSet.pack`
+    and ``digest`` without all masks in memory."""
+    step = max(1, chunk_bytes // max(1, n_side * n_side))
+    for start in range(0, len(rows), step):
+        block = hadamard_masks(n_side, rows[start:start + step], signs[start:start + step])
+        yield np.packbits(block.reshape(len(block), -1), axis=1, bitorder="little")
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,10 +51,12 @@ from lsi_hw.pattern_families import (
     hadamard_family,
     hadamard_masks,
     hadamard_order,
+    hadamard_packed_blocks,
     random_family,
     walsh_sequency,
 )
 from lsi_hw.pattern_files import read_mask_file, write_mask_file
+from lsi_hw.pattern_meta import complemented_meta, meta_to_json, selected_meta
 from lsi_hw.pattern_packing import (
     DLP_BITPLANES_PER_FRAME,
     DMD_COLUMNS,
@@ -90,39 +92,9 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# provenance (meta) as JSON
-# --------------------------------------------------------------------------------------------
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
-
-
 LAZY_HADAMARD_BYTES = 1 << 26
 """Hadamard sets whose masks would take more than this many bytes (64 MiB) are lazy by
 default (:meth:`PatternSet.hadamard`)."""
-
-
-def _meta_to_json(meta: Any) -> str:
-    if meta is None:
-        meta = {}
-    if not isinstance(meta, Mapping):
-        raise PatternError(f"meta must be a dict (JSON-serialisable); got {type(meta).__name__}")
-    try:
-        return json.dumps(dict(meta), default=_json_default)
-    except (TypeError, ValueError) as exc:
-        raise PatternError(f"meta must be JSON-serialisable: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +162,7 @@ class PatternSet(CheckedMasks):
         rows, signs = self._check_hadamard(arr, hadamard_rows, hadamard_signs)
         if split:
             self._check_split(arr)
-        self._init(arr, name, _meta_to_json(meta), rows, signs, bool(split))
+        self._init(arr, name, meta_to_json(meta), rows, signs, bool(split))
 
     # -- construction internals ------------------------------------------------------------
 
@@ -238,7 +210,7 @@ class PatternSet(CheckedMasks):
         """Wrap an owned, valid C-contiguous uint8 array without re-validating it (or, with
         ``arr=None``, valid Hadamard rows and signs of masks ``dims = (m, N, N)``)."""
         obj = cls.__new__(cls)
-        obj._init(arr, name, _meta_to_json(meta), rows, signs, split, dims)
+        obj._init(arr, name, meta_to_json(meta), rows, signs, split, dims)
         return obj
 
     @staticmethod
@@ -420,19 +392,7 @@ class PatternSet(CheckedMasks):
             and np.all(idx[0::2] % 2 == 0)
             and np.all(idx[1::2] == idx[0::2] + 1)
         )
-        meta = self.meta
-        per_mask = meta.get("per_mask")
-        if isinstance(per_mask, dict):
-            meta["per_mask"] = {
-                k: ([v[i] for i in idx] if isinstance(v, list) and len(v) == self.m else v)
-                for k, v in per_mask.items()
-            }
-        prev = meta.get("selection")
-        if isinstance(prev, list) and len(prev) == self.m:
-            meta["selection"] = [prev[i] for i in idx]
-        else:
-            meta["selection"] = idx.tolist()
-        meta["split"] = split
+        meta = selected_meta(self.meta, idx, self.m, split)
         return PatternSet._trusted(arr, self._name, meta, rows, signs, split,
                                    (int(idx.size), *self.shape))
 
@@ -483,18 +443,7 @@ class PatternSet(CheckedMasks):
             signs = np.empty(2 * m, dtype=np.int8)
             signs[0::2] = self._signs
             signs[1::2] = -self._signs
-        meta = self.meta
-        per_mask = meta.get("per_mask")
-        if isinstance(per_mask, dict):
-            meta["per_mask"] = {
-                k: ([x for x in v for _ in (0, 1)] if isinstance(v, list) and len(v) == m else v)
-                for k, v in per_mask.items()
-            }
-        sel = meta.get("selection")
-        if isinstance(sel, list) and len(sel) == m:
-            meta["selection"] = [x for x in sel for _ in (0, 1)]
-        meta["complementary"] = True
-        meta["split"] = True
+        meta = complemented_meta(self.meta, m)
         return PatternSet._trusted(out, self._name, meta, rows, signs, True,
                                    (2 * m, *self.shape))
 
@@ -547,7 +496,7 @@ class PatternSet(CheckedMasks):
             from lsi_hw.limits import check_allocation
 
             check_allocation(self.m * -(-self.n_pixels // 8), f"packing {self._name}")
-            packed = np.concatenate(list(self._packed_chunks()))
+            packed = np.concatenate(list(self._blocks()))
             packed.flags.writeable = False
             object.__setattr__(self, "_packed", packed)
         if packed is None:
@@ -565,7 +514,7 @@ class PatternSet(CheckedMasks):
 
             h = hashlib.sha256(repr((self.m, tuple(self.shape))).encode())
             if self._masks is None and getattr(self, "_packed", None) is None:
-                for chunk in self._packed_chunks():  # the same bytes, never all in memory
+                for chunk in self._blocks():  # the same bytes, never all in memory
                     h.update(chunk.tobytes())
             else:
                 h.update(self.pack().tobytes())
@@ -573,15 +522,9 @@ class PatternSet(CheckedMasks):
             object.__setattr__(self, "_digest", digest)
         return digest
 
-    def _packed_chunks(self, chunk_bytes: int = 1 << 25) -> Iterator[np.ndarray]:
-        """The packed masks of a lazy Hadamard set, ``(k, ceil(n / 8))`` blocks in order,
-        each made from at most ``chunk_bytes`` of masks."""
+    def _blocks(self) -> Iterator[np.ndarray]:
         assert self._rows is not None and self._signs is not None
-        step = max(1, chunk_bytes // max(1, self.n_pixels))
-        for start in range(0, self.m, step):
-            block = hadamard_masks(self.shape[0], self._rows[start:start + step],
-                                   self._signs[start:start + step])
-            yield np.packbits(block.reshape(len(block), -1), axis=1, bitorder="little")
+        return hadamard_packed_blocks(self.shape[0], self._rows, self._signs)
 
     @classmethod
     def unpack(

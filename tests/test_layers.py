@@ -48,12 +48,12 @@ def test_foundation_modules_import_only_errors(name):
 
 
 # patterns.py is built on its sibling pattern_*.py modules; they sit in the same base layer
-# and import only downwards: checks <- families, packing, files <- patterns
+# and import only downwards: checks <- families, packing, files, meta <- patterns
 PATTERN_MODULES = ["patterns.py", "pattern_checks.py", "pattern_families.py",
-                   "pattern_packing.py", "pattern_files.py"]
+                   "pattern_packing.py", "pattern_files.py", "pattern_meta.py"]
 BASE_EXTRA = {
     "patterns.py": {"lsi_hw.pattern_checks", "lsi_hw.pattern_families",
-                    "lsi_hw.pattern_packing", "lsi_hw.pattern_files"},
+                    "lsi_hw.pattern_packing", "lsi_hw.pattern_files", "lsi_hw.pattern_meta"},
     "pattern_families.py": {"lsi_hw.pattern_checks"},
     "pattern_packing.py": {"lsi_hw.pattern_checks"},
 }
