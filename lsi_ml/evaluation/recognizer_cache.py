@@ -18,9 +18,7 @@ training and saving it when there is none (or the file is stale).
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import os
 import pickle
@@ -43,7 +41,7 @@ from lsi_ml.evaluation.recognizer import (
     RecognizerConfig,
     train_recognizer,
 )
-from lsi_ml.generators.base import FaceGenerator, generator_signature
+from lsi_ml.generators.base import FaceGenerator, generator_cache_key, generator_signature
 
 if TYPE_CHECKING:
     from lsi_ml.evaluation.recognizer import Recognizer
@@ -80,18 +78,11 @@ def default_cache_dir() -> Path:
 
 
 def recognizer_key(generator: FaceGenerator, config: RecognizerConfig | None = None) -> str:
-    """Cache key: ``<class>-v<version>-<size>px-<16 hex digits>``, the digits from the
-    SHA-256 of :func:`~lsi_ml.generators.base.generator_signature` and the config
-    (without device / progress / batch)."""
+    """Cache key: ``<class>-v<version>-<size>px-<16 hex digits>``
+    (:func:`~lsi_ml.generators.base.generator_cache_key` of the config without device /
+    progress / batch)."""
     cfg = config or RecognizerConfig()
-    sig = generator_signature(generator)
-    text = json.dumps({"generator": sig, "config": cfg.key_dict(), "format": FORMAT_VERSION},
-                      sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    def safe(text: str) -> str:
-        return "".join(c if c.isalnum() else "_" for c in text).lower()
-
-    return f"{safe(sig['class'])}-v{safe(sig['version'])}-{sig['size']}px-{digest}"
+    return generator_cache_key(generator, cfg.key_dict(), FORMAT_VERSION)
 
 
 def recognizer_cache_path(generator: FaceGenerator, config: RecognizerConfig | None = None,

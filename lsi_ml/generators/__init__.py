@@ -6,6 +6,7 @@ from lsi_ml.generators.base import (
     GroundTruthGenerator,
     LatentLevel,
     RenderOutput,
+    generator_cache_key,
     generator_signature,
 )
 from lsi_ml.generators.synthface import (
@@ -25,6 +26,7 @@ __all__ = [
     "LatentLevel",
     "RenderOutput",
     "SynthFace",
+    "generator_cache_key",
     "generator_signature",
     "save_identity_grid",
     "save_sample_grid",

@@ -163,3 +163,24 @@ def generator_signature(generator: FaceGenerator) -> dict[str, Any]:
         "pose": None if pose is None else str(pose),
         "internal_size": _int("internal_size"),
     }
+
+
+def generator_cache_key(generator: FaceGenerator, settings: dict[str, Any],
+                        format_version: int) -> str:
+    """File name stem of a model trained on ``generator`` with ``settings`` (a plain,
+    JSON-serialisable dict of what changes the result), as the caches use it:
+    ``<class>-v<version>-<size>px-<16 hex digits>``, the digits from the SHA-256 of the
+    :func:`generator_signature`, ``settings`` and ``format_version``."""
+    import hashlib
+    import json
+
+    sig = generator_signature(generator)
+    text = json.dumps({"generator": sig, "config": settings, "format": format_version},
+                      sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def safe(value: object) -> str:
+        return "".join(c if c.isalnum() else "_" for c in str(value)).lower()
+
+    return f"{safe(sig['class'])}-v{safe(sig['version'])}-{sig['size']}px-{digest}"
+

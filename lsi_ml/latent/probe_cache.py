@@ -18,15 +18,13 @@ folder to start over.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from lsi_hw.errors import ConfigError
 from lsi_hw.user_cache import user_cache_dir
-from lsi_ml.generators.base import FaceGenerator, generator_signature
+from lsi_ml.generators.base import FaceGenerator, generator_cache_key
 from lsi_ml.latent.probe_training import ProbeConfig, ProbeSet
 
 __all__ = ["PROBE_CACHE_FORMAT", "cached_probes", "load_or_train_probes",
@@ -39,17 +37,10 @@ _NOT_IN_KEY = ("device", "progress", "render_batch")
 
 
 def probe_key(generator: FaceGenerator, config: ProbeConfig) -> str:
-    """``<class>-v<version>-<size>px-<16 hex digits>`` of ``generator`` and ``config``."""
-    sig = generator_signature(generator)
+    """``<class>-v<version>-<size>px-<16 hex digits>`` of ``generator`` and ``config``
+    (:func:`~lsi_ml.generators.base.generator_cache_key`)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_KEY}
-    text = json.dumps({"generator": sig, "config": settings, "format": PROBE_CACHE_FORMAT},
-                      sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def safe(value: object) -> str:
-        return "".join(c if c.isalnum() else "_" for c in str(value)).lower()
-
-    return f"{safe(sig['class'])}-v{safe(sig['version'])}-{sig['size']}px-{digest}"
+    return generator_cache_key(generator, settings, PROBE_CACHE_FORMAT)
 
 
 def probe_cache_path(generator: FaceGenerator, config: ProbeConfig,
