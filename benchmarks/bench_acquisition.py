@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
+    repeats = 3 if args.quick else 11
     print(f"whole acquisition, batch {args.batch}, 256x256 RGB scenes, noise=full; "
           f"median of {repeats} runs")
     print(f"{'patterns':>22} {'sim [s]':>9} {'real [s]':>9} {'x real time':>12} "

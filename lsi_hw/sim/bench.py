@@ -9,8 +9,10 @@ vectorised forward model of :mod:`lsi_hw.sim.forward`.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -32,8 +34,9 @@ from lsi_hw.sim.forward import (
     read_noise_v,
     resolve_superpixel,
 )
+from lsi_hw.sim.scratch import scratch
 from lsi_hw.specs import DLP4500_MIN_EXPOSURE_US
-from lsi_hw.types import Measurement, image_id
+from lsi_hw.types import Measurement, image_id, image_ids
 
 __all__ = [
     "SceneNoiseStreams",
@@ -47,6 +50,8 @@ __all__ = [
 
 #: Scenes computed per vectorised chunk (bounds memory: chunk x H x W float64).
 CHUNK_SCENES = 64
+#: blocks of at least this many scenes draw their noise on two threads
+_SPLIT_NOISE_MIN_SCENES = 16
 
 
 scene_id = image_id  # the one content hash every bench and scene uses
@@ -400,7 +405,7 @@ class SimBench(Bench):
             patterns, exposure_us=cfg.timing.exposure_us, period_us=cfg.timing.period_us
         )
         ids = [self.scene.show(img) for img in scenes[:1]]  # validate like the real scene
-        ids += [scene_id(img) for img in scenes[1:]]
+        ids += image_ids(scenes[1:])
         started = time.perf_counter()
         chunks = range(0, len(scenes), CHUNK_SCENES)
         if self.progress and len(chunks) > 1:
@@ -444,13 +449,28 @@ class SimBench(Bench):
         """Noisy readings of a block of scenes: the optics of the whole block in one
         vectorised call, then each scene's noise from its own generator."""
         cfg = self.config
-        power = optical_power(irradiance(block, patterns.shape, cfg, self.method), patterns,
-                              cfg, self.method)
+        work = scratch("irradiance", (len(block), *patterns.shape), np.float32)
+        power = optical_power(irradiance(block, patterns.shape, cfg, self.method, work=work),
+                              patterns, cfg, self.method)
         pkey = patterns_key(patterns)  # PatternSet.digest is computed once per set
         streams = self.noise_streams
-        rngs = [streams.generator(streams.take(ident, pkey), SceneNoiseStreams.PHYSICS)
-                for ident in ids]
-        return detect(power, cfg, rngs)
+        claims = [streams.take(ident, pkey) for ident in ids]  # in order, on this thread
+
+        def noisy_rows(rows: slice) -> AcquisitionResult:
+            rngs = [streams.generator(c, SceneNoiseStreams.PHYSICS) for c in claims[rows]]
+            return detect(power[rows], cfg, rngs)
+
+        # Each scene draws from its own generator, so rows split across threads give the
+        # same numbers as one call; numpy's samplers release the GIL while they draw.
+        workers = min(os.cpu_count() or 1, 2 if len(ids) >= _SPLIT_NOISE_MIN_SCENES else 1)
+        if workers < 2:
+            return noisy_rows(slice(None))
+        half = len(ids) // 2
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            parts = list(pool.map(noisy_rows, (slice(0, half), slice(half, None))))
+        return AcquisitionResult(np.concatenate([p.volts for p in parts]),
+                                 np.concatenate([p.saturated for p in parts]),
+                                 sum(p.negative_clipped for p in parts))
 
     def _do_measure(self, scenes: np.ndarray, patterns: PatternSet) -> Measurement:
         return self._run(scenes, patterns, noisy=True)

@@ -52,6 +52,7 @@ __all__ = [
     "TimingConfig",
     "digitize",
     "flicker_factors",
+    "flicker_factors_per_row",
     "per_row",
     "settle",
     "settling_beta",
@@ -372,14 +373,32 @@ def flicker_factors(n: int, rel_rms: float, rng: np.random.Generator) -> np.ndar
     """Multiplicative 1/f source flicker ``1 + f_k`` for n consecutive readings."""
     if rel_rms == 0 or n < 2:
         return np.ones(n)
-    white = rng.standard_normal(n)
-    spec = np.fft.rfft(white)
+    return _shape_flicker(rng.standard_normal(n)[None, :], rel_rms)[0]
+
+
+def flicker_factors_per_row(shape: tuple[int, int], rel_rms: float,
+                            rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """:func:`flicker_factors` of ``shape[1]`` readings for each of ``shape[0]`` rows,
+    row k from ``rngs[k]``: the same numbers as calling it row by row, in one batched
+    FFT."""
+    n_rows, n = shape
+    if len(rngs) != n_rows:
+        raise ValueError(f"{len(rngs)} generators for {n_rows} rows")
+    if rel_rms == 0 or n < 2:
+        return np.ones(shape)
+    return _shape_flicker(np.stack([g.standard_normal(n) for g in rngs]), rel_rms)
+
+
+def _shape_flicker(white: np.ndarray, rel_rms: float) -> np.ndarray:
+    """White noise rows (R, n) -> ``1 + rel_rms * pink / std(pink)`` per row."""
+    n = white.shape[-1]
+    spec = np.fft.rfft(white, axis=-1)
     freqs = np.fft.rfftfreq(n)
     shaping = np.zeros_like(freqs)
     shaping[1:] = 1.0 / np.sqrt(freqs[1:])
-    pink = np.fft.irfft(spec * shaping, n)
-    std = pink.std()
-    return 1.0 + rel_rms * (pink / std if std > 0 else pink)
+    pink = np.fft.irfft(spec * shaping, n, axis=-1)
+    std = pink.std(axis=-1, keepdims=True)
+    return 1.0 + rel_rms * np.where(std > 0, pink / np.where(std > 0, std, 1.0), pink)
 
 
 def shot_noise_current(

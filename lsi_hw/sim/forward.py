@@ -26,6 +26,7 @@ from lsi_hw.sim.detector import (
     TimingConfig,
     digitize,
     flicker_factors,
+    flicker_factors_per_row,
     per_row,
     settle,
     settling_coefficients,
@@ -153,13 +154,14 @@ def resolve_superpixel(mask_shape: tuple[int, int], dmd: DMDConfig) -> int:
 
 
 def irradiance(
-    scenes: np.ndarray, mask_shape: tuple[int, int], cfg: SimConfig, method: str = "numpy"
+    scenes: np.ndarray, mask_shape: tuple[int, int], cfg: SimConfig, method: str = "numpy",
+    work: np.ndarray | None = None,
 ) -> np.ndarray:
     """Irradiance on the DMD sampled on the mask grid, W/m^2, (B, H, W).
 
     ``method="numpy"`` is the float64 reference.  Any other method takes the fused numba
     kernel (float32, :mod:`lsi_hw.sim.fused`) when it applies: uint8 scenes of the mask's
-    shape on an aligned relay.
+    shape on an aligned relay; it then writes into ``work`` (float32 (B, H, W)) if given.
     """
     arr = np.asarray(scenes)
     if (
@@ -170,7 +172,7 @@ def irradiance(
     ):
         from lsi_hw.sim.fused import fused_irradiance_u8  # numba: imported only when used
 
-        return fused_irradiance_u8(arr, cfg.monitor, cfg.optics)
+        return fused_irradiance_u8(arr, cfg.monitor, cfg.optics, out=work)
     return relay_to_mask_grid(monitor_luminance(arr, cfg.monitor), mask_shape, cfg.optics)
 
 
@@ -196,7 +198,13 @@ def optical_power(
     area = cfg.dmd.mask_pixel_area_m2(resolve_superpixel(patterns.shape, cfg.dmd))
     leak = cfg.dmd.off_state_leakage
     projected = _project(patterns, irr, method)
-    total = irr.reshape(irr.shape[0], -1).sum(axis=1, keepdims=True, dtype=np.float64)
+    flat = irr.reshape(irr.shape[0], -1)
+    if method == "numpy" or not flat.flags.c_contiguous or flat.dtype.kind != "f":
+        total = flat.sum(axis=1, keepdims=True, dtype=np.float64)
+    else:
+        from lsi_hw.sim.numba_kernels import row_sums_f64  # numba: imported only when used
+
+        total = row_sums_f64(flat)[:, None]
     return cfg.dmd.on_reflectance * area * (leak * total + (1.0 - leak) * projected)
 
 
@@ -282,8 +290,10 @@ def detect(power_w: np.ndarray, cfg: SimConfig,
     noise = cfg.noise
     if noise.flicker_rel_rms > 0:
         rel = noise.flicker_rel_rms
-        power = power * per_row(rng, lambda g, row: flicker_factors(row.size, rel, g).reshape(
-            row.shape), power)
+        if isinstance(rng, np.random.Generator):
+            power = power * flicker_factors(power.size, rel, rng).reshape(power.shape)
+        else:
+            power = power * flicker_factors_per_row(power.shape, rel, rng)
     window_s = cfg.timing.window_us * 1e-6
     photo = cfg.photodiode.responsivity_a_per_w * power
     n_negative = 0

@@ -26,6 +26,7 @@ from lsi_hw.sim.numba_kernels import (
     planes_layout,
     unpack_kernel,
 )
+from lsi_hw.sim.scratch import scratch
 from lsi_hw.sim.walsh import fwht_inplace
 
 __all__ = [
@@ -271,7 +272,7 @@ def run_lut(packed: np.ndarray, x: np.ndarray, kind: str, nibble: bool) -> np.nd
         src = np.ascontiguousarray(x[b0:b1])
         if width > bc:
             src = np.concatenate([src, np.zeros((width - bc, src.shape[1]), src.dtype)])
-        xg = aligned_empty((nb, 8, width), tdtype)
+        xg = scratch("lut-layout", (nb, 8, width), tdtype)
         group_layout(src, xg)
         part = aligned_empty((nch, m, width), tdtype, zero=True)
         block = lut_block(-(-nb // nch), width, itemsize, nibble)
@@ -313,7 +314,8 @@ def run_fwht(mk: Masks, x: np.ndarray, kind: str) -> np.ndarray:
     if n & (n - 1):
         raise ConfigError(f"the FWHT path needs a power-of-two pixel count; got {n}")
     ftype = np.float32 if kind == "float32" else np.float64
-    coeff = np.array(x, dtype=ftype, order="C", copy=True)
+    coeff = scratch("fwht", x.shape, ftype)  # reused: no page faults on every call
+    np.copyto(coeff, x, casting="unsafe")
     fwht_inplace(coeff)  # coeff[:, 0] = sum(x): row 0 of H is all ones
     out = np.empty((x.shape[0], mk.m), dtype=ftype if kind != "uint8" else np.float64)
     if hadamard_combine(coeff, mk.rows, mk.signs, out):

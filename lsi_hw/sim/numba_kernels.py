@@ -23,6 +23,7 @@ __all__ = [
     "hadamard_combine",
     "lut_kernel",
     "planes_layout",
+    "row_sums_f64",
     "unpack_kernel",
 ]
 
@@ -88,6 +89,19 @@ def fwht_vec(v):  # pragma: no cover - jit
             y = b[j]
             a[j] = x + y
             b[j] = x - y
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def row_sums_f64(x):  # pragma: no cover - jit
+    """Sum of each row of a C-contiguous (B, n) array, accumulated in float64."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    for r in prange(x.shape[0]):
+        acc = 0.0
+        row = x[r]
+        for j in range(row.shape[0]):
+            acc += row[j]
+        out[r] = acc
+    return out
 
 
 @njit(parallel=True, cache=True)

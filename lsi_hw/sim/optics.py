@@ -14,6 +14,7 @@ the monitor's spectrum gives the irradiance in W/m^2.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -259,16 +260,27 @@ def separable_blur(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
 
 
 def vignetting_map(mask_shape: tuple[int, int], cfg: RelayOpticsConfig) -> np.ndarray:
-    """Relative irradiance cos^4(field angle) over the mask grid, 1 on axis, (H, W)."""
+    """Relative irradiance cos^4(field angle) over the mask grid, 1 on axis, (H, W).
+
+    The map is computed once per (shape, half field) and returned read-only.
+    """
     h, w = mask_shape
-    if cfg.vignetting_half_field_deg == 0:
-        return np.ones((h, w))
-    rr, cc = np.meshgrid(np.arange(h) - (h - 1) / 2.0, np.arange(w) - (w - 1) / 2.0,
-                         indexing="ij")
-    r_corner = math.hypot((h - 1) / 2.0, (w - 1) / 2.0) or 1.0
-    tan_corner = math.tan(math.radians(cfg.vignetting_half_field_deg))
-    tan_field = np.hypot(rr, cc) / r_corner * tan_corner
-    return 1.0 / (1.0 + tan_field**2) ** 2  # cos^4(atan(t)) = 1 / (1 + t^2)^2
+    return _vignetting_map(int(h), int(w), float(cfg.vignetting_half_field_deg))
+
+
+@functools.lru_cache(maxsize=16)
+def _vignetting_map(h: int, w: int, half_field_deg: float) -> np.ndarray:
+    if half_field_deg == 0:
+        out = np.ones((h, w))
+    else:
+        rr, cc = np.meshgrid(np.arange(h) - (h - 1) / 2.0, np.arange(w) - (w - 1) / 2.0,
+                             indexing="ij")
+        r_corner = math.hypot((h - 1) / 2.0, (w - 1) / 2.0) or 1.0
+        tan_corner = math.tan(math.radians(half_field_deg))
+        tan_field = np.hypot(rr, cc) / r_corner * tan_corner
+        out = 1.0 / (1.0 + tan_field**2) ** 2  # cos^4(atan(t)) = 1 / (1 + t^2)^2
+    out.setflags(write=False)
+    return out
 
 
 def relay_to_mask_grid(
