@@ -32,9 +32,12 @@ __all__ = [
     "DMD_COLUMNS",
     "DMD_ROWS",
     "bitplane_of",
+    "dmd_placement",
+    "masks_from_dlp_frames",
     "pack_dlp_frames",
     "pack_masks",
     "place_on_dmd",
+    "place_packed_frames",
     "superpixel_for",
     "take_from_dmd",
     "unpack_dlp_frames",
@@ -169,6 +172,48 @@ def superpixel_for(
     return s
 
 
+def dmd_placement(shape: tuple[int, int], superpixel: int | None, diamond: bool,
+                  dmd_shape: tuple[int, int] = _DMD_SHAPE) -> tuple[int, int, int, int]:
+    """Where :func:`place_on_dmd` puts masks of ``shape``: ``(rows per pixel, columns per
+    pixel, first row, first column)`` in mirrors.  ConfigError when ``superpixel`` is not
+    an int >= 1 or does not fit (the message names the largest that fits)."""
+    h, w = parse_shape(shape)
+    rows, cols = _check_dmd_shape(dmd_shape)
+    s_max = superpixel_for((h, w), diamond, dmd_shape=(rows, cols))
+    rf = 2 if diamond else 1
+    if superpixel is None:
+        s = s_max
+    else:
+        s = check_count(superpixel, "superpixel", 1)
+        if s > s_max:
+            raise ConfigError(
+                f"superpixel {s} does not fit: masks of shape ({h}, {w}) at {s} column(s) x "
+                f"{s * rf} row(s) per pixel need {h * s * rf} rows x {w * s} columns, the DMD "
+                f"has {rows} x {cols}; the largest superpixel that fits is {s_max}"
+            )
+    sr, sc = s * rf, s
+    return sr, sc, (rows - h * sr) // 2, (cols - w * sc) // 2
+
+
+def place_packed_frames(packed: npt.NDArray[np.uint8], superpixel: int | None = None,
+                        diamond: bool = False, *,
+                        dmd_shape: tuple[int, int] = _DMD_SHAPE) -> npt.NDArray[np.uint8]:
+    """DMD-sized 24-bit frames from frames packed at mask resolution.
+
+    ``place_packed_frames(pack_dlp_frames(masks, dmd_shape=None))`` equals
+    ``pack_dlp_frames(place_on_dmd(masks))`` (placing repeats pixels and packing works per
+    pixel, so the two commute), but only the frames' bytes are written: one pass over
+    3 bytes per mirror instead of one per mirror and pattern.
+    """
+    nf, h, w, _ = packed.shape
+    rows, cols = _check_dmd_shape(dmd_shape)
+    sr, sc, r0, c0 = dmd_placement((h, w), superpixel, diamond, (rows, cols))
+    out = np.zeros((nf, rows, cols, 3), dtype=np.uint8)
+    block = np.broadcast_to(packed[:, :, None, :, None, :], (nf, h, sr, w, sc, 3))
+    out[:, r0 : r0 + h * sr, c0 : c0 + w * sc] = block.reshape(nf, h * sr, w * sc, 3)
+    return out
+
+
 def place_on_dmd(
     masks: npt.ArrayLike,
     superpixel: int | None = None,
@@ -218,21 +263,8 @@ def place_on_dmd(
     rows, cols = _check_dmd_shape(dmd_shape)
     if not is_int(fill) or int(fill) not in (0, 1):
         raise ConfigError(f"fill must be 0 or 1; got {fill!r}")
-    s_max = superpixel_for((h, w), diamond, dmd_shape=(rows, cols))
-    rf = 2 if diamond else 1
-    if superpixel is None:
-        s = s_max
-    else:
-        s = check_count(superpixel, "superpixel", 1)
-        if s > s_max:
-            raise ConfigError(
-                f"superpixel {s} does not fit: masks of shape ({h}, {w}) at {s} column(s) x "
-                f"{s * rf} row(s) per pixel need {h * s * rf} rows x {w * s} columns, the DMD "
-                f"has {rows} x {cols}; the largest superpixel that fits is {s_max}"
-            )
-    sr, sc = s * rf, s
+    sr, sc, r0, c0 = dmd_placement((h, w), superpixel, diamond, (rows, cols))
     bh, bw = h * sr, w * sc
-    r0, c0 = (rows - bh) // 2, (cols - bw) // 2
     out = np.full((m, rows, cols), int(fill), dtype=np.uint8)
     block = np.broadcast_to(a.astype(np.uint8, copy=False)[:, :, None, :, None], (m, h, sr, w, sc))
     out[:, r0 : r0 + bh, c0 : c0 + bw] = block.reshape(m, bh, bw)
@@ -341,6 +373,78 @@ def pack_dlp_frames(
     return frames
 
 
+def _check_frames(frames: npt.ArrayLike, m: Any,
+                  dmd_shape: tuple[int, int] | None) -> tuple[np.ndarray, int]:
+    """Frames as a uint8 (n_frames, rows, cols, 3) array and m as an int, or PatternError."""
+    f = np.asarray(frames)
+    if f.dtype != np.uint8:
+        raise PatternError(f"frames must be uint8 (24-bit RGB); got dtype {f.dtype}")
+    if f.ndim != 4 or f.shape[3] != 3:
+        raise PatternError(
+            f"frames must have shape (n_frames, rows, columns, 3); got shape {f.shape}"
+        )
+    nf, rows, cols, _ = f.shape
+    _check_frame_dims(rows, cols, dmd_shape, "frames")
+    if not is_int(m) or int(m) < 1:
+        raise PatternError(f"m (number of patterns) must be an int >= 1; got {m!r}")
+    m = int(m)
+    need = -(-m // DLP_BITPLANES_PER_FRAME)
+    if nf != need:
+        raise PatternError(
+            f"{m} patterns are carried by {need} frame(s) of 24 bitplanes; got {nf} frame(s)"
+        )
+    return f, m
+
+
+def masks_from_dlp_frames(
+    frames: npt.ArrayLike,
+    m: int,
+    shape: tuple[int, int],
+    superpixel: int | None = None,
+    diamond: bool = False,
+    *,
+    dmd_shape: tuple[int, int] | None = _DMD_SHAPE,
+) -> npt.NDArray[np.uint8]:
+    """``take_from_dmd(unpack_dlp_frames(frames, m), shape, superpixel, diamond)`` in one
+    pass over the packed frames: the (m, H, W) masks the frames show.
+
+    The block check runs on the packed bytes (24 patterns per pixel at once) and only the
+    first mirror of each block is unpacked, so a load of DMD-sized frames costs a few
+    milliseconds instead of unpacking m full-size planes.  Same results and errors as the
+    two-step path.
+    """
+    f, m = _check_frames(frames, m, dmd_shape)
+    nf, rows, cols, _ = f.shape
+    h, w = parse_shape(shape)
+    s = superpixel_for((h, w), diamond, dmd_shape=(rows, cols)) if superpixel is None else int(
+        superpixel)
+    sr, sc = s * (2 if diamond else 1), s
+    r0, c0 = (rows - h * sr) // 2, (cols - w * sc) // 2
+    if r0 < 0 or c0 < 0:
+        raise PatternError(f"masks of shape {shape} at superpixel {s} exceed the array")
+    region = f[:, r0 : r0 + h * sr, c0 : c0 + w * sc].reshape(nf, h, sr, w, sc, 3)
+    first = region[:, :, 0, :, 0]  # (nf, h, w, 3): the block's first mirror, 24 bits
+    if sr > 1 or sc > 1:
+        differs = np.bitwise_or.reduce(
+            (region ^ first[:, :, None, :, None]).reshape(nf, h, sr, w * sc * 3), axis=2)
+        differs = np.bitwise_or.reduce(differs.reshape(nf, h, w, sc, 3), axis=3)
+        bits = np.bitwise_or.reduce(differs.reshape(nf, -1, 3), axis=1)  # (nf, 3)
+        for k in range(m):
+            frame, b = divmod(k, DLP_BITPLANES_PER_FRAME)
+            if (bits[frame, _GROUP_TO_RGB[b // 8]] >> (b % 8)) & 1:
+                raise PatternError(
+                    f"DMD mask {k} is not made of uniform {sr}x{sc} blocks at this "
+                    f"placement (shape {shape}, superpixel {s}, diamond={diamond})"
+                )
+    out = np.empty((nf * DLP_BITPLANES_PER_FRAME, h, w), dtype=np.uint8)
+    planes = out.reshape(nf, 3, 8, h, w)
+    for g, ch in enumerate(_GROUP_TO_RGB):
+        chan = first[..., ch]
+        for b in range(8):
+            np.bitwise_and(chan >> np.uint8(b), np.uint8(1), out=planes[:, g, b])
+    return out[:m]
+
+
 def unpack_dlp_frames(
     frames: npt.ArrayLike, m: int, *, dmd_shape: tuple[int, int] | None = _DMD_SHAPE
 ) -> npt.NDArray[np.uint8]:
@@ -365,23 +469,8 @@ def unpack_dlp_frames(
     PatternError
         Wrong dtype, ndim, channel count, frame size, or a frame count that does not match m.
     """
-    f = np.asarray(frames)
-    if f.dtype != np.uint8:
-        raise PatternError(f"frames must be uint8 (24-bit RGB); got dtype {f.dtype}")
-    if f.ndim != 4 or f.shape[3] != 3:
-        raise PatternError(
-            f"frames must have shape (n_frames, rows, columns, 3); got shape {f.shape}"
-        )
+    f, m = _check_frames(frames, m, dmd_shape)
     nf, rows, cols, _ = f.shape
-    _check_frame_dims(rows, cols, dmd_shape, "frames")
-    if not is_int(m) or int(m) < 1:
-        raise PatternError(f"m (number of patterns) must be an int >= 1; got {m!r}")
-    m = int(m)
-    need = -(-m // DLP_BITPLANES_PER_FRAME)
-    if nf != need:
-        raise PatternError(
-            f"{m} patterns are carried by {need} frame(s) of 24 bitplanes; got {nf} frame(s)"
-        )
     out = np.empty((nf * DLP_BITPLANES_PER_FRAME, rows, cols), dtype=np.uint8)
     planes = out.reshape(nf, 3, 8, rows, cols)
     for g, ch in enumerate(_GROUP_TO_RGB):

@@ -62,9 +62,11 @@ from lsi_hw.pattern_packing import (
     DMD_COLUMNS,
     DMD_ROWS,
     bitplane_of,
+    masks_from_dlp_frames,
     pack_dlp_frames,
     pack_masks,
     place_on_dmd,
+    place_packed_frames,
     superpixel_for,
     take_from_dmd,
     unpack_dlp_frames,
@@ -81,6 +83,7 @@ __all__ = [
     "bitplane_of",
     "count_pieces",
     "hadamard_order",
+    "masks_from_dlp_frames",
     "pack_dlp_frames",
     "pack_masks",
     "place_on_dmd",
@@ -575,8 +578,9 @@ class PatternSet(CheckedMasks):
         """24-bit RGB video frames carrying the masks, uint8 (ceil(m/24), 1140, 912, 3).
 
         Mask ``k`` is placed with :func:`place_on_dmd` and stored at the bitplane given by
-        :func:`bitplane_of` (frame ``k // 24``; G0-G7, R0-R7, B0-B7).  Built one frame at a
-        time, so memory stays at one frame's 24 DMD patterns.
+        :func:`bitplane_of` (frame ``k // 24``; G0-G7, R0-R7, B0-B7).  Packed at mask
+        resolution, then each packed pixel is repeated over its block of mirrors
+        (:func:`place_packed_frames`).
 
         Parameters
         ----------
@@ -589,13 +593,8 @@ class PatternSet(CheckedMasks):
         -------
         numpy.ndarray
         """
-        s = superpixel_for(self.shape, diamond) if superpixel is None else superpixel
-        nf = -(-self.m // DLP_BITPLANES_PER_FRAME)
-        frames = np.empty((nf, DMD_ROWS, DMD_COLUMNS, 3), dtype=np.uint8)
-        for f in range(nf):
-            chunk = self.masks[f * DLP_BITPLANES_PER_FRAME : (f + 1) * DLP_BITPLANES_PER_FRAME]
-            frames[f] = pack_dlp_frames(place_on_dmd(chunk, s, diamond))[0]
-        return frames
+        packed = pack_dlp_frames(self.masks, dmd_shape=None)  # at mask resolution
+        return place_packed_frames(packed, superpixel, diamond, dmd_shape=(DMD_ROWS, DMD_COLUMNS))
 
     # -- files -----------------------------------------------------------------------------
 

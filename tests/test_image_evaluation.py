@@ -27,7 +27,7 @@ KW = {"n_test": 64, "n_pairs": 128, "batch": 64, "seed": 0}
 FAST = ProbeConfig(steps=100, batch=16, n_train=128, render_batch=128, seg_width=16,
                    seg_depth=1, landmark_maps=(1, 2), landmark_width=24, landmark_depth=2,
                    lr=3e-2, lr_attributes=0.1, warmup=10, progress=False)
-TINY = ImageProbeConfig(steps=600, batch=32, lr=3e-3, n_train=8192, width=16, seed=0)
+TINY = ImageProbeConfig(steps=300, batch=32, lr=3e-3, n_train=4096, width=16, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,8 @@ eval_every = 0
 eval_batch = 8
 encoder_hidden = 32
 encoder_block_hidden = 16
+bank_size = 16
+bank_batch = 8
 seed = 2
 """
 
@@ -274,7 +276,7 @@ def test_train_for_budget_example_fits_the_schedule_to_the_clock(tmp_path: Path)
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_TOML.replace("steps = 3", "steps = 100000"))
     out = tmp_path / "budget"
-    result = CliRunner().invoke(module.main, ["--config", str(config), "--minutes", "0.15",
+    result = CliRunner().invoke(module.main, ["--config", str(config), "--minutes", "0.08",
                                               "-o", str(out), "--no-progress",
                                               "--no-probes"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -316,13 +318,14 @@ def test_image_decoder_reference_example_scores_like_an_lsi_model(tmp_path: Path
 
 def test_eval_fit_iters_fits_the_latents_to_their_readings(run: Path, tmp_path: Path) -> None:
     """eval --fit-iters N: each decoded latent is fitted through the twin; the fit's reading
-    residual (reduced chi^2) is reported and can only fall."""
+    residual (reduced chi^2) is reported and can only fall.  (The attribute switches,
+    --fit-flip-iters, are exercised in test_reading_fit; here they are off for speed.)"""
     probes = _tiny_probes(tmp_path / "probes.pt",
                           TrainConfig.from_checkpoint(run / "model.pt").seed)
     out = tmp_path / "fit.json"
     result = _invoke(["eval", str(run), "--n-test", "6", "--pairs", "4", "--probes",
-                      str(probes), "--fit-iters", "2", "--no-recognizer", "--json", str(out),
-                      "--no-progress"])
+                      str(probes), "--fit-iters", "2", "--fit-flip-iters", "0",
+                      "--no-recognizer", "--json", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("reading fit over"))
     import re
@@ -333,6 +336,8 @@ def test_eval_fit_iters_fits_the_latents_to_their_readings(run: Path, tmp_path: 
     assert json.loads(out.read_text())["fit_iters"] == 2
     bad = _invoke(["eval", str(run), "--fit-iters", "-1", "--no-progress"])
     assert bad.exit_code == 2 and "--fit-iters" in bad.output
+    bad = _invoke(["eval", str(run), "--fit-flip-iters", "-1", "--no-progress"])
+    assert bad.exit_code == 2 and "--fit-flip-iters" in bad.output
 
 
 def test_decode_figure_example_draws_scenes_decoded_and_fitted(run: Path, tmp_path: Path) -> None:

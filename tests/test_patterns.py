@@ -858,3 +858,57 @@ def test_take_from_dmd_inverts_place_on_dmd(m, h, w, diamond, seed):
         if broken[k].sum():
             with pytest.raises(PatternError, match="uniform"):
                 take_from_dmd(broken, (h, w), diamond=diamond)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 50), h=st.integers(1, 24), w=st.integers(1, 24),
+       diamond=st.booleans(), seed=st.integers(0, 10**6), flip=st.integers(0, 10**6))
+def test_masks_from_dlp_frames_equals_unpack_then_take(m, h, w, diamond, seed, flip):
+    """The one-pass decoder of streamed frames gives the two-step path's masks, and the same
+    PatternError (naming the same mask) when one mirror of a block is flipped."""
+    from lsi_hw.patterns import (
+        masks_from_dlp_frames,
+        pack_dlp_frames,
+        place_on_dmd,
+        take_from_dmd,
+        unpack_dlp_frames,
+    )
+
+    rng = np.random.default_rng(seed)
+    masks = rng.integers(0, 2, (m, h, w), dtype=np.uint8)
+    frames = pack_dlp_frames(place_on_dmd(masks, diamond=diamond))
+    got = masks_from_dlp_frames(frames, m, (h, w), diamond=diamond)
+    np.testing.assert_array_equal(got, masks)
+    np.testing.assert_array_equal(
+        got, take_from_dmd(unpack_dlp_frames(frames, m), (h, w), diamond=diamond))
+    broken = frames.copy()
+    k = flip % m
+    frame, b = divmod(k, 24)
+    channel = (1, 0, 2)[b // 8]
+    region = np.argwhere(place_on_dmd(np.ones((1, h, w), np.uint8), diamond=diamond)[0])
+    r, c = region[(flip // m) % len(region)]
+    broken[frame, r, c, channel] ^= np.uint8(1 << (b % 8))
+    errors = []
+    for decode in (lambda: masks_from_dlp_frames(broken, m, (h, w), diamond=diamond),
+                   lambda: take_from_dmd(unpack_dlp_frames(broken, m), (h, w), diamond=diamond)):
+        try:
+            errors.append(("ok", decode().tobytes()))
+        except PatternError as exc:
+            errors.append(("error", str(exc)))
+    assert errors[0] == errors[1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 30), h=st.integers(1, 40), w=st.integers(1, 40),
+       diamond=st.booleans(), seed=st.integers(0, 10**6), shrink=st.integers(1, 3))
+def test_to_dlp_frames_equals_place_then_pack(m, h, w, diamond, seed, shrink):
+    """Packing at mask resolution and then repeating bytes over the blocks (what
+    to_dlp_frames does) gives the frames of placing every mask first and packing after."""
+    from lsi_hw.patterns import pack_dlp_frames, place_on_dmd, superpixel_for
+
+    masks = np.random.default_rng(seed).integers(0, 2, (m, h, w), dtype=np.uint8)
+    s = max(1, superpixel_for((h, w), diamond) // shrink)
+    expected = pack_dlp_frames(place_on_dmd(masks, s, diamond))
+    np.testing.assert_array_equal(PatternSet(masks).to_dlp_frames(s, diamond), expected)
+    with pytest.raises(ConfigError, match="does not fit"):
+        PatternSet(masks).to_dlp_frames(superpixel_for((h, w), diamond) + 1, diamond)

@@ -132,7 +132,7 @@ def test_a_run_prints_its_plan_and_fits_its_budget(tmp_path: Path) -> None:
 
     said: list[str] = []
     config = TrainConfig().with_overrides(TINY)
-    trainer = run(config, tmp_path / "run", budget_s=12.0, train_probes=False,
+    trainer = run(config, tmp_path / "run", budget_s=5.0, train_probes=False,
                   progress=False, echo=said.append)
     text = "\n".join(said)
     assert "plan (times measured" in text and "end-to-end" in text

@@ -27,7 +27,7 @@ from lsi_hw.drivers.dlpc350.dlp4500 import DLP4500
 from lsi_hw.drivers.dlpc350.emulator import FakeDLPC350
 from lsi_hw.drivers.pda100a2 import PDA100A2
 from lsi_hw.errors import ConfigError, DeviceTimeout
-from lsi_hw.patterns import PatternSet, take_from_dmd, unpack_dlp_frames
+from lsi_hw.patterns import PatternSet, masks_from_dlp_frames
 from lsi_hw.sim.bench import SceneNoiseStreams, patterns_key
 from lsi_hw.sim.detector import NoiseConfig, TimingConfig
 from lsi_hw.sim.forward import SimConfig, measure_volts, resolve_superpixel
@@ -142,11 +142,11 @@ class FakeHardwareBench(HardwareBench):
         if self._frames is None or loaded is None:
             raise DeviceTimeout("no triggers: no pattern sequence was loaded on the DMD")
         if self._decoded is None or self._decoded.m != n:
-            dmd = unpack_dlp_frames(self._frames, n)
             cfg = self.sim_config.dmd
             superpixel = resolve_superpixel(loaded.shape, cfg)
-            self._decoded = PatternSet(take_from_dmd(dmd, loaded.shape, superpixel, cfg.diamond),
-                                       name=loaded.name)
+            masks = masks_from_dlp_frames(self._frames, n, loaded.shape, superpixel,
+                                          cfg.diamond)
+            self._decoded = PatternSet(masks, name=loaded.name)
             self._decoded_key = patterns_key(self._decoded)
         return self._decoded
 
