@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import os
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel test workers (pytest -n N): one thread per library in each worker, set
+    # before numpy/numba/torch load.  Otherwise every worker's OpenBLAS, OpenMP and numba
+    # pools spin on the same few cores and the suite takes longer than serially.  Numba's
+    # pool keeps every core (tests of the parallel paths raise it for themselves);
+    # only its default use drops to one thread (see _one_numba_thread).
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -24,6 +33,15 @@ def _one_torch_thread() -> None:
     except ImportError:  # lsi_hw alone does not need torch
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_numba_thread() -> None:
+    """In parallel workers, numba's parallel kernels run on one thread by default."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import numba
+
+        numba.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")

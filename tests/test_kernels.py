@@ -18,6 +18,18 @@ from lsi_hw.sim import autotune
 from lsi_hw.sim import kernel_paths as P
 from lsi_hw.sim import kernels as K
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _parallel_kernels():
+    """These tests cover the multi-threaded paths (thread chunks of the LUT kernels, long
+    vectors split across threads): two numba threads, also in a parallel test worker."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield
+    numba.set_num_threads(before)
+
 FORCED = ("bitplane", "lut8", "lut4", "lut", "blas", "auto")
 KERNELS = ("bitplane", "lut8", "lut4", "blas", "fwht")
 
