@@ -271,6 +271,28 @@ def place_on_dmd(
     return out
 
 
+def _shown_placement(shape: tuple[int, int], superpixel: int | None, diamond: bool,
+                     dmd_shape: tuple[int, int]) -> tuple[int, int, int, int, int]:
+    """Placement of masks read back from the mirrors: ``(s, rows per pixel, columns per
+    pixel, first row, first column)``; PatternError when they would not fit."""
+    h, w = shape
+    rows, cols = dmd_shape
+    s = superpixel_for((h, w), diamond, dmd_shape=(rows, cols)) if superpixel is None else int(
+        superpixel)
+    sr, sc = s * (2 if diamond else 1), s
+    r0, c0 = (rows - h * sr) // 2, (cols - w * sc) // 2
+    if r0 < 0 or c0 < 0:
+        raise PatternError(f"masks of shape {shape} at superpixel {s} exceed the array")
+    return s, sr, sc, r0, c0
+
+
+def _uneven_blocks(k: int, shape: Any, s: int, sr: int, sc: int, diamond: bool
+                   ) -> PatternError:
+    """The error for mask ``k`` whose mirrors disagree within a block."""
+    return PatternError(f"DMD mask {k} is not made of uniform {sr}x{sc} blocks at this "
+                        f"placement (shape {shape}, superpixel {s}, diamond={diamond})")
+
+
 def take_from_dmd(
     dmd_masks: npt.ArrayLike,
     shape: tuple[int, int],
@@ -287,21 +309,12 @@ def take_from_dmd(
         raise PatternError(f"DMD masks must be (m, rows, cols); got shape {arr.shape}")
     m, rows, cols = arr.shape
     h, w = parse_shape(shape)
-    s = superpixel_for((h, w), diamond, dmd_shape=(rows, cols)) if superpixel is None else int(
-        superpixel)
-    sr, sc = s * (2 if diamond else 1), s
-    r0, c0 = (rows - h * sr) // 2, (cols - w * sc) // 2
-    if r0 < 0 or c0 < 0:
-        raise PatternError(f"masks of shape {shape} at superpixel {s} exceed the array")
+    s, sr, sc, r0, c0 = _shown_placement((h, w), superpixel, diamond, (rows, cols))
     blocks = arr[:, r0 : r0 + h * sr, c0 : c0 + w * sc].reshape(m, h, sr, w, sc)
     first = blocks[:, :, 0, :, 0]
     uneven = (blocks != first[:, :, None, :, None]).any(axis=(1, 2, 3, 4))
     if uneven.any():
-        k = int(np.argmax(uneven))
-        raise PatternError(
-            f"DMD mask {k} is not made of uniform {sr}x{sc} blocks at this placement "
-            f"(shape {shape}, superpixel {s}, diamond={diamond})"
-        )
+        raise _uneven_blocks(int(np.argmax(uneven)), shape, s, sr, sc, diamond)
     return np.ascontiguousarray(first)
 
 
@@ -416,12 +429,7 @@ def masks_from_dlp_frames(
     f, m = _check_frames(frames, m, dmd_shape)
     nf, rows, cols, _ = f.shape
     h, w = parse_shape(shape)
-    s = superpixel_for((h, w), diamond, dmd_shape=(rows, cols)) if superpixel is None else int(
-        superpixel)
-    sr, sc = s * (2 if diamond else 1), s
-    r0, c0 = (rows - h * sr) // 2, (cols - w * sc) // 2
-    if r0 < 0 or c0 < 0:
-        raise PatternError(f"masks of shape {shape} at superpixel {s} exceed the array")
+    s, sr, sc, r0, c0 = _shown_placement((h, w), superpixel, diamond, (rows, cols))
     region = f[:, r0 : r0 + h * sr, c0 : c0 + w * sc].reshape(nf, h, sr, w, sc, 3)
     first = region[:, :, 0, :, 0]  # (nf, h, w, 3): the block's first mirror, 24 bits
     if sr > 1 or sc > 1:
@@ -432,10 +440,7 @@ def masks_from_dlp_frames(
         for k in range(m):
             frame, b = divmod(k, DLP_BITPLANES_PER_FRAME)
             if (bits[frame, _GROUP_TO_RGB[b // 8]] >> (b % 8)) & 1:
-                raise PatternError(
-                    f"DMD mask {k} is not made of uniform {sr}x{sc} blocks at this "
-                    f"placement (shape {shape}, superpixel {s}, diamond={diamond})"
-                )
+                raise _uneven_blocks(k, shape, s, sr, sc, diamond)
     out = np.empty((nf * DLP_BITPLANES_PER_FRAME, h, w), dtype=np.uint8)
     planes = out.reshape(nf, 3, 8, h, w)
     for g, ch in enumerate(_GROUP_TO_RGB):
