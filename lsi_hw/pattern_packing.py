@@ -441,13 +441,7 @@ def masks_from_dlp_frames(
             frame, b = divmod(k, DLP_BITPLANES_PER_FRAME)
             if (bits[frame, _GROUP_TO_RGB[b // 8]] >> (b % 8)) & 1:
                 raise _uneven_blocks(k, shape, s, sr, sc, diamond)
-    out = np.empty((nf * DLP_BITPLANES_PER_FRAME, h, w), dtype=np.uint8)
-    planes = out.reshape(nf, 3, 8, h, w)
-    for g, ch in enumerate(_GROUP_TO_RGB):
-        chan = first[..., ch]
-        for b in range(8):
-            np.bitwise_and(chan >> np.uint8(b), np.uint8(1), out=planes[:, g, b])
-    return out[:m]
+    return unpack_dlp_frames(first, m, dmd_shape=None)  # frames at mask resolution
 
 
 def unpack_dlp_frames(
