@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -385,6 +386,7 @@ def test_extrapolation_from_fewer_masks(monkeypatch: pytest.MonkeyPatch, tmp_pat
     extrapolated, and the timed problems never exceed the call's."""
     monkeypatch.setattr(autotune, "RUN_S", 0.0)
     monkeypatch.setattr(autotune, "TOTAL_S", 60.0)
+    monkeypatch.setattr(autotune, "CONFIRM_MAX_S", 0.0)  # no whole-problem runs
     seen: list[int] = []
     real = autotune.execute
 
@@ -399,6 +401,43 @@ def test_extrapolation_from_fewer_masks(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert max(seen) < 20000 and min(seen) >= 1
     assert all(t > 0 for t in the_plan(proj).timed_s.values())
     np.testing.assert_allclose(y, reference(masks, x), rtol=1e-5)
+
+
+def test_close_estimates_are_settled_on_the_whole_problem(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Estimates extrapolated from a few masks can miss a cliff that only the whole problem
+    shows; when the best two are close, both run on every mask and those times decide."""
+    from lsi_hw.sim.costmodel import predict_seconds
+
+    _, packed, x = problem(m=400, side=32, batch=8)
+    mk = K.as_masks(packed)
+    images = K.as_images(x, mk)
+    real = autotune.execute
+    whole_runs: list[str] = []
+
+    def cliff(path, mk_, x_, kind):  # lut4 is 60 ms slower on all 400 masks
+        if mk_.m == 400:
+            whole_runs.append(path)
+            if path == "lut4":
+                time.sleep(0.06)
+        return real(path, mk_, x_, kind)
+
+    def predict(path: str, k: int) -> float:
+        return predict_seconds(path, k, images.shape[1], len(images), "float32",
+                               numba.get_num_threads())
+
+    monkeypatch.setattr(autotune, "execute", cliff)
+    monkeypatch.setattr(autotune, "RUN_S", 0.0)  # lut4 estimated from 32 masks at most
+    monkeypatch.setattr(autotune, "TOTAL_S", 60.0)
+    monkeypatch.setattr(autotune, "PRUNE", float("inf"))
+    monkeypatch.setattr(autotune, "CLOSE", 0.5)  # never close: the estimates decide
+    timed, _ = autotune.time_paths(mk, images, "float32", ("lut4", "lut8"), predict)
+    assert "lut4" not in whole_runs and timed["lut4"] < 0.06  # blind to the cliff
+    monkeypatch.setattr(autotune, "CLOSE", float("inf"))  # the two always count as close
+    whole_runs.clear()
+    timed, _ = autotune.time_paths(mk, images, "float32", ("lut4", "lut8"), predict)
+    assert whole_runs.count("lut4") == 2 and set(whole_runs) == {"lut4", "lut8"}
+    assert timed["lut4"] >= 0.06 and min(timed, key=timed.__getitem__) == "lut8"
 
 
 def test_shape_classes() -> None:
