@@ -570,9 +570,10 @@ def decode(model: str, measurements: str, out: str, probes: str | None,
               help="File to write (default: the cache that evaluation reads, "
                    "$XDG_CACHE_HOME or ~/.cache, /lsi-toolkit/recognizer/<key>.pt).")
 @click.option("--force", is_flag=True, help="Retrain and replace an existing file.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
 @one_line_errors
 def recognizer(steps: int | None, size: int, generator_seed: int, seed: int, device: str,
-               out: str | None, force: bool) -> None:
+               out: str | None, force: bool, progress: bool) -> None:
     """Train the SynthFace face recognizer (identity metric) and cache it; never downloaded."""
     from lsi_ml.devices import check_device
     from lsi_ml.evaluation.recognizer import RecognizerConfig, train_recognizer
@@ -589,7 +590,7 @@ def recognizer(steps: int | None, size: int, generator_seed: int, seed: int, dev
     if not 0 <= generator_seed <= 2**63 - 1:
         raise ConfigError(f"--generator-seed {generator_seed} must be in 0..2**63-1")
     check_device(device, label="--device ", available=True)
-    overrides: dict[str, Any] = {"seed": seed, "device": device}
+    overrides: dict[str, Any] = {"seed": seed, "device": device, "progress": progress}
     if steps is not None:
         overrides["steps"] = steps
     try:

@@ -289,7 +289,7 @@ def test_changed_generator_output_is_detected(tmp_path, gen32, trained, monkeypa
 def test_cli_recognizer(tmp_path, monkeypatch) -> None:
     runner = CliRunner()
     out = tmp_path / "r.pt"
-    args = ["recognizer", "--steps", "1", "--size", "32"]
+    args = ["recognizer", "--steps", "1", "--size", "32", "--no-progress"]
     result = runner.invoke(main, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and out.is_file()
