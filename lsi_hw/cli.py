@@ -230,12 +230,16 @@ def _save_scenes(path: Path, scenes: np.ndarray, names: list[str]) -> None:
 def _timed_measurement(bench: Bench, noise: str, seed: int, config: SimConfig,
                        scenes: np.ndarray, patterns: PatternSet
                        ) -> tuple[Measurement, float, float]:
-    """(measurement, its seconds, seconds of the one-time start-up): a first measurement of
-    one scene on a fresh bench pays the start-up, then ``bench`` measures every scene."""
+    """(measurement, its seconds, seconds of the one-time start-up): a first measurement on
+    a fresh bench pays the start-up, then ``bench`` measures every scene.  The first
+    measurement takes as many scenes as one block of the real one (the kernels, their
+    paths and work buffers depend on the batch), so none of its cost lands in the timing."""
     from lsi_hw.benches import make_bench
+    from lsi_hw.sim.bench import CHUNK_SCENES
 
     started = time.perf_counter()  # one-time start-up: numba import, JIT cache, planner
-    make_bench("sim", noise=noise, seed=seed, config=config).measure(scenes[:1], patterns)
+    make_bench("sim", noise=noise, seed=seed, config=config).measure(
+        scenes[:CHUNK_SCENES], patterns)
     startup = time.perf_counter() - started
     started = time.perf_counter()
     measured = bench.measure(scenes, patterns)
