@@ -209,8 +209,9 @@ def place_packed_frames(packed: npt.NDArray[np.uint8], superpixel: int | None = 
     rows, cols = _check_dmd_shape(dmd_shape)
     sr, sc, r0, c0 = dmd_placement((h, w), superpixel, diamond, (rows, cols))
     out = np.zeros((nf, rows, cols, 3), dtype=np.uint8)
-    block = np.broadcast_to(packed[:, :, None, :, None, :], (nf, h, sr, w, sc, 3))
-    out[:, r0 : r0 + h * sr, c0 : c0 + w * sc] = block.reshape(nf, h * sr, w * sc, 3)
+    line = np.repeat(packed, sc, axis=2).reshape(nf, h, 1, w * sc * 3)  # one mirror row
+    blocks = out[:, r0 : r0 + h * sr, c0 : c0 + w * sc].reshape(nf, h, sr, w * sc * 3)
+    blocks[...] = line  # a view of out: each block row repeated over its sr mirror rows
     return out
 
 
@@ -430,13 +431,21 @@ def masks_from_dlp_frames(
     nf, rows, cols, _ = f.shape
     h, w = parse_shape(shape)
     s, sr, sc, r0, c0 = _shown_placement((h, w), superpixel, diamond, (rows, cols))
-    region = f[:, r0 : r0 + h * sr, c0 : c0 + w * sc].reshape(nf, h, sr, w, sc, 3)
-    first = region[:, :, 0, :, 0]  # (nf, h, w, 3): the block's first mirror, 24 bits
+    region = f[:, r0 : r0 + h * sr, c0 : c0 + w * sc]  # (nf, h * sr, w * sc, 3), a view
+    lines = region.reshape(nf, h, sr, w * sc * 3)  # mirror rows, grouped by block row
+    top = lines[:, :, 0].reshape(nf, h, w, sc, 3)  # the first mirror row of each block
+    first = top[:, :, :, 0]  # (nf, h, w, 3): each block's first mirror, 24 bits
     if sr > 1 or sc > 1:
-        differs = np.bitwise_or.reduce(
-            (region ^ first[:, :, None, :, None]).reshape(nf, h, sr, w * sc * 3), axis=2)
-        differs = np.bitwise_or.reduce(differs.reshape(nf, h, w, sc, 3), axis=3)
-        bits = np.bitwise_or.reduce(differs.reshape(nf, -1, 3), axis=1)  # (nf, 3)
+        # Every mirror equals its block's first one iff every mirror row equals the
+        # block's top row and the top row is uniform across each block; the bits that
+        # differ are the same either way.  Both checks run over long contiguous rows.
+        bits = np.zeros((nf, 3), dtype=np.uint8)
+        if sr > 1:
+            rows_differ = np.bitwise_or.reduce(lines[:, :, 1:] ^ lines[:, :, :1], axis=2)
+            bits |= np.bitwise_or.reduce(rows_differ.reshape(nf, -1, 3), axis=1)
+        if sc > 1:
+            cols_differ = np.bitwise_or.reduce(top[:, :, :, 1:] ^ top[:, :, :, :1], axis=3)
+            bits |= np.bitwise_or.reduce(cols_differ.reshape(nf, -1, 3), axis=1)
         for k in range(m):
             frame, b = divmod(k, DLP_BITPLANES_PER_FRAME)
             if (bits[frame, _GROUP_TO_RGB[b // 8]] >> (b % 8)) & 1:

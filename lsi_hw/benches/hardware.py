@@ -139,6 +139,7 @@ class HardwareBench(Bench):
         ids: list[str] = [""] * n_scenes
         saturated = 0
         t_origin = time.monotonic()
+        free_at = 0.0  # when the last sequence ended (s after t_origin)
         try:
             for offset, chunk in self._chunks(patterns):
                 self.modulator.load(chunk, exposure_us=self.exposure_us,
@@ -148,7 +149,11 @@ class HardwareBench(Bench):
                     ids[b] = self.scene.show(scenes[b])
                     self.detector.arm(chunk.m, exposure_us=self.modulator.exposure_us,
                                       period_us=self.modulator.period_us)
-                    started = time.monotonic() - t_origin
+                    # a sequence cannot start before the previous one ended: on hardware
+                    # the read blocks that long anyway; an emulated bench runs faster than
+                    # the mirrors, and its stamps then follow the device's timeline
+                    started = max(time.monotonic() - t_origin, free_at)
+                    free_at = started + chunk.m * period_s
                     self.modulator.start()
                     volts = self.detector.read(
                         timeout_s=chunk.m * period_s + self.read_margin_s
