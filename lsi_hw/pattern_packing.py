@@ -195,7 +195,7 @@ def dmd_placement(shape: tuple[int, int], superpixel: int | None, diamond: bool,
     return sr, sc, (rows - h * sr) // 2, (cols - w * sc) // 2
 
 
-def place_packed_frames(packed: npt.NDArray[np.uint8], superpixel: int | None = None,
+def place_packed_frames(packed: npt.ArrayLike, superpixel: int | None = None,
                         diamond: bool = False, *,
                         dmd_shape: tuple[int, int] = _DMD_SHAPE) -> npt.NDArray[np.uint8]:
     """DMD-sized 24-bit frames from frames packed at mask resolution.
@@ -205,6 +205,11 @@ def place_packed_frames(packed: npt.NDArray[np.uint8], superpixel: int | None = 
     pixel, so the two commute), but only the frames' bytes are written: one pass over
     3 bytes per mirror instead of one per mirror and pattern.
     """
+    packed = np.asarray(packed)
+    if packed.dtype != np.uint8 or packed.ndim != 4 or packed.shape[3] != 3:
+        raise PatternError("packed frames must be uint8 (n_frames, H, W, 3), from "
+                           f"pack_dlp_frames(masks, dmd_shape=None); got {packed.dtype} "
+                           f"of shape {packed.shape}")
     nf, h, w, _ = packed.shape
     rows, cols = _check_dmd_shape(dmd_shape)
     sr, sc, r0, c0 = dmd_placement((h, w), superpixel, diamond, (rows, cols))

@@ -912,3 +912,12 @@ def test_to_dlp_frames_equals_place_then_pack(m, h, w, diamond, seed, shrink):
     np.testing.assert_array_equal(PatternSet(masks).to_dlp_frames(s, diamond), expected)
     with pytest.raises(ConfigError, match="does not fit"):
         PatternSet(masks).to_dlp_frames(superpixel_for((h, w), diamond) + 1, diamond)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((1, 4, 4, 3), np.float32), np.zeros((4, 4, 3), np.uint8),
+                                 np.zeros((1, 4, 4, 2), np.uint8)])
+def test_place_packed_frames_refuses_what_pack_dlp_frames_cannot_make(bad):
+    from lsi_hw.patterns import place_packed_frames
+
+    with pytest.raises(PatternError, match="packed frames must be uint8"):
+        place_packed_frames(bad)

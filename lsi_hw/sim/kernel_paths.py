@@ -26,7 +26,7 @@ from lsi_hw.sim.numba_kernels import (
     planes_layout,
     unpack_kernel,
 )
-from lsi_hw.sim.scratch import scratch
+from lsi_hw.sim.scratch import aligned_empty, scratch
 from lsi_hw.sim.walsh import fwht_inplace
 
 __all__ = [
@@ -209,15 +209,6 @@ def image_kind(dtype: np.dtype) -> str:
 # --------------------------------------------------------------------------------------------
 # paths
 # --------------------------------------------------------------------------------------------
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: Any, zero: bool = False) -> np.ndarray:
-    """Uninitialised (or zeroed) C-contiguous array whose data start on a 64-byte boundary."""
-    dt = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dt.itemsize
-    buf = np.zeros(nbytes + 64, np.uint8) if zero else np.empty(nbytes + 64, np.uint8)
-    start = (-buf.ctypes.data) % 64
-    return buf[start:start + nbytes].view(dt).reshape(shape)
 
 
 def run_bitplane(packed: np.ndarray, x: np.ndarray, kind: str) -> np.ndarray:

@@ -17,12 +17,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_SCRATCH_BYTES", "scratch"]
+__all__ = ["MAX_SCRATCH_BYTES", "aligned_empty", "scratch"]
 
 #: arrays larger than this are not kept between calls (allocated fresh each time)
 MAX_SCRATCH_BYTES = 256 * 2**20
 
 _local = threading.local()
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any, zero: bool = False) -> np.ndarray:
+    """Uninitialised (or zeroed) C-contiguous array whose data start on a 64-byte boundary."""
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    buf = np.zeros(nbytes + 64, np.uint8) if zero else np.empty(nbytes + 64, np.uint8)
+    start = (-buf.ctypes.data) % 64
+    return buf[start:start + nbytes].view(dt).reshape(shape)
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -36,11 +45,10 @@ def scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     buffers: dict[str, np.ndarray] = getattr(_local, "buffers", None) or {}
     _local.buffers = buffers
     buf = buffers.get(name)
-    if buf is None or buf.size < nbytes + 64:
-        buf = np.empty(nbytes + 64, np.uint8)
+    if buf is None or buf.size < nbytes:
+        buf = aligned_empty((nbytes,), np.uint8)
         if nbytes <= MAX_SCRATCH_BYTES:
             buffers[name] = buf
         else:
             buffers.pop(name, None)
-    start = (-buf.ctypes.data) % 64
-    return buf[start:start + nbytes].view(dt).reshape(shape)
+    return buf[:nbytes].view(dt).reshape(shape)
